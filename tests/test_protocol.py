@@ -483,3 +483,40 @@ def test_role_must_be_a_role() -> None:
 def test_message_too_big_is_a_protocol_error_with_1009() -> None:
     assert MessageTooBig("x").close_code == 1009
     assert issubclass(MessageTooBig, ProtocolError)
+
+
+# ---------------------------------------------------------------- fail fast inside one frame
+
+
+def test_invalid_utf8_inside_one_frame_fails_before_the_frame_is_complete() -> None:
+    server = Protocol(Role.SERVER)
+    data = frame(TEXT, b"valid " + b"\xed\xa0\x80" + b" rest of the frame")
+    # The frame arrives in chops: the bad bytes are in the second chop, the end never comes.
+    assert server.receive_data(data[:10]) == []
+    assert_failed_with(server, server.receive_data(data[10:16]), 1007)
+
+
+def test_invalid_utf8_inside_a_continuation_frame_fails_early() -> None:
+    server = Protocol(Role.SERVER)
+    assert server.receive_data(frame(TEXT, b"ab\xe2", fin=False)) == []
+    data = frame(CONT, b"\x82\xac ok then \xff and more")
+    assert server.receive_data(data[:12]) == []
+    assert_failed_with(server, server.receive_data(data[12:20]), 1007)
+
+
+@pytest.mark.parametrize("chop", [1, 2, 3, 5, 7, 64])
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+def test_text_frames_in_chops_are_reassembled_exactly(chop: int, role: Role) -> None:
+    key = None if role is Role.CLIENT else b"\x01\x02\x03\x04"
+    text = "héllo wörld € 𝄞 " * 20
+    encoded = text.encode()
+    data = (
+        frame(TEXT, encoded[:50], fin=False, key=key)
+        + frame(CONT, encoded[50:], key=key)
+        + frame(TEXT, encoded, key=key)
+    )
+    protocol = Protocol(role)
+    events = []
+    for index in range(0, len(data), chop):
+        events += protocol.receive_data(data[index : index + chop])
+    assert events == [TextMessage(text), TextMessage(text)]

@@ -115,6 +115,8 @@ class Protocol:
         "_message_buffer",
         "_message_opcode",
         "_outgoing",
+        "_partial_checked",
+        "_partial_validator",
         "_receiving_done",
         "_utf8",
         "close_initiator",
@@ -162,6 +164,10 @@ class Protocol:
         self._message_buffer = bytearray()
         self._fragment_count = 0
         self._utf8: Utf8Validator | None = None
+        # A text frame still waiting for the rest of its payload: how many of its payload bytes
+        # were already unmasked in place and validated, and the validator holding that state.
+        self._partial_checked = 0
+        self._partial_validator: Utf8Validator | None = None
         self._receiving_done = False
         self._failed = False
         self._eof = False
@@ -205,7 +211,54 @@ class Protocol:
             del buffer[:position]
         elif position < end:
             buffer += data[position:]
+        if buffer and not self._receiving_done:
+            try:
+                self._check_partial_text()
+            except ProtocolError as error:
+                events.append(self._fail_from_peer(error))
         return events
+
+    def _check_partial_text(self) -> None:
+        """Validate the part already received of an incomplete text frame.
+
+        RFC 6455 §8.1 asks to fail invalid UTF-8 as soon as it is seen; a frame that arrives in
+        pieces must not wait for its last byte. The received part is unmasked in place in the
+        buffer (so it is never unmasked twice) and fed to a validator that continues the state
+        of the message. Header checks already passed in :meth:`_parse`.
+        """
+        buffer = self._buffer
+        if len(buffer) < 2:
+            return
+        first = buffer[0]
+        second = buffer[1]
+        opcode = first & 0x0F
+        if opcode != _TEXT and not (opcode == _CONTINUATION and self._utf8 is not None):
+            return
+        length = second & 0x7F
+        header_length = 2 if length < 126 else 4 if length == 126 else 10
+        if second & 0x80:
+            header_length += 4
+        if length >= 126:
+            if len(buffer) < header_length:
+                return
+            length = (UINT16 if length == 126 else UINT64).unpack_from(buffer, 2)[0]
+        start = header_length + self._partial_checked
+        stop = min(len(buffer), header_length + length)
+        if stop <= start:
+            return
+        if second & 0x80:
+            key = bytes(buffer[header_length - 4 : header_length])
+            phase = self._partial_checked % 4
+            buffer[start:stop] = apply_mask(buffer[start:stop], key[phase:] + key[:phase])
+        validator = self._partial_validator
+        if validator is None:
+            validator = Utf8Validator()
+            if opcode == _CONTINUATION and self._utf8 is not None:
+                validator.resume_from(self._utf8)
+            self._partial_validator = validator
+        if not validator.feed(buffer[start:stop]):
+            raise ProtocolError("invalid UTF-8 in a text message", 1007)
+        self._partial_checked = stop - header_length
 
     def _parse(self, view: memoryview, end: int, events: list[Event]) -> int:
         """Parse the complete frames in ``view[:end]``; return the offset of the first byte left."""
@@ -285,8 +338,21 @@ class Protocol:
                 return position
             start = position + header_length
             position = start + length
+            checked = self._partial_checked
+            if checked:
+                # Only the first frame of the buffer can have been checked in part (above);
+                # that part is already unmasked in place.
+                self._partial_checked = 0
+                self._partial_validator = None
             if masked:
-                payload = apply_mask(view[start:position], bytes(view[start - 4 : start]))
+                key = bytes(view[start - 4 : start])
+                if checked:
+                    phase = checked % 4
+                    payload = bytes(view[start : start + checked]) + apply_mask(
+                        view[start + checked : position], key[phase:] + key[:phase]
+                    )
+                else:
+                    payload = apply_mask(view[start:position], key)
             else:
                 payload = bytes(view[start:position])
 
@@ -522,6 +588,7 @@ class Protocol:
         self._receiving_done = True
         self._buffer = bytearray()
         self._message_buffer = bytearray()
+        self._partial_validator = None
         self.state = State.CLOSED
 
     def _queue_close(self, code: int | None, reason: str) -> None:

@@ -38,6 +38,10 @@ class Utf8Validator:
         # A held-back surrogate prefix is already invalid; reject it now, not at the end.
         return not (len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0)
 
+    def resume_from(self, other: Utf8Validator) -> None:
+        """Continue from the point ``other`` has reached (``other`` is left unchanged)."""
+        self._decoder.setstate(other._decoder.getstate())
+
     def finish(self) -> bool:
         """Tell whether the stream fed so far ends on a character boundary (is complete)."""
         try:
