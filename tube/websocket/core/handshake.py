@@ -1,0 +1,568 @@
+"""The WebSocket opening handshake (RFC 6455 §4), server and client roles, without I/O.
+
+Server side: :func:`accept_request` checks a parsed request (from
+:func:`~.http.parse_request_head`, ``http.server`` or a WSGI environ: anything that gives method,
+target, version and header list) and returns the ``101 Switching Protocols`` response, or raises
+:class:`~.errors.HandshakeError` carrying the status to answer with; :func:`rejection_response`
+turns that error into the response to send.
+
+Client side: :func:`build_request` makes the request (with a fresh random key) and
+:func:`validate_response` checks the server's answer against it.
+
+Choices worth knowing (see the function docstrings for the details):
+
+* A request without ``Upgrade: websocket`` or ``Connection: upgrade`` gets **400**, not 426.
+  RFC 6455 §4.2.1 asks for "an appropriate error code (such as 400 Bad Request)" when the
+  handshake does not match, and §4.4 gives 426 one precise meaning in WebSocket: "unsupported
+  ``Sec-WebSocket-Version``", answered with the versions the server speaks. Keeping 426 for that
+  single case lets a client tell the two failures apart from the status alone.
+* The ``Origin`` check (protection against cross-site WebSocket hijacking) is on by default with a
+  same-host policy; see :func:`accept_request`.
+* No extension is negotiated: ``Sec-WebSocket-Extensions`` in a request is ignored, the server never
+  answers with one, and the client refuses a response that carries one (it offered none).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import secrets
+from collections.abc import Callable, Sequence
+
+from .errors import HandshakeError
+from .http import (
+    _BAD_TARGET_RE,
+    Headers,
+    Request,
+    Response,
+    _check_field,
+    _is_token,
+    _show,
+    split_list,
+)
+
+__all__ = [
+    "WEBSOCKET_GUID",
+    "WEBSOCKET_VERSION",
+    "SubprotocolSelector",
+    "accept_key",
+    "accept_request",
+    "build_request",
+    "generate_key",
+    "rejection_response",
+    "validate_response",
+]
+
+#: RFC 6455 §1.3: the GUID appended to the client's key before hashing.
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#: The one protocol version this implementation speaks (RFC 6455 §4.1).
+WEBSOCKET_VERSION = "13"
+
+SubprotocolSelector = Callable[[list[str]], str | None]
+"""A callback given the client's offered subprotocols; returns the chosen one or None."""
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+# Headers that build_request / accept_request set themselves; extra_headers may not override them.
+_CLIENT_RESERVED = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+        "origin",
+    }
+)
+_SERVER_RESERVED = frozenset(
+    {
+        "upgrade",
+        "connection",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    }
+)
+
+# Request headers accept_request looks at; everything else is skipped when indexing.
+_WANTED = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-version",
+        "sec-websocket-key",
+        "origin",
+        "sec-websocket-protocol",
+    }
+)
+
+
+def accept_key(key: str) -> str:
+    """Compute the ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2).
+
+    Args:
+        key: The client's key, as sent (base64 text).
+
+    Returns:
+        base64(SHA-1(key + GUID)).
+
+    Raises:
+        ValueError: ``key`` holds non-ASCII characters.
+    """
+    # SHA-1 is what the RFC mandates; it proves the server read the key, it protects nothing.
+    digest = hashlib.sha1((key + WEBSOCKET_GUID).encode("ascii"), usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _is_valid_key(key: str) -> bool:
+    """Return True when ``key`` is the canonical base64 encoding of exactly 16 bytes."""
+    if len(key) != 24:
+        return False
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    # validate=True still accepts non-zero padding bits ("...R==" for "...Q=="); re-encoding
+    # makes the check strict.
+    return len(raw) == 16 and base64.b64encode(raw).decode("ascii") == key
+
+
+# --- origin ---------------------------------------------------------------------------------------
+
+
+_AUTHORITY_RE = re.compile(
+    # host: a bracketed IPv6 literal, or a reg-name/IPv4 without delimiters; then an optional port.
+    r"(\[[0-9A-Za-z:.%]+\]|[^\[\]/?#@:\s]+)(?::([0-9]{1,5}))?",
+    re.ASCII,
+)
+
+
+def _split_authority(authority: str, default_port: int) -> tuple[str, int] | None:
+    """Split ``host[:port]`` (IPv6 in brackets) into a lower-cased host and a port.
+
+    A missing port becomes ``default_port``. Returns None when the text is not a valid authority.
+    """
+    match = _AUTHORITY_RE.fullmatch(authority)
+    if match is None:
+        return None
+    host, port_text = match.groups()
+    if port_text is None:
+        return host.lower(), default_port
+    port = int(port_text)
+    if port > 65535:
+        return None
+    return host.lower(), port
+
+
+def _is_same_host(origin: str, host: str) -> bool:
+    """Return True when the serialized ``origin``'s host and port equal those of ``host``.
+
+    Only ``http``, ``https``, ``ws`` and ``wss`` origins can match. A port missing from either side
+    is the default port of the origin's scheme (80 for http/ws, 443 for https/wss), so
+    ``https://example.com`` matches ``Host: example.com`` and ``Host: example.com:443``.
+    Comparison ignores case.
+    """
+    scheme, sep, authority = origin.partition("://")
+    if not sep or not scheme:
+        return False
+    scheme = scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        # Only web origins can be "the same host": chrome-extension://<id> and the like never are.
+        return False
+    default_port = _DEFAULT_PORTS[scheme]
+    origin_parts = _split_authority(authority, default_port)
+    host_parts = _split_authority(host, default_port)
+    return origin_parts is not None and origin_parts == host_parts
+
+
+def _check_origin(origin: str, host: str, allowed: frozenset[str] | None) -> None:
+    """Raise 403 unless ``origin`` is allow-listed or on the same host as the request."""
+    if allowed is not None and origin.lower() in allowed:
+        return
+    # "null" (opaque origins: sandboxed iframes, file: pages...) never matches a host.
+    if _is_same_host(origin, host):
+        return
+    raise HandshakeError(403, f"origin not allowed: {origin[:200]}")
+
+
+# --- subprotocols ---------------------------------------------------------------------------------
+
+
+def _select_subprotocol(
+    offered: list[str],
+    subprotocols: Sequence[str] | SubprotocolSelector | None,
+) -> str | None:
+    """Pick the subprotocol to answer with, or None."""
+    if not offered or subprotocols is None:
+        return None
+    if callable(subprotocols):
+        chosen = subprotocols(list(offered))
+        if chosen is not None and chosen not in offered:
+            raise ValueError(
+                f"subprotocol callback returned {chosen!r}, which the client did not offer "
+                f"(offered: {offered!r})"
+            )
+        return chosen
+    # Server preference order: the first server-supported protocol that the client offered.
+    for candidate in subprotocols:
+        if candidate in offered:
+            return candidate
+    return None
+
+
+def _check_header_options(
+    extra_headers: Sequence[tuple[str, str]], reserved: frozenset[str], what: str
+) -> Headers:
+    """Validate extra headers (no injection, no override of handshake headers); return a copy."""
+    result: Headers = []
+    for name, value in extra_headers:
+        _check_field(name, value)
+        if name.lower() in reserved:
+            raise ValueError(f"extra_headers may not set {name}: {what} sets it itself")
+        result.append((name, value))
+    return result
+
+
+# --- server side ----------------------------------------------------------------------------------
+
+
+def _http_version(version: str) -> tuple[int, int] | None:
+    """Parse ``HTTP/x.y`` into ``(x, y)``, or None."""
+    name, slash, number = version.partition("/")
+    major, dot, minor = number.partition(".")
+    if (
+        name != "HTTP"
+        or not slash
+        or not dot
+        or not (major.isascii() and major.isdigit())
+        or not (minor.isascii() and minor.isdigit())
+    ):
+        return None
+    return int(major), int(minor)
+
+
+def _describe(values: list[str] | None) -> str:
+    """Describe what arrived in a header for an error message."""
+    if not values:
+        return "none"
+    return _show(", ".join(values))
+
+
+def accept_request(
+    request: Request,
+    *,
+    subprotocols: Sequence[str] | SubprotocolSelector | None = None,
+    origins: Sequence[str] | None = None,
+    check_origin: bool = True,
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> tuple[Response, str | None]:
+    """Validate a WebSocket opening handshake request and build the 101 response (RFC 6455 §4.2).
+
+    The checks run in this order; the first failure raises with exactly one status:
+
+    1. method ``GET`` (case-sensitive) -- else **405** with ``Allow: GET``;
+    2. version HTTP/1.1 or later -- else **505**;
+    3. exactly one non-empty ``Host`` -- else **400**;
+    4. ``Upgrade`` holds the token ``websocket`` and ``Connection`` the token ``upgrade``, both
+       case-insensitive comma-separated lists (browsers send ``Connection: keep-alive, Upgrade``)
+       -- else **400** (see the module docstring for why not 426);
+    5. ``Sec-WebSocket-Version: 13`` (exactly) -- else **426** with ``Sec-WebSocket-Version: 13``;
+    6. exactly one ``Sec-WebSocket-Key``, the canonical base64 of 16 bytes -- else **400**;
+    7. the origin check -- else **403** ``origin not allowed: <origin>``.
+
+    Origin policy (cross-site WebSocket hijacking protection): a request without ``Origin`` is
+    accepted (non-browser clients send none). A request with one is accepted when its host and port
+    equal those of the ``Host`` header (ASCII case-insensitive; a missing port is the default port
+    of the origin's scheme), or when it is listed in ``origins``, or when ``check_origin`` is False.
+    ``Origin: null`` (sandboxed frames, ``file:`` pages) is refused unless ``"null"`` is listed.
+    Several ``Origin`` headers are refused unless their joined value is listed.
+
+    Subprotocols: the client's ``Sec-WebSocket-Protocol`` elements are matched exactly (they are
+    case-sensitive). With a sequence, the first entry the client offered wins (server preference).
+    With a callable, it is called with the offered list (only when the client offered some) and
+    returns one of them or None. No match means no ``Sec-WebSocket-Protocol`` header, not an error.
+
+    ``Sec-WebSocket-Extensions`` is ignored: no extension is negotiated, so the response never holds
+    one (RFC 6455 §9.1 lets the server decline every offered extension).
+
+    Args:
+        request: The parsed request head.
+        subprotocols: Supported subprotocols in preference order, or a selection callback.
+        origins: Serialized origins allowed in addition to the same host, such as
+            ``"https://example.com"`` (compared ASCII case-insensitively). ``"*"`` is refused: pass
+            ``check_origin=False`` to allow every origin.
+        check_origin: Set False to skip the origin check entirely (for example behind a proxy that
+            already does it, or for a public API that uses no cookies).
+        extra_headers: Headers appended to the 101 response.
+
+    Returns:
+        ``(response, subprotocol)``: the 101 response to send and the selected subprotocol or None.
+
+    Raises:
+        HandshakeError: The request is not an acceptable handshake; send
+            :func:`rejection_response` of it and close the connection.
+        ValueError: Local misuse: an option is invalid, or the callback chose a subprotocol the
+            client did not offer.
+        TypeError: ``origins`` or ``subprotocols`` is a single string instead of a sequence.
+    """
+    # Validate the local configuration first: misuse must fail identically for every request.
+    extra = _check_header_options(extra_headers, _SERVER_RESERVED, "accept_request")
+    allowed: frozenset[str] | None = None
+    if origins is not None:
+        if isinstance(origins, str):
+            raise TypeError("origins must be a sequence of origins, not a single string")
+        if "*" in origins:
+            raise ValueError('origins may not contain "*"; pass check_origin=False instead')
+        allowed = frozenset(o.lower() for o in origins)
+    if isinstance(subprotocols, str):
+        raise TypeError("subprotocols must be a sequence of strings or a callable, not a string")
+
+    # RFC 6455 §4.1: "The method of the request MUST be GET".
+    if request.method != "GET":
+        raise HandshakeError(
+            405, f"expected method GET, got {_show(request.method)}", headers=[("Allow", "GET")]
+        )
+    # RFC 6455 §4.1: "the HTTP version MUST be at least 1.1".
+    version = _http_version(request.version)
+    if version is None or version < (1, 1):
+        raise HandshakeError(505, f"expected HTTP/1.1 or later, got {_show(request.version)}")
+
+    # One pass over the headers, keeping only the ones we look at.
+    index: dict[str, list[str]] = {}
+    for name, value in request.headers:
+        lname = name.lower()
+        if lname in _WANTED:
+            values = index.get(lname)
+            if values is None:
+                index[lname] = [value]
+            else:
+                values.append(value)
+
+    # RFC 6455 §4.2.1 item 2 (and RFC 9112 §3.2: a request with several Host fields is invalid).
+    hosts = index.get("host")
+    if not hosts or len(hosts) != 1 or not hosts[0]:
+        got = f"{len(hosts)} headers" if hosts and len(hosts) > 1 else _describe(hosts)
+        raise HandshakeError(400, f"expected exactly one non-empty Host header, got {got}")
+    # Field values exclude surrounding whitespace (RFC 9110 §5.5); our parser strips it already,
+    # other front-ends may not.
+    host = hosts[0].strip(" \t")
+
+    # RFC 6455 §4.2.1 items 3 and 4: token lists, compared ASCII case-insensitively.
+    upgrade = index.get("upgrade")
+    if not _has_token(upgrade, "websocket"):
+        raise HandshakeError(
+            400, f"expected an Upgrade header with 'websocket', got {_describe(upgrade)}"
+        )
+    connection = index.get("connection")
+    if not _has_token(connection, "upgrade"):
+        raise HandshakeError(
+            400, f"expected a Connection header with 'Upgrade', got {_describe(connection)}"
+        )
+
+    # RFC 6455 §4.2.2 / §4.4: an unsupported version is answered with 426 and the versions we speak.
+    versions = index.get("sec-websocket-version")
+    if versions is None or len(versions) != 1 or versions[0].strip(" \t") != WEBSOCKET_VERSION:
+        raise HandshakeError(
+            426,
+            f"expected Sec-WebSocket-Version: 13, got {_describe(versions)}",
+            headers=[("Sec-WebSocket-Version", WEBSOCKET_VERSION)],
+        )
+
+    # RFC 6455 §4.2.1 item 5: "a base64-encoded value that, when decoded, is 16 bytes in length".
+    keys = index.get("sec-websocket-key")
+    key = keys[0].strip(" \t") if keys is not None and len(keys) == 1 else ""
+    if not _is_valid_key(key):
+        got = f"{len(keys)} headers" if keys and len(keys) > 1 else _describe(keys)
+        raise HandshakeError(
+            400, f"expected Sec-WebSocket-Key to be the base64 encoding of 16 bytes, got {got}"
+        )
+
+    # RFC 6455 §10.2: servers that do not want cross-origin use must check Origin.
+    origin_values = index.get("origin")
+    if check_origin and origin_values is not None:
+        _check_origin(", ".join(v.strip(" \t") for v in origin_values), host, allowed)
+
+    offered_values = index.get("sec-websocket-protocol")
+    offered = split_list(", ".join(offered_values)) if offered_values else []
+    subprotocol = _select_subprotocol(offered, subprotocols)
+
+    headers: Headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_key(key)),
+    ]
+    if subprotocol is not None:
+        headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    headers.extend(extra)
+    return Response(101, "Switching Protocols", headers), subprotocol
+
+
+def _has_token(values: list[str] | None, token: str) -> bool:
+    """Return True when the comma-separated lists in ``values`` hold ``token`` (lower-case).
+
+    Tokens compare ASCII case-insensitively (RFC 9110 §7.8 for Upgrade, §7.6.1 for Connection).
+    """
+    if values is None:
+        return False
+    for value in values:
+        lowered = value.lower()
+        # Fast path: the whole value is the token (the usual "Upgrade: websocket").
+        if lowered == token or token in split_list(lowered):
+            return True
+    return False
+
+
+def rejection_response(error: HandshakeError) -> Response:
+    """Build the HTTP response that refuses a handshake.
+
+    Args:
+        error: The error :func:`accept_request` (or :func:`~.http.parse_request_head`) raised.
+
+    Returns:
+        A response with ``error.status`` and its standard phrase, ``error.headers``, then
+        ``Content-Type: text/plain; charset=utf-8``, ``Content-Length`` and ``Connection: close``,
+        and the body ``error.reason`` plus a newline, in UTF-8.
+    """
+    body = (error.reason + "\n").encode("utf-8")
+    headers: Headers = list(error.headers)
+    headers += [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    return Response(error.status, error.status_phrase, headers, body)
+
+
+# --- client side ----------------------------------------------------------------------------------
+
+
+def generate_key() -> str:
+    """Return a fresh ``Sec-WebSocket-Key``: 16 random bytes from :mod:`secrets`, base64-encoded."""
+    # RFC 6455 §4.1: "randomly selected 16-byte value ... base64-encoded".
+    return base64.b64encode(secrets.token_bytes(16)).decode("ascii")
+
+
+def build_request(
+    host: str,
+    resource: str,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    origin: str | None = None,
+    extra_headers: Sequence[tuple[str, str]] = (),
+    key: str | None = None,
+) -> tuple[Request, str]:
+    """Build a client opening handshake request (RFC 6455 §4.1).
+
+    Args:
+        host: The ``Host`` header value: the host, with ``:port`` when it is not the default port
+            of the scheme (IPv6 addresses in brackets).
+        resource: The request target: path and query, starting with ``/``.
+        subprotocols: Subprotocols to offer, in preference order (sent comma-joined).
+        origin: The ``Origin`` header to send, if any.
+        extra_headers: More headers to send; they may not set a header the handshake sets.
+        key: The ``Sec-WebSocket-Key`` to use, for tests; by default a fresh random one.
+
+    Returns:
+        ``(request, key)``; keep the key for :func:`validate_response`.
+
+    Raises:
+        ValueError: An argument is invalid (empty host, a resource not starting with ``/``, a
+            subprotocol that is not a token or is repeated, a malformed key, a header that would
+            inject CR, LF or NUL, or an extra header overriding a handshake header).
+    """
+    if not host:
+        raise ValueError("host must not be empty")
+    if isinstance(subprotocols, str):
+        raise TypeError("subprotocols must be a sequence of strings, not a string")
+    if key is None:
+        key = generate_key()
+    elif not _is_valid_key(key):
+        raise ValueError(f"invalid key {key!r}: expected the base64 encoding of 16 bytes")
+    if not resource.startswith("/") or _BAD_TARGET_RE.search(resource):
+        raise ValueError(f"invalid resource {resource!r}: expected a path starting with '/'")
+    headers: Headers = [
+        ("Host", host),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", WEBSOCKET_VERSION),
+    ]
+    if subprotocols:
+        # RFC 6455 §4.1 item 10: tokens, all unique.
+        for protocol in subprotocols:
+            if not _is_token(protocol):
+                raise ValueError(f"invalid subprotocol {protocol!r}: expected an HTTP token")
+        if len(set(subprotocols)) != len(subprotocols):
+            raise ValueError(f"subprotocols must be unique, got {list(subprotocols)!r}")
+        headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    if origin is not None:
+        headers.append(("Origin", origin))
+    # Refuse CR, LF and NUL in what the caller gave us (host, origin): header injection.
+    for name, value in headers:
+        _check_field(name, value)
+    headers.extend(_check_header_options(extra_headers, _CLIENT_RESERVED, "build_request"))
+    return Request("GET", resource, "HTTP/1.1", headers), key
+
+
+def validate_response(
+    response: Response, key: str, *, subprotocols: Sequence[str] | None = None
+) -> str | None:
+    """Check the server's answer to a request made by :func:`build_request` (RFC 6455 §4.1).
+
+    Args:
+        response: The parsed response head (with whatever body bytes the caller has, for errors).
+        key: The key returned by :func:`build_request`.
+        subprotocols: The subprotocols that were offered.
+
+    Returns:
+        The subprotocol the server selected, or None.
+
+    Raises:
+        HandshakeError: The status is not 101, ``Upgrade`` lacks ``websocket``, ``Connection`` lacks
+            ``upgrade``, ``Sec-WebSocket-Accept`` is wrong, the server selected a subprotocol that
+            was not offered (or several), or it answered with an extension (none was offered).
+            The error carries the response's status, headers and body.
+    """
+
+    def fail(reason: str) -> HandshakeError:
+        return HandshakeError(response.status, reason, headers=response.headers, body=response.body)
+
+    if response.status != 101:
+        got = f"{response.status} {response.reason}".rstrip()
+        raise fail(f"expected status 101 Switching Protocols, got {got}")
+
+    index: dict[str, list[str]] = {}
+    for name, value in response.headers:
+        index.setdefault(name.lower(), []).append(value)
+
+    # RFC 6455 §4.1, client requirements on the response, items 2 to 6.
+    upgrade = index.get("upgrade")
+    if not _has_token(upgrade, "websocket"):
+        raise fail(f"expected an Upgrade header with 'websocket', got {_describe(upgrade)}")
+    connection = index.get("connection")
+    if not _has_token(connection, "upgrade"):
+        raise fail(f"expected a Connection header with 'Upgrade', got {_describe(connection)}")
+    accepts = index.get("sec-websocket-accept")
+    expected = accept_key(key)
+    if accepts is None or len(accepts) != 1 or accepts[0] != expected:
+        raise fail(f"expected Sec-WebSocket-Accept: {expected}, got {_describe(accepts)}")
+    if "sec-websocket-extensions" in index:
+        raise fail(
+            "expected no Sec-WebSocket-Extensions (none was offered), got "
+            + _describe(index["sec-websocket-extensions"])
+        )
+    protocols = index.get("sec-websocket-protocol")
+    if protocols is None:
+        return None
+    selected = split_list(", ".join(protocols))
+    offered = list(subprotocols or ())
+    if len(selected) != 1 or selected[0] not in offered:
+        what = f"one of {offered!r}" if offered else "none (none was offered)"
+        raise fail(f"expected Sec-WebSocket-Protocol {what}, got {_describe(protocols)}")
+    return selected[0]
