@@ -1,0 +1,462 @@
+"""Shared fixtures: a thread-leak check, a WebSocket server on ``http.server``, a raw-socket peer.
+
+* ``no_thread_leak`` (autouse) fails a test that leaves a thread running once it is over
+  (threads get a few seconds to finish: connections end asynchronously).
+* ``ws_server`` is a factory: ``ws_server(app, **options)`` starts a
+  ``ThreadingHTTPServer`` on 127.0.0.1 (ephemeral port) whose GET handler creates a
+  :class:`~tube.websocket.Connection` with ``options``, upgrades it and runs ``app(connection)``
+  in the handler thread. Exceptions raised by ``app`` (other than ``ConnectionClosed``) fail the
+  test at teardown; the server and every connection still open are shut down.
+* ``raw_peer`` is a factory: ``raw_peer(server)`` opens a TCP (or TLS) connection, performs the
+  client handshake by hand and returns a :class:`RawPeer` that writes and reads frames byte by
+  byte -- a peer that can misbehave on purpose (stop reading, never answer, break the protocol).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import queue
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tube.websocket import (
+    Connection,
+    ConnectionClosed,
+    HandshakeError,
+    create_connection,
+    upgrade_connection,
+)
+
+# Seconds a test waits for its threads (readers, handlers, timers) to end after it finished.
+THREAD_GRACE = 5.0
+# Library threads shared by every connection, which outlive a test on purpose.
+SHARED = {"tube-timers", "tube-parking"}
+# Seconds a RawPeer waits for bytes by default.
+PEER_TIMEOUT = 5.0
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+# ---------------------------------------------------------------------- thread leaks
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leak() -> Iterator[None]:
+    """Fail the test if a thread it started is still alive ``THREAD_GRACE`` s after it ended.
+
+    The shared threads of :mod:`tube.websocket.transport.timers` and ``.parking`` are not
+    leaks: they linger a few seconds after their last use, whoever started them.
+    """
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_GRACE
+    leaked = []
+    for thread in threading.enumerate():
+        if thread in before or thread is threading.current_thread() or thread.name in SHARED:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            leaked.append(thread.name)
+    if leaked:
+        pytest.fail(f"threads still running after the test: {leaked}", pytrace=False)
+
+
+# ---------------------------------------------------------------------- frames
+
+
+def mask_bytes(payload: bytes, key: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte ``key`` repeated (RFC 6455 §5.3), fast for large data."""
+    if not payload:
+        return b""
+    length = len(payload)
+    repeated = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
+        length, "big"
+    )
+
+
+def build_frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
+    length: int | None = None,
+) -> bytes:
+    """Serialise one frame by hand; ``length`` overrides the declared payload length."""
+    declared = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mask_bit = 0x80 if mask else 0
+    if declared < 126:
+        header = struct.pack("!BB", first, mask_bit | declared)
+    elif declared < 1 << 16:
+        header = struct.pack("!BBH", first, mask_bit | 126, declared)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, declared)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + mask_bytes(payload, key)
+
+
+@dataclass
+class Frame:
+    """A frame read by :class:`RawPeer` (payload already unmasked)."""
+
+    fin: bool
+    opcode: int
+    payload: bytes
+    masked: bool = False
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of a close frame (None if it carries none)."""
+        return struct.unpack("!H", self.payload[:2])[0] if len(self.payload) >= 2 else None
+
+    @property
+    def close_reason(self) -> str:
+        """The reason of a close frame."""
+        return self.payload[2:].decode()
+
+
+# ---------------------------------------------------------------------- the raw peer
+
+
+class RawPeer:
+    """A WebSocket client written by hand on a socket, for tests.
+
+    Args:
+        port: The server's port on 127.0.0.1.
+        path: The request target.
+        headers: Extra request headers.
+        after_request: Bytes sent in the same ``sendall`` as the request head (for example a
+            first frame right behind the handshake).
+        ssl_context: Wrap the socket in TLS with this client context.
+        handshake: False leaves the socket just connected (send your own request).
+
+    Attributes:
+        sock: The socket (``ssl.SSLSocket`` with TLS).
+        response_head: The server's response head (``b""`` without handshake).
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        path: str = "/",
+        headers: Sequence[tuple[str, str]] = (),
+        after_request: bytes = b"",
+        ssl_context: ssl.SSLContext | None = None,
+        handshake: bool = True,
+    ) -> None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=PEER_TIMEOUT)
+        if ssl_context is not None:
+            sock = ssl_context.wrap_socket(sock, server_hostname="localhost")
+        self.sock = sock
+        self.buffer = bytearray()
+        self.response_head = b""
+        self.closed = False
+        if handshake:
+            try:
+                self.handshake(path, headers, after_request)
+            except BaseException:
+                self.close()
+                raise
+
+    def handshake(
+        self, path: str = "/", headers: Sequence[tuple[str, str]] = (), after: bytes = b""
+    ) -> None:
+        """Send the opening handshake (plus ``after``) and check the 101 response."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: 127.0.0.1:{self.sock.getpeername()[1]}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
+        lines += [f"{name}: {value}" for name, value in headers]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + after)
+        head = self._read_until(b"\r\n\r\n")
+        self.response_head = head
+        status_line = head.split(b"\r\n", 1)[0]
+        assert status_line.startswith(b"HTTP/1.1 101 "), head
+        expected = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        assert f"Sec-WebSocket-Accept: {expected}".encode() in head, head
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while True:
+            index = self.buffer.find(marker)
+            if index >= 0:
+                head = bytes(self.buffer[: index + len(marker)])
+                del self.buffer[: index + len(marker)]
+                return head
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed before {marker!r}: {bytes(self.buffer)!r}")
+            self.buffer += chunk
+
+    # -- writing
+
+    def send_frame(self, opcode: int, payload: bytes = b"", **options: Any) -> None:
+        """Send one frame (masked unless ``mask=False``); see :func:`build_frame`."""
+        self.sock.sendall(build_frame(opcode, payload, **options))
+
+    def send_text(self, text: str) -> None:
+        """Send a text message in one frame."""
+        self.send_frame(0x1, text.encode())
+
+    def send_binary(self, data: bytes) -> None:
+        """Send a binary message in one frame."""
+        self.send_frame(0x2, data)
+
+    def send_close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Send a close frame."""
+        payload = b"" if code is None else struct.pack("!H", code) + reason.encode()
+        self.send_frame(0x8, payload)
+
+    # -- reading
+
+    def _fill(self, size: int, deadline: float) -> None:
+        while len(self.buffer) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no frame within the timeout ({len(self.buffer)} bytes)")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(max(65536, size - len(self.buffer)))
+            if not chunk:
+                raise EOFError("the server closed the connection")
+            self.buffer += chunk
+
+    def recv_frame(self, timeout: float = PEER_TIMEOUT) -> Frame:
+        """Read one frame; raise ``EOFError`` at EOF and ``TimeoutError`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        self._fill(2, deadline)
+        first, second = self.buffer[0], self.buffer[1]
+        length = second & 0x7F
+        header = 2
+        if length == 126:
+            self._fill(4, deadline)
+            length = struct.unpack_from("!H", self.buffer, 2)[0]
+            header = 4
+        elif length == 127:
+            self._fill(10, deadline)
+            length = struct.unpack_from("!Q", self.buffer, 2)[0]
+            header = 10
+        masked = bool(second & 0x80)
+        key = b""
+        if masked:
+            self._fill(header + 4, deadline)
+            key = bytes(self.buffer[header : header + 4])
+            header += 4
+        self._fill(header + length, deadline)
+        payload = bytes(self.buffer[header : header + length])
+        del self.buffer[: header + length]
+        if masked:
+            payload = mask_bytes(payload, key)
+        return Frame(bool(first & 0x80), first & 0x0F, payload, masked)
+
+    def recv_data_frame(self, timeout: float = PEER_TIMEOUT) -> Frame:
+        """Read frames, skipping pings and pongs, until a data or close frame arrives."""
+        while True:
+            frame = self.recv_frame(timeout)
+            if frame.opcode not in (0x9, 0xA):
+                return frame
+
+    def recv_message(self, timeout: float = PEER_TIMEOUT) -> str | bytes:
+        """Read one complete (possibly fragmented) data message, skipping control frames."""
+        frame = self.recv_data_frame(timeout)
+        assert frame.opcode in (0x1, 0x2), frame
+        opcode = frame.opcode
+        parts = [frame.payload]
+        while not frame.fin:
+            frame = self.recv_data_frame(timeout)
+            assert frame.opcode == 0x0, frame
+            parts.append(frame.payload)
+        data = b"".join(parts)
+        return data.decode() if opcode == 0x1 else data
+
+    def expect_eof(self, timeout: float = PEER_TIMEOUT, *, close: bool = True) -> list[Frame]:
+        """Read until the server closes TCP; return the frames read on the way.
+
+        Then close the socket too (as a well-behaved client does), unless ``close`` is False.
+
+        Raises:
+            TimeoutError: The server did not close the connection within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        frames = []
+        while True:
+            try:
+                frames.append(self.recv_frame(max(0.0, deadline - time.monotonic())))
+            except EOFError:
+                if close:
+                    self.close()
+                return frames
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+    def __enter__(self) -> RawPeer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- the server
+
+
+App = Callable[[Connection], None]
+
+
+class WsServer:
+    """A ``ThreadingHTTPServer`` on 127.0.0.1 whose GET handler runs a WebSocket ``app``.
+
+    Attributes:
+        port: The listening port.
+        errors: Exceptions raised by ``app`` (they fail the test at teardown).
+        rejected: ``HandshakeError``\\ s raised by ``upgrade_connection``.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        handler_timeout: float | None = 5.0,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.options = options
+        self.errors: list[BaseException] = []
+        self.rejected: list[HandshakeError] = []
+        self.connections: list[Connection] = []
+        self._new: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        self._rejections: queue.SimpleQueue[HandshakeError] = queue.SimpleQueue()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = handler_timeout
+
+            def do_GET(self) -> None:
+                connection = create_connection(**owner.options)
+                try:
+                    upgrade_connection(self, connection)
+                except HandshakeError as error:
+                    owner.rejected.append(error)
+                    owner._rejections.put(error)
+                    return
+                owner.connections.append(connection)
+                owner._new.put(connection)
+                try:
+                    owner.app(connection)
+                except ConnectionClosed:
+                    pass
+                except BaseException as error:
+                    owner.errors.append(error)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a peer that hangs up mid-request is expected in these tests
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        if ssl_context is not None:
+            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port: int = self.httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="ws-server"
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The ``ws://`` URL of the server."""
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def next_connection(self, timeout: float = PEER_TIMEOUT) -> Connection:
+        """Return the server-side connection of the next upgrade, in order."""
+        return self._new.get(timeout=timeout)
+
+    def next_rejection(self, timeout: float = PEER_TIMEOUT) -> HandshakeError:
+        """Return the ``HandshakeError`` of the next refused upgrade, in order."""
+        return self._rejections.get(timeout=timeout)
+
+    def stop(self) -> None:
+        """Stop serving and abort every connection still open."""
+        self.httpd.shutdown()
+        self._thread.join()
+        self.httpd.server_close()
+        for connection in self.connections:
+            abort(connection)
+
+
+def abort(connection: Connection) -> None:
+    """Shut a connection's socket down at once (test clean-up): its reader thread ends."""
+    with connection.lock:
+        connection._shutdown_if_open_locked()
+    connection.incoming._release()
+
+
+def wait_ended(connection: Connection, timeout: float = PEER_TIMEOUT) -> None:
+    """Wait until ``connection`` has closed its TCP connection (``connected`` False)."""
+    with connection.status_changed:
+        assert connection.status_changed.wait_for(
+            lambda: connection.close_code is not None and not connection.connected, timeout
+        ), f"{connection!r} did not end within {timeout} s"
+
+
+@pytest.fixture
+def ws_server() -> Iterator[Callable[..., WsServer]]:
+    """Factory: ``ws_server(app, ssl_context=None, handler_timeout=5.0, **options)``."""
+    servers: list[WsServer] = []
+
+    def start(app: App, **kwargs: Any) -> WsServer:
+        server = WsServer(app, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    errors = []
+    for server in servers:
+        server.stop()
+        errors += server.errors
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def raw_peer() -> Iterator[Callable[..., RawPeer]]:
+    """Factory: ``raw_peer(server_or_port, **kwargs)`` -> a :class:`RawPeer`, closed at the end."""
+    peers: list[RawPeer] = []
+
+    def connect(server: WsServer | int, **kwargs: Any) -> RawPeer:
+        port = server.port if isinstance(server, WsServer) else server
+        peer = RawPeer(port, **kwargs)
+        peers.append(peer)
+        return peer
+
+    yield connect
+    for peer in peers:
+        with contextlib.suppress(OSError):
+            peer.close()

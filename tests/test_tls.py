@@ -1,0 +1,201 @@
+"""wss://: the server's socket wrapped with an ssl.SSLContext and a certificate from trustme;
+concurrent senders while the reader thread receives, over one ssl.SSLSocket."""
+
+from __future__ import annotations
+
+import selectors
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import trustme
+
+from tube.websocket import Connection, ConnectionClosed, send_blob_data, send_text
+
+from .conftest import RawPeer, WsServer, build_frame, wait_ended
+
+ServerFactory = Callable[..., WsServer]
+PeerFactory = Callable[..., RawPeer]
+
+
+@pytest.fixture(scope="module")
+def contexts() -> Iterator[tuple[ssl.SSLContext, ssl.SSLContext]]:
+    """(server context, client context) for a self-signed CA made by trustme."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    yield server_context, client_context
+
+
+def echo(connection: Connection) -> None:
+    for message in connection.incoming:
+        connection.send(message)
+
+
+def test_wss_echo_with_a_frame_behind_the_handshake(
+    ws_server: ServerFactory,
+    raw_peer: PeerFactory,
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_context, client_context = contexts
+    server = ws_server(echo, ssl_context=server_context)
+    peer = raw_peer(server, ssl_context=client_context, after_request=build_frame(0x1, b"early"))
+    assert isinstance(peer.sock, ssl.SSLSocket)
+    assert peer.recv_message() == "early"
+    for size in (0, 125, 126, 65535, 65536, 1 << 20):
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        peer.send_binary(payload)
+        assert peer.recv_message(timeout=10) == payload
+    peer.send_frame(0x9, b"tls ping")
+    assert peer.recv_frame().payload == b"tls ping"
+    peer.send_close(1000, "tls bye")
+    assert [f.close_code for f in peer.expect_eof()] == [1000]
+    connection = server.connections[0]
+    wait_ended(connection)
+    assert (connection.close_code, connection.close_reason) == (1000, "tls bye")
+
+
+def parse_server_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Remove the complete unmasked frames at the start of ``buffer``; return (opcode, payload)."""
+    frames = []
+    while len(buffer) >= 2:
+        length = buffer[1] & 0x7F
+        header = 2
+        if length == 126:
+            if len(buffer) < 4:
+                break
+            length = struct.unpack_from("!H", buffer, 2)[0]
+            header = 4
+        elif length == 127:
+            if len(buffer) < 10:
+                break
+            length = struct.unpack_from("!Q", buffer, 2)[0]
+            header = 10
+        if len(buffer) < header + length:
+            break
+        assert buffer[0] & 0x80, "the server fragmented a message"
+        frames.append((buffer[0] & 0x0F, bytes(buffer[header : header + length])))
+        del buffer[: header + length]
+    return frames
+
+
+def test_eight_threads_send_while_the_reader_receives_over_tls(
+    ws_server: ServerFactory,
+    raw_peer: PeerFactory,
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    threads_count, per_thread, incoming_count = 8, 500, 2000
+    server_got: list[int] = []
+
+    def app(connection: Connection) -> None:
+        def sender(thread_index: int) -> None:
+            for index in range(per_thread):
+                body = f"{thread_index}:{index}:".encode() + bytes(index * 7 % 3000)
+                if index % 3:
+                    send_blob_data(connection, body)
+                else:
+                    send_text(connection, body.decode())
+
+        senders = [threading.Thread(target=sender, args=(i,)) for i in range(threads_count)]
+        for thread in senders:
+            thread.start()
+        # Meanwhile the reader thread receives the peer's messages.
+        for _ in range(incoming_count):
+            message = connection.incoming.get(timeout=20)
+            assert isinstance(message, bytes)
+            server_got.append(int.from_bytes(message[:4], "big"))
+        for thread in senders:
+            thread.join()
+        connection.send("done")
+        wait_ended(connection, 20)
+
+    server_context, client_context = contexts
+    server = ws_server(app, ssl_context=server_context)
+    peer = raw_peer(server, ssl_context=client_context)
+    sock = peer.sock
+    sock.setblocking(False)
+    outgoing = bytearray(
+        b"".join(
+            build_frame(0x2, i.to_bytes(4, "big") + bytes(i % 2000)) for i in range(incoming_count)
+        )
+    )
+    incoming = bytearray(peer.buffer)
+    next_index = [0] * threads_count
+    done = False
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    deadline = time.monotonic() + 30
+    try:
+        while not done:
+            assert time.monotonic() < deadline, "the exchange did not finish"
+            progressed = False
+            if outgoing:
+                try:
+                    sent = sock.send(outgoing[:16384])
+                    del outgoing[:sent]
+                    progressed = True
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    pass
+            try:
+                data = sock.recv(65536)
+                assert data, "the server closed the connection early"
+                incoming += data
+                progressed = True
+            except ssl.SSLWantReadError:
+                pass
+            for opcode, payload in parse_server_frames(incoming):
+                if payload == b"done":
+                    done = True
+                    continue
+                assert opcode in (0x1, 0x2)
+                thread_text, index_text, rest = payload.split(b":", 2)
+                thread_index, index = int(thread_text), int(index_text)
+                assert index == next_index[thread_index]
+                assert rest == bytes(index * 7 % 3000)
+                assert opcode == (0x2 if index % 3 else 0x1)
+                next_index[thread_index] += 1
+            if not progressed:
+                selector.modify(
+                    sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if outgoing else 0)
+                )
+                selector.select(0.1)
+    finally:
+        selector.close()
+    assert next_index == [per_thread] * threads_count
+    assert server_got == list(range(incoming_count))
+    sock.setblocking(True)
+    peer.send_close()
+    assert [f.close_code for f in peer.expect_eof()] == [1000]
+
+
+def test_tls_peer_that_stops_reading_times_out(
+    ws_server: ServerFactory,
+    raw_peer: PeerFactory,
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    outcome: list[float] = []
+
+    def app(connection: Connection) -> None:
+        chunk = bytes(256 * 1024)
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                started = time.monotonic()
+                send_blob_data(connection, chunk)
+        outcome.append(time.monotonic() - started)
+        assert info.value.code == 1006
+        wait_ended(connection)
+
+    server_context, client_context = contexts
+    server = ws_server(app, ssl_context=server_context, send_timeout=0.5)
+    raw_peer(server, ssl_context=client_context)  # never reads
+    connection = server.next_connection()
+    wait_ended(connection, 10)
+    server.stop()
+    assert connection.close_code == 1006
+    assert len(outcome) == 1 and outcome[0] < 0.5 + 0.75

@@ -1,0 +1,56 @@
+"""Tube: a WebSocket library (RFC 6455) for Python, standard library only.
+
+The seed's API in snake_case: :func:`create_connection`, :func:`upgrade_connection`,
+:func:`is_connected`, :func:`is_closing`, :func:`send_blob_data`, :func:`initiate_close`,
+:func:`wait_until_connected`, and the :class:`Connection` with its ``incoming`` channel.
+Everything public is listed in ``__all__``; other modules are internal.
+"""
+
+from __future__ import annotations
+
+from .core.codes import CloseCode, Opcode
+from .core.errors import (
+    ConnectionClosed,
+    HandshakeError,
+    InvalidURI,
+    MessageTooBig,
+    OpenTimeout,
+    ProtocolError,
+    WebSocketError,
+)
+from .http_server import upgrade_connection
+from .transport.channel import Incoming
+from .transport.connection import (
+    Connection,
+    create_connection,
+    initiate_close,
+    is_closing,
+    is_connected,
+    ping,
+    send_blob_data,
+    send_text,
+    wait_until_connected,
+)
+
+__all__ = [
+    "CloseCode",
+    "Connection",
+    "ConnectionClosed",
+    "HandshakeError",
+    "Incoming",
+    "InvalidURI",
+    "MessageTooBig",
+    "Opcode",
+    "OpenTimeout",
+    "ProtocolError",
+    "WebSocketError",
+    "create_connection",
+    "initiate_close",
+    "is_closing",
+    "is_connected",
+    "ping",
+    "send_blob_data",
+    "send_text",
+    "upgrade_connection",
+    "wait_until_connected",
+]

@@ -1,0 +1,205 @@
+"""Upgrade a request of the standard library's ``http.server`` to a WebSocket connection.
+
+:func:`upgrade_connection` is the seed's ``UpgradeConnection``: called from a request handler's
+``do_GET``, it validates the opening handshake, answers it, and **hijacks** the socket: from
+then on only the :class:`~tube.websocket.Connection` uses it. The handler then returns
+normally; the HTTP server neither reads, writes, nor shuts down or closes that socket.
+
+How the hijack works with ``socketserver``:
+
+* ``handler.close_connection = True`` stops ``handle()`` from reading another request;
+* once the handler returns, ``socketserver`` calls ``server.shutdown_request(sock)``, which
+  would shut the socket down and close it. The first upgrade on a server instance installs a
+  wrapper of that method on the instance which skips the sockets registered as hijacked (this
+  works for TLS sockets too, whose SSL state must stay inside the ``ssl.SSLSocket``);
+* bytes that ``handler.rfile`` already buffered behind the request head (a client may send its
+  first frame in the same packet as the handshake) are taken without blocking and fed to the
+  protocol before anything read from the socket.
+
+Handshake timeout: ``http.server`` reads the request head before :func:`upgrade_connection`
+runs, so a slow or silent client is bounded by the handler's ``timeout`` class attribute (for
+example ``timeout = 10``), which ``socketserver`` applies to the socket; set it on handlers
+exposed to untrusted clients. The socket's timeout is reset when the connection takes it over.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import socketserver
+import ssl
+import threading
+import weakref
+from http.server import BaseHTTPRequestHandler
+
+from .core.errors import HandshakeError
+from .core.handshake import accept_request, rejection_response
+from .core.http import Request
+from .core.protocol import Role
+from .transport.connection import Connection
+
+__all__ = ["upgrade_connection"]
+
+logger = logging.getLogger("tube.websocket")
+
+_install_lock = threading.Lock()
+_hijacked_by_server: weakref.WeakKeyDictionary[socketserver.BaseServer, set[object]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) -> None:
+    """Answer a WebSocket opening handshake and hand the socket over to ``connection``.
+
+    Call it from the handler's ``do_GET`` (the seed's ``UpgradeConnection``). On success the
+    101 response is written, ``connection`` is attached (its reader thread runs, ``connected``
+    is True) and the handler should return; it may also keep running application code first.
+
+    Args:
+        handler: The ``http.server.BaseHTTPRequestHandler`` serving the request.
+        connection: A connection from :func:`~tube.websocket.create_connection`, not yet used;
+            its ``subprotocols``, ``origins``, ``check_origin`` and ``extra_headers`` options
+            decide the handshake.
+
+    Raises:
+        HandshakeError: The request is not an acceptable WebSocket handshake. The client has
+            already been answered with the error's HTTP status (400, 403, 405, 426, 505) and a
+            plain-text body saying why; the handler should just return.
+        RuntimeError: ``connection`` was already used (or is being upgraded by another thread).
+        OSError: The socket failed while writing the 101 response.
+    """
+    connection._claim()
+    request = Request(
+        handler.command,
+        handler.path,
+        handler.request_version,
+        [(name, str(value)) for name, value in handler.headers.items()],
+    )
+    try:
+        response, subprotocol = accept_request(
+            request,
+            subprotocols=connection.subprotocols,
+            origins=connection.origins,
+            check_origin=connection.check_origin,
+            extra_headers=connection.extra_headers,
+        )
+    except HandshakeError as error:
+        logger.info(
+            "refused WebSocket handshake from %s for %s: %s",
+            handler.client_address[0],
+            handler.path,
+            error,
+        )
+        connection._fail_open()
+        _reject(handler, error)
+        raise
+    except Exception:
+        # Local misuse (a subprotocol callback returning an unoffered name, bad options):
+        # the connection will never open; the error propagates like any bug in a handler.
+        connection._fail_open()
+        raise
+
+    sock: socket.socket = handler.connection
+    hijacked = _hijacked_sockets(handler.server)
+    handler.close_connection = True
+    try:
+        protocol = connection._make_protocol(Role.SERVER)
+        handler.wfile.write(response.to_bytes())
+        handler.wfile.flush()
+    except Exception:
+        connection._fail_open()
+        raise
+    handler.log_request(101)
+    initial_data = _take_buffered(handler, sock)
+    _detach_files(handler)
+    connection._attach(sock, protocol, initial_data=initial_data, subprotocol=subprotocol)
+    # Registered only once the connection owns the socket (if attaching failed, http.server
+    # closes it as usual); socketserver looks only after the handler has returned.
+    if hijacked is not None:
+        hijacked.add(sock)
+
+
+def _detach_files(handler: BaseHTTPRequestHandler) -> None:
+    """Close the handler's file objects on the socket and put inert ones in their place.
+
+    Closing them here, in the handler thread and before the reader thread exists, matters:
+    ``socket.close()`` and the files' ``close()`` share an unlocked reference count, and a close
+    racing with ``handler.finish()`` in another thread could leave the socket open for ever.
+    The replacements keep the rest of ``http.server`` working (``finish()`` flushes and closes
+    them) while guaranteeing it never touches the socket again: reads see EOF, writes raise.
+    """
+    rfile, wfile = handler.rfile, handler.wfile
+    handler.rfile = io.BytesIO()
+    handler.wfile = _HijackedWriter()
+    wfile.close()
+    rfile.close()
+
+
+class _HijackedWriter(io.BufferedIOBase):
+    """``handler.wfile`` after the upgrade: the socket belongs to the WebSocket connection."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object, /) -> int:
+        raise OSError("this socket was upgraded to a WebSocket connection: use the Connection")
+
+
+def _reject(handler: BaseHTTPRequestHandler, error: HandshakeError) -> None:
+    """Send the refusal (status, headers, plain-text body) through the handler."""
+    response = rejection_response(error)
+    handler.close_connection = True
+    try:
+        handler.send_response(response.status, response.reason)
+        for name, value in response.headers:
+            handler.send_header(name, value)
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(response.body)
+        handler.wfile.flush()
+    except OSError:
+        pass  # the client is gone; the HandshakeError still tells the application why
+
+
+def _take_buffered(handler: BaseHTTPRequestHandler, sock: socket.socket) -> bytes:
+    """Return the bytes ``handler.rfile`` read ahead of the request head, without blocking."""
+    read1 = getattr(handler.rfile, "read1", None)
+    if read1 is None:
+        return b""  # an unbuffered rfile holds nothing back
+    # Non-blocking, so that an empty read-ahead buffer makes read1 return at once instead of
+    # waiting for the client; the connection sets the mode it needs right after. One call:
+    # read1 returns the buffered bytes without touching the socket when there are some, else
+    # makes one bounded read (a flooding client cannot make this loop).
+    sock.setblocking(False)
+    try:
+        data = read1(65536)
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return b""  # nothing buffered and nothing waiting on the socket
+    except OSError:
+        return b""  # the socket failed: the reader thread will see it at its first read
+    return bytes(data) if data else b""
+
+
+def _hijacked_sockets(server: object) -> set[object] | None:
+    """Return the set of hijacked sockets of ``server``, installing the skip wrapper once."""
+    if not isinstance(server, socketserver.BaseServer):
+        return None  # not served by socketserver: nobody will shut the socket down for us
+    with _install_lock:
+        sockets = _hijacked_by_server.get(server)
+        if sockets is None:
+            sockets = set()
+            original = server.shutdown_request
+            hijacked = sockets
+
+            def shutdown_request(request: socket.socket | tuple[bytes, socket.socket]) -> None:
+                # socketserver calls this after the handler returns; a hijacked socket
+                # belongs to its Connection now.
+                if request in hijacked:
+                    hijacked.discard(request)
+                    return
+                original(request)
+
+            server.shutdown_request = shutdown_request  # type: ignore[method-assign]
+            _hijacked_by_server[server] = sockets
+    return sockets

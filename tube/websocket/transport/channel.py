@@ -1,0 +1,192 @@
+"""The bounded channel of received messages: the seed's ``incoming chan []byte``.
+
+The reader thread puts messages in (a batch per socket read), the application takes them out
+one at a time, in order. The channel is bounded both by a message count and by bytes, with
+high and low water marks: once a bound is reached, :meth:`Incoming._put` blocks the reader
+thread until the application has taken enough out (down to the low water marks). The reader
+then stops reading the socket, the kernel's receive buffer fills, and TCP flow control slows
+the peer down: memory stays bounded whatever the peer sends.
+
+A batch is always accepted whole before the reader waits (a message is never dropped), so the
+count may exceed its bound by the messages of one socket read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from ..core.errors import ConnectionClosed
+
+__all__ = ["Incoming", "Message"]
+
+Message = str | bytes
+"""A received message: ``str`` for a text message, ``bytes`` for a binary one."""
+
+
+class Incoming:
+    """The messages received on a connection, in order; iterate over it or call :meth:`get`.
+
+    ``for message in connection.incoming:`` yields every message (``bytes`` for binary, ``str``
+    for text) and ends once the connection is closed and every message received before the
+    close has been delivered. :meth:`get` returns the next message and raises
+    :class:`~tube.websocket.ConnectionClosed` once the channel is closed and drained.
+
+    Args:
+        max_messages: The count bound (high water mark); the reader resumes at half of it.
+        max_bytes: The byte bound (high water mark); the reader resumes at a quarter of it.
+            Text messages count their length in characters (never more than their UTF-8 size).
+
+    Concurrency: any number of threads may call :meth:`get` or iterate at once (each message is
+    delivered to exactly one of them). Only the connection's reader thread puts messages in.
+    """
+
+    __slots__ = (
+        "_changed",
+        "_closed",
+        "_error",
+        "_getters",
+        "_high_bytes",
+        "_high_count",
+        "_lock",
+        "_low_bytes",
+        "_low_count",
+        "_messages",
+        "_nbytes",
+        "_producer_waiting",
+        "_released",
+    )
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self._lock = threading.Lock()
+        # One condition for both sides: consumers wait only while the channel is empty and the
+        # producer only while it is over a bound, so they never wait at the same time.
+        self._changed = threading.Condition(self._lock)
+        self._messages: deque[Message] = deque()
+        self._nbytes = 0
+        self._high_count = max_messages
+        self._low_count = max_messages // 2
+        self._high_bytes = max_bytes
+        self._low_bytes = max_bytes // 4
+        self._getters = 0
+        self._producer_waiting = False
+        self._released = False
+        self._closed = False
+        self._error: Callable[[], ConnectionClosed] | None = None
+
+    # ------------------------------------------------------------------ consumer side
+
+    def get(self, timeout: float | None = None) -> Message:
+        """Return the next message, waiting for one if needed.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits as long as the connection lives.
+
+        Returns:
+            The message: ``str`` (text) or ``bytes`` (binary).
+
+        Raises:
+            ConnectionClosed: The connection is closed and every message has been taken; the
+                exception carries the connection's close code and reason.
+            TimeoutError: No message arrived within ``timeout``.
+        """
+        with self._lock:
+            messages = self._messages
+            if not messages:
+                self._wait_for_message(timeout)
+            message = messages.popleft()
+            self._nbytes -= len(message)
+            if (
+                self._producer_waiting
+                and len(messages) <= self._low_count
+                and self._nbytes <= self._low_bytes
+            ):
+                self._changed.notify_all()
+            return message
+
+    def _wait_for_message(self, timeout: float | None) -> None:
+        # Called with the lock held and the deque empty.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._getters += 1
+        try:
+            while not self._messages:
+                if self._closed:
+                    assert self._error is not None
+                    # A fresh exception each time: re-raising one instance would grow its
+                    # traceback on every call.
+                    raise self._error()
+                if deadline is None:
+                    self._changed.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"no message within {timeout} s")
+                    self._changed.wait(remaining)
+        finally:
+            self._getters -= 1
+
+    def __iter__(self) -> Incoming:
+        return self
+
+    def __next__(self) -> Message:
+        try:
+            return self.get()
+        except ConnectionClosed:
+            raise StopIteration from None
+
+    def __len__(self) -> int:
+        """The number of messages waiting to be taken."""
+        return len(self._messages)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """The size of the messages waiting to be taken (characters for text), approximately."""
+        return self._nbytes
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended (messages may still be waiting)."""
+        return self._closed
+
+    # ------------------------------------------------------------------ producer side
+
+    def _put(self, batch: Iterable[Message]) -> None:
+        """Append messages (reader thread); block while the channel is over a bound."""
+        with self._lock:
+            messages = self._messages
+            before = len(messages)
+            for message in batch:
+                messages.append(message)
+                self._nbytes += len(message)
+            if self._getters:
+                self._changed.notify(len(messages) - before)
+            if len(messages) >= self._high_count or self._nbytes >= self._high_bytes:
+                self._producer_waiting = True
+                try:
+                    while not self._released and not (
+                        len(messages) <= self._low_count and self._nbytes <= self._low_bytes
+                    ):
+                        self._changed.wait()
+                finally:
+                    self._producer_waiting = False
+
+    @property
+    def _paused(self) -> bool:
+        """True while the reader thread waits for the application to take messages."""
+        return self._producer_waiting
+
+    def _release(self) -> None:
+        """Stop making the reader wait, for good (the connection is being torn down)."""
+        with self._lock:
+            self._released = True
+            self._changed.notify_all()
+
+    def _close(self, error: Callable[[], ConnectionClosed]) -> None:
+        """Mark the end: once drained, :meth:`get` raises ``error()`` (reader thread, once)."""
+        with self._lock:
+            self._closed = True
+            self._released = True
+            self._error = error
+            self._changed.notify_all()

@@ -1,0 +1,135 @@
+"""Parking of idle connections: one shared thread watches the sockets nobody is reading.
+
+A reader thread costs about 16 KiB of resident memory (its stack and interpreter state),
+whatever ``threading.stack_size`` says, so a server holding many idle connections spends most
+of its memory on reader threads that wait. Instead, a reader that has seen no byte for
+``PARK_AFTER`` seconds hands its socket to this module and ends; a single watcher thread waits
+on all parked sockets with a selector and, as soon as one becomes readable (data, EOF, or a
+shutdown by a timer or a failed send), calls its callback, which starts a new reader thread.
+
+So each connection still has at most one reader at any time and the application never reads
+the socket itself; a parked connection just has none until the peer speaks. Writes (sends,
+keepalive pings, close frames) never need the reader and work the same while parked.
+
+Concurrency: :func:`park` may be called from any thread. Callbacks run on the watcher thread
+and must be quick (starting a thread is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+from collections.abc import Callable
+
+__all__ = ["PARK_AFTER", "park"]
+
+logger = logging.getLogger("tube.websocket")
+
+# Seconds without a received byte before a reader thread parks its connection.
+PARK_AFTER = 2.0
+# Seconds the watcher thread stays alive with nothing parked before it exits.
+IDLE_EXIT = 10.0
+
+
+class _Watcher:
+    """The selector of parked sockets and the thread that waits on it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[tuple[socket.socket, Callable[[], None]]] = []
+        self._thread: threading.Thread | None = None
+        self._wake_send: socket.socket | None = None
+
+    def park(self, sock: socket.socket, on_ready: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending.append((sock, on_ready))
+            if self._thread is None:
+                receiver, sender = socket.socketpair()
+                receiver.setblocking(False)
+                sender.setblocking(False)
+                self._wake_send = sender
+                self._thread = threading.Thread(
+                    target=self._run, args=(receiver,), name="tube-parking", daemon=True
+                )
+                self._thread.start()
+            elif self._wake_send is not None:
+                # The selector belongs to the watcher thread (selectors are not thread-safe):
+                # wake it so that it registers the socket itself. Under the lock, so that the
+                # watcher cannot close this socket meanwhile.
+                with contextlib.suppress(OSError):  # a full buffer already wakes it
+                    self._wake_send.send(b"\0")
+
+    def _run(self, receiver: socket.socket) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(receiver, selectors.EVENT_READ)
+        parked = 0
+        idle = False
+        try:
+            while True:
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                    if idle and not pending:
+                        # Nothing parked for IDLE_EXIT seconds: end; the next park starts anew.
+                        self._thread = None
+                        if self._wake_send is not None:
+                            self._wake_send.close()
+                            self._wake_send = None
+                        return
+                for sock, on_ready in pending:
+                    try:
+                        selector.register(sock, selectors.EVENT_READ, on_ready)
+                        parked += 1
+                    except (OSError, ValueError):
+                        self._call(on_ready)  # unusable socket: a reader will find out and finish
+                events = selector.select(None if parked else IDLE_EXIT)
+                idle = not events and not parked
+                for key, _ in events:
+                    if key.fileobj is receiver:
+                        with contextlib.suppress(OSError):
+                            receiver.recv(4096)
+                        continue
+                    selector.unregister(key.fileobj)
+                    parked -= 1
+                    self._call(key.data)
+        finally:
+            # Normally nothing is left here; after an unexpected error, wake every parked
+            # connection rather than strand it (each gets a reader thread again).
+            stranded = [
+                key.data for key in selector.get_map().values() if key.fileobj is not receiver
+            ]
+            with self._lock:
+                stranded += [on_ready for _, on_ready in self._pending]
+                self._pending = []
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                    if self._wake_send is not None:
+                        self._wake_send.close()
+                        self._wake_send = None
+            selector.close()
+            receiver.close()
+            for on_ready in stranded:
+                self._call(on_ready)
+
+    @staticmethod
+    def _call(on_ready: Callable[[], None]) -> None:
+        try:
+            on_ready()
+        except Exception:
+            logger.exception("error while waking a parked WebSocket connection")
+
+
+_watcher = _Watcher()
+
+
+def park(sock: socket.socket, on_ready: Callable[[], None]) -> None:
+    """Watch ``sock`` and call ``on_ready()`` once, on the watcher thread, when it is readable.
+
+    Args:
+        sock: A socket with nothing buffered in user space (for TLS, ``pending() == 0``).
+        on_ready: Called once the socket is readable (data, EOF or error); the socket is no
+            longer watched by then.
+    """
+    _watcher.park(sock, on_ready)
