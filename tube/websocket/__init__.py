@@ -20,6 +20,7 @@ from .core.errors import (
 )
 from .http_server import upgrade_connection
 from .transport.channel import Incoming
+from .transport.client import connect
 from .transport.connection import (
     Connection,
     create_connection,
@@ -44,6 +45,7 @@ __all__ = [
     "OpenTimeout",
     "ProtocolError",
     "WebSocketError",
+    "connect",
     "create_connection",
     "initiate_close",
     "is_closing",

@@ -1,0 +1,231 @@
+"""Command-line WebSocket client: ``python -m tube.websocket URL``.
+
+Each line read from standard input is sent as a text message (without its line break); each
+message received is printed on standard output, text as it is and binary as a hex summary such as
+``<binary 5 bytes: 68656c6c6f>``. At the end of standard input the client closes the connection
+(code 1000) and waits for the server's answer; when the server closes first, the client stops
+without waiting for more input. The close code and reason are printed on standard error.
+
+Exit status: 0 after a normal close (1000, 1001, or a close frame without a code), 1 after any
+other close, a failed handshake or a connection error (with the reason on standard error), 2 for
+invalid command-line arguments.
+
+Threads: the main thread prints the received messages, so the program ends as soon as the
+connection does, even while standard input is a terminal nobody types in. A daemon thread reads
+standard input (with ``os.read`` on the raw descriptor, so no buffered-file lock is held when the
+interpreter exits) and sends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import contextlib
+import io
+import os
+import ssl
+import sys
+import threading
+from collections.abc import Sequence
+
+from .core.codes import CloseCode
+from .core.errors import ConnectionClosed, HandshakeError, InvalidURI, OpenTimeout
+from .transport.client import connect
+from .transport.connection import Connection
+
+# Close codes that count as a normal end of the session.
+_NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})
+
+# How many bytes of a binary message the hex summary shows.
+_HEX_PREVIEW = 32
+
+
+def describe_binary(data: bytes) -> str:
+    """Summarise a binary message: ``<binary 5 bytes: 68656c6c6f>`` (long ones are cut)."""
+    preview = data[:_HEX_PREVIEW].hex()
+    more = "..." if len(data) > _HEX_PREVIEW else ""
+    unit = "byte" if len(data) == 1 else "bytes"
+    return f"<binary {len(data)} {unit}: {preview}{more}>"
+
+
+def describe_close(code: int, reason: str) -> str:
+    """``closed: 1000 (NORMAL_CLOSURE) 'bye'``: the code, its name when registered, the reason."""
+    try:
+        name = f" ({CloseCode(code).name})"
+    except ValueError:
+        name = ""
+    text = f"closed: {code}{name}"
+    return f"{text} {reason!r}" if reason else text
+
+
+def _out(line: str) -> None:
+    """Write one line on standard output, at once (the reader may be another program)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _err(line: str) -> None:
+    """Write one line on standard error, at once."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tube.websocket",
+        description=(
+            "Connect to a WebSocket server, send each line of standard input as a text message "
+            "and print every message received."
+        ),
+    )
+    parser.add_argument("url", help="ws:// or wss:// URL")
+    parser.add_argument(
+        "--subprotocol",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="offer this subprotocol (repeat to offer several, in order of preference)",
+    )
+    parser.add_argument("--origin", help="send this Origin header")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send an extra request header (repeatable)",
+    )
+    parser.add_argument(
+        "--cafile", help="trust the CA certificates in this PEM file (for wss:// test servers)"
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="wss:// without verifying the server's certificate (testing only)",
+    )
+    parser.add_argument(
+        "--open-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time allowed for connecting and the opening handshake (default: 10)",
+    )
+    parser.add_argument(
+        "--follow-redirects", action="store_true", help="follow HTTP redirects (at most 10)"
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="largest message accepted (default: the library's, 1 MiB)",
+    )
+    return parser.parse_args(argv)
+
+
+def _ssl_context(arguments: argparse.Namespace) -> ssl.SSLContext | None:
+    if not arguments.url.lower().startswith("wss:"):
+        return None
+    context = ssl.create_default_context(cafile=arguments.cafile)
+    if arguments.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _headers(arguments: argparse.Namespace) -> list[tuple[str, str]]:
+    headers = []
+    for line in arguments.header:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ValueError(f"expected --header 'Name: value', got {line!r}")
+        headers.append((name.strip(), value.strip()))
+    return headers
+
+
+def _send_stdin(connection: Connection, fd: int) -> None:
+    """Send each line of ``fd`` as a text message, then close with 1000 at end of input."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    pending = ""
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            text = decoder.decode(chunk, final=not chunk)
+            pending += text
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                connection.send(line.removesuffix("\r"))
+            if not chunk:
+                break
+        if pending:
+            connection.send(pending.removesuffix("\r"))
+        connection.close(1000)
+    except ConnectionClosed:
+        pass  # the server closed first; the main thread reports it
+    except OSError as exc:
+        _err(f"error: cannot read standard input: {exc}")
+        with contextlib.suppress(ConnectionClosed):
+            connection.close(1001, "input error")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command-line client; return the exit status."""
+    arguments = _parse_arguments(argv)
+    # A message may hold characters the terminal's encoding lacks: show them escaped rather
+    # than dying on UnicodeEncodeError in the middle of a session.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+    options: dict[str, object] = {}
+    if arguments.max_message_size is not None:
+        options["max_message_size"] = arguments.max_message_size
+    try:
+        connection = connect(
+            arguments.url,
+            subprotocols=arguments.subprotocol or None,
+            origin=arguments.origin,
+            headers=_headers(arguments),
+            ssl_context=_ssl_context(arguments),
+            open_timeout=arguments.open_timeout,
+            follow_redirects=arguments.follow_redirects,
+            **options,
+        )
+    except HandshakeError as exc:
+        _err(f"error: handshake failed: {exc}")
+        return 1
+    except OpenTimeout as exc:
+        _err(f"error: {exc}")
+        return 1
+    except OSError as exc:
+        # DNS failures, refused connections, TLS errors: the message without "[Errno N]".
+        text = exc.strerror if isinstance(exc.strerror, str) and exc.strerror else str(exc)
+        _err(f"error: {text}")
+        return 1
+    except (InvalidURI, ValueError) as exc:
+        _err(f"error: {exc}")
+        return 1
+    if connection.subprotocol:
+        _err(f"connected, subprotocol {connection.subprotocol}")
+
+    sender = threading.Thread(
+        target=_send_stdin, args=(connection, sys.stdin.fileno()), name="tube-stdin", daemon=True
+    )
+    sender.start()
+    try:
+        for message in connection.incoming:
+            if isinstance(message, str):
+                _out(message)
+            else:
+                _out(describe_binary(bytes(message)))
+    except KeyboardInterrupt:
+        connection.close(1001, "interrupted")
+    finally:
+        # The incoming channel ends once the connection is closed; wait for the TCP close too.
+        connection.close()
+    code = connection.close_code if connection.close_code is not None else 1006
+    reason = connection.close_reason
+    _err(describe_close(code, reason))
+    return 0 if code in _NORMAL_CLOSE_CODES else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
