@@ -1,0 +1,1 @@
+"""Interop tests against real peers: websockets, Node ws, headless Chromium."""

@@ -1,0 +1,377 @@
+"""The chat demo server: one ``http.server`` serving the page and the WebSocket endpoint.
+
+Wire protocol of the demo (the page in ``index.html`` speaks it):
+
+* the browser sends each chat line as one **text** message (binary messages are refused
+  with close code 1003);
+* the server sends JSON text messages: ``{"type": "welcome", "name": ..., "online": n}`` to a
+  newcomer, ``{"type": "presence", "name": ..., "event": "joined"|"left", "online": n}`` and
+  ``{"type": "message", "from": ..., "text": ...}`` to everybody.
+
+Concurrency: each member (one WebSocket connection) has two threads. Its *reader* iterates
+``connection.incoming`` and hands every chat line to :meth:`ChatRoom.broadcast`, which only
+puts the encoded message into each member's bounded *outbox* and never touches a socket. Its
+*writer* drains its outbox onto its own connection. So a slow tab only ever blocks its own
+writer (for at most the library's ``send_timeout``, after which the library aborts that
+connection); if its outbox fills up the server closes it with 1008, and the other tabs never
+wait for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import queue
+import signal
+import socket
+import threading
+import time
+import types
+from collections.abc import Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from tube.websocket import (
+    Connection,
+    ConnectionClosed,
+    HandshakeError,
+    create_connection,
+    initiate_close,
+    send_text,
+    upgrade_connection,
+)
+
+logger = logging.getLogger("tube.demo")
+
+#: Largest chat line accepted from a browser, in bytes; a larger one closes with 1009.
+MAX_MESSAGE_SIZE = 64 * 1024
+#: Messages waiting for one member before it counts as too slow and is disconnected.
+OUTBOX_SIZE = 256
+#: Seconds a send to one browser may take before the library aborts that connection.
+SEND_TIMEOUT = 10.0
+#: Seconds to wait for the closing handshakes when the server stops.
+SHUTDOWN_TIMEOUT = 5.0
+
+_PAGE_HEADERS = (
+    ("Content-Type", "text/html; charset=utf-8"),
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    # The page only talks to its own origin; inline script and style are the page itself.
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
+    ),
+)
+
+
+def _load_page() -> bytes:
+    """Return the bytes of the demo page shipped beside this module."""
+    return resources.files("tube.demo").joinpath("index.html").read_bytes()
+
+
+class Member:
+    """One chat participant: a connected WebSocket with its reader and writer threads.
+
+    Thread contract: :meth:`offer` may be called from any thread and never blocks; the
+    connection is only sent to by the writer thread (and :meth:`close`).
+    """
+
+    def __init__(self, room: ChatRoom, connection: Connection, name: str) -> None:
+        """Bind a connected ``connection`` to ``room`` under ``name`` (threads not started)."""
+        self.room = room
+        self.connection = connection
+        self.name = name
+        self._outbox: queue.Queue[str | None] = queue.Queue(maxsize=OUTBOX_SIZE)
+        self._overflowed = threading.Event()
+        self._reader = threading.Thread(
+            target=self._read_loop, name=f"tube-demo-reader-{name}", daemon=True
+        )
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"tube-demo-writer-{name}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the reader and writer threads."""
+        self._writer.start()
+        self._reader.start()
+
+    def offer(self, text: str) -> None:
+        """Queue ``text`` for this member without blocking; a full outbox disconnects it."""
+        try:
+            self._outbox.put_nowait(text)
+        except queue.Full:
+            # Never wait for a slow tab: its writer closes the connection instead.
+            self._overflowed.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; the threads end once the connection is closed."""
+        with contextlib.suppress(ConnectionClosed):
+            initiate_close(self.connection, code, reason)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for both threads; return True if they ended."""
+        self._reader.join(timeout)
+        self._writer.join(timeout)
+        return not (self._reader.is_alive() or self._writer.is_alive())
+
+    def _read_loop(self) -> None:
+        try:
+            for message in self.connection.incoming:
+                if not isinstance(message, str):
+                    self.close(1003, "the chat only accepts text messages")
+                    continue
+                self.room.broadcast({"type": "message", "from": self.name, "text": message})
+        finally:
+            self.room.leave(self)
+            # If the outbox is full the writer is busy: its next send raises ConnectionClosed
+            # and it stops anyway.
+            with contextlib.suppress(queue.Full):
+                self._outbox.put_nowait(None)
+
+    def _write_loop(self) -> None:
+        while True:
+            text = self._outbox.get()
+            if text is None:
+                return
+            if self._overflowed.is_set():
+                logger.warning("%s reads too slowly; disconnecting it", self.name)
+                self.close(1008, "too slow: messages were dropped")
+                return
+            try:
+                send_text(self.connection, text)
+            except ConnectionClosed:
+                return
+
+
+class ChatRoom:
+    """The set of connected members; broadcasts every message to all of them.
+
+    Thread-safe: every method may be called from any thread.
+    """
+
+    def __init__(self) -> None:
+        """Create an empty, open room."""
+        self._lock = threading.Lock()
+        self._members: list[Member] = []
+        self._counter = 0
+        self._closed = False
+
+    def join(self, connection: Connection) -> Member | None:
+        """Add a connected ``connection`` as a new member and start serving it.
+
+        Returns the member, or None if the room is closed (the connection is then closed
+        with 1001).
+        """
+        with self._lock:
+            if self._closed:
+                member = None
+            else:
+                self._counter += 1
+                member = Member(self, connection, f"guest-{self._counter}")
+                self._members.append(member)
+                online = len(self._members)
+        if member is None:
+            with contextlib.suppress(ConnectionClosed):
+                initiate_close(connection, 1001, "server shutting down")
+            return None
+        member.start()
+        member.offer(_encode({"type": "welcome", "name": member.name, "online": online}))
+        self.broadcast(
+            {"type": "presence", "name": member.name, "event": "joined", "online": online}
+        )
+        logger.info("%s joined (%d online)", member.name, online)
+        return member
+
+    def leave(self, member: Member) -> None:
+        """Remove ``member`` (idempotent) and tell the others."""
+        with self._lock:
+            if member not in self._members:
+                return
+            self._members.remove(member)
+            online = len(self._members)
+        logger.info("%s left (%d online)", member.name, online)
+        self.broadcast({"type": "presence", "name": member.name, "event": "left", "online": online})
+
+    def broadcast(self, payload: dict[str, Any]) -> None:
+        """Queue ``payload`` (JSON-encoded once) for every member; never blocks on a socket."""
+        text = _encode(payload)
+        with self._lock:
+            members = list(self._members)
+        for member in members:
+            member.offer(text)
+
+    def close(self, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+        """Close every connection with 1001 and wait up to ``timeout`` seconds in all.
+
+        Later connections are refused (closed with 1001 as soon as they join). Returns True
+        if the threads of every member ended in time.
+        """
+        with self._lock:
+            self._closed = True
+            members = list(self._members)
+        for member in members:
+            member.close(1001, "server shutting down")
+        deadline = time.monotonic() + timeout
+        ended = [member.join(max(0.0, deadline - time.monotonic())) for member in members]
+        return all(ended)
+
+
+def _encode(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+class DemoRequestHandler(BaseHTTPRequestHandler):
+    """Serves the page on ``/`` and the WebSocket endpoint on ``/ws``."""
+
+    server: DemoServer
+    server_version = "TubeDemo/0.1"
+
+    def do_GET(self) -> None:
+        """Answer ``GET /`` with the page and ``GET /ws`` with a WebSocket upgrade."""
+        path = urlsplit(self.path).path
+        if path in ("/", "/index.html"):
+            self._send_page()
+        elif path == "/ws":
+            self._upgrade()
+        else:
+            self._send_plain(HTTPStatus.NOT_FOUND, "not found\n")
+
+    def do_HEAD(self) -> None:
+        """Answer ``HEAD /`` like ``GET /`` without the body."""
+        if urlsplit(self.path).path in ("/", "/index.html"):
+            self._send_page(head=True)
+        else:
+            self._send_plain(HTTPStatus.NOT_FOUND, "not found\n")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Send the access log to the ``tube.demo`` logger instead of stderr."""
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    def _send_page(self, *, head: bool = False) -> None:
+        body = self.server.page
+        self.send_response(HTTPStatus.OK)
+        for name, value in _PAGE_HEADERS:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _send_plain(self, status: HTTPStatus, text: str) -> None:
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _upgrade(self) -> None:
+        connection = create_connection(max_message_size=MAX_MESSAGE_SIZE, send_timeout=SEND_TIMEOUT)
+        try:
+            upgrade_connection(self, connection)
+        except HandshakeError as error:
+            # upgrade_connection already answered the client with the status and the reason.
+            logger.debug("refused a WebSocket handshake from %s: %s", self.client_address, error)
+            return
+        self.server.room.join(connection)
+
+
+class DemoServer(ThreadingHTTPServer):
+    """A threading HTTP server holding the page and the chat room."""
+
+    daemon_threads = True
+    # Stopping must not wait for an idle HTTP client; WebSockets are closed by the room.
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        """Bind to ``address`` (``(host, port)``; port 0 picks a free port) and listen."""
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.page = _load_page()
+        self.room = ChatRoom()
+        super().__init__(address, DemoRequestHandler)
+
+    @property
+    def url(self) -> str:
+        """The address the server listens on, as an ``http://`` URL with the real port."""
+        host, port = self.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
+
+
+class _Stop:
+    """Turns SIGINT and SIGTERM into an event the main thread waits on."""
+
+    signals: ClassVar[tuple[signal.Signals, ...]] = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> _Stop:
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        self.event.set()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the demo on ``host``:``port`` until SIGINT (Ctrl-C) or SIGTERM.
+
+    Prints the URL to open on stdout. Must be called from the main thread (it installs
+    signal handlers). On stop, closes every WebSocket with 1001 and waits for the closing
+    handshakes (bounded by ``SHUTDOWN_TIMEOUT`` per connection).
+    """
+    with _Stop() as stop, DemoServer((host, port)) as server:
+        thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="tube-demo-http")
+        thread.start()
+        print(f"Tube chat demo on {server.url} (Ctrl-C to stop)", flush=True)  # noqa: T201
+        try:
+            stop.event.wait()
+        finally:
+            server.shutdown()
+            thread.join()
+            if not server.room.close():
+                logger.warning("some connections did not close in time")
+    logger.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tube``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tube",
+        description="Tube chat demo: open the printed URL in several browser tabs and chat.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="logging level (default: warning)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        serve(args.host, args.port)
+    except OSError as error:
+        parser.exit(1, f"python -m tube: cannot listen on {args.host}:{args.port}: {error}\n")
+    return 0
