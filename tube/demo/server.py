@@ -31,7 +31,7 @@ import time
 import types
 from collections.abc import Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from importlib import resources
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ from tube.websocket import (
     Connection,
     ConnectionClosed,
     HandshakeError,
+    WebSocketRequestHandler,
     create_connection,
     initiate_close,
     send_text,
@@ -226,8 +227,12 @@ def _encode(payload: dict[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
-class DemoRequestHandler(BaseHTTPRequestHandler):
-    """Serves the page on ``/`` and the WebSocket endpoint on ``/ws``."""
+class DemoRequestHandler(WebSocketRequestHandler):
+    """Serves the page on ``/`` and the WebSocket endpoint on ``/ws``.
+
+    ``WebSocketRequestHandler`` bounds how long a client may take to send a request head, so
+    slow or silent clients cannot pile up server threads.
+    """
 
     server: DemoServer
     server_version = "TubeDemo/0.1"

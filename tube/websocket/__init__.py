@@ -18,7 +18,7 @@ from .core.errors import (
     ProtocolError,
     WebSocketError,
 )
-from .http_server import upgrade_connection
+from .http_server import WebSocketRequestHandler, upgrade_connection
 from .transport.channel import Incoming
 from .transport.client import connect
 from .transport.connection import (
@@ -45,6 +45,7 @@ __all__ = [
     "OpenTimeout",
     "ProtocolError",
     "WebSocketError",
+    "WebSocketRequestHandler",
     "connect",
     "create_connection",
     "initiate_close",

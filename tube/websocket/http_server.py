@@ -17,13 +17,16 @@ How the hijack works with ``socketserver``:
   protocol before anything read from the socket.
 
 Handshake timeout: ``http.server`` reads the request head before :func:`upgrade_connection`
-runs, so a slow or silent client is bounded by the handler's ``timeout`` class attribute (for
-example ``timeout = 10``), which ``socketserver`` applies to the socket; set it on handlers
-exposed to untrusted clients. The socket's timeout is reset when the connection takes it over.
+runs, so the deadline on a slow or silent client belongs to the handler. Derive handlers that
+face untrusted clients from :class:`WebSocketRequestHandler`: it bounds both the silence between
+two reads (``timeout``) and the time to receive a whole request head (``request_head_timeout``),
+so a client that dribbles one byte at a time cannot hold a thread for ever. The socket's
+timeout is reset when the connection takes it over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
@@ -38,8 +41,9 @@ from .core.handshake import accept_request, rejection_response
 from .core.http import Request
 from .core.protocol import Role
 from .transport.connection import Connection
+from .transport.timers import Timer, call_later
 
-__all__ = ["upgrade_connection"]
+__all__ = ["WebSocketRequestHandler", "upgrade_connection"]
 
 logger = logging.getLogger("tube.websocket")
 
@@ -203,3 +207,67 @@ def _hijacked_sockets(server: object) -> set[object] | None:
             server.shutdown_request = shutdown_request  # type: ignore[method-assign]
             _hijacked_by_server[server] = sockets
     return sockets
+
+
+class WebSocketRequestHandler(BaseHTTPRequestHandler):
+    """A ``BaseHTTPRequestHandler`` with deadlines on reading requests, for untrusted clients.
+
+    Use it as the base class of handlers that call :func:`upgrade_connection`. ``http.server``
+    has no deadline of its own: a client that opens a connection and sends nothing, or sends
+    its request head one byte at a time, holds a server thread for as long as it likes.
+
+    Attributes:
+        timeout: Seconds of silence allowed while reading a request (``socketserver`` applies it
+            to the socket); also closes idle keep-alive connections.
+        request_head_timeout: Seconds allowed to receive a whole request head, counted from the
+            first read. Past it the socket is shut down and the handler ends; the WebSocket, if
+            the request was an upgrade, is never opened.
+    """
+
+    timeout = 10.0
+    request_head_timeout: float = 10.0
+
+    _head_timer: Timer | None = None
+    _head_pending = False
+
+    def handle_one_request(self) -> None:
+        """Read and serve one request, under the request head deadline."""
+        self._head_lock = threading.Lock()
+        self._head_pending = True
+        self._head_timer = call_later(self.request_head_timeout, self._request_head_too_slow)
+        try:
+            super().handle_one_request()
+        finally:
+            self._disarm_head_deadline()
+
+    def parse_request(self) -> bool:
+        """Parse the request line and headers; the head deadline ends once they are in."""
+        try:
+            return super().parse_request()
+        finally:
+            self._disarm_head_deadline()
+
+    def _disarm_head_deadline(self) -> None:
+        with self._head_lock:
+            self._head_pending = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _request_head_too_slow(self) -> None:
+        # Runs on the shared timer thread: must not block. Shutting the socket down makes the
+        # handler's pending read return at once; the lock stops it from hitting a socket whose
+        # head has just been parsed (and may be a WebSocket by now).
+        with self._head_lock:
+            if not self._head_pending:
+                return
+            self._head_pending = False
+        logger.info(
+            "closing connection from %s: no complete request head within %.1f s",
+            self.client_address[0],
+            self.request_head_timeout,
+        )
+        # socket.socket.shutdown, not ssl.SSLSocket.shutdown, which would drop the SSL object
+        # under the reading thread.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.connection, socket.SHUT_RDWR)

@@ -1,0 +1,109 @@
+"""WebSocketRequestHandler: deadlines on reading request heads (slow and silent clients)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from tube.websocket import (
+    Connection,
+    WebSocketRequestHandler,
+    connect,
+    create_connection,
+    upgrade_connection,
+)
+
+
+class EchoHandler(WebSocketRequestHandler):
+    request_head_timeout = 0.5
+    timeout = 5.0
+
+    def do_GET(self) -> None:
+        connection = create_connection()
+        upgrade_connection(self, connection)
+        threading.Thread(target=self.echo, args=(connection,), daemon=True).start()
+
+    @staticmethod
+    def echo(connection: Connection) -> None:
+        with contextlib.suppress(Exception):
+            for message in connection.incoming:
+                connection.send(message)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, name="test-http")
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def read_until_closed(sock: socket.socket, limit: float) -> float:
+    """Read until EOF or reset; return when it happened (monotonic)."""
+    sock.settimeout(limit)
+    with contextlib.suppress(ConnectionResetError):
+        while sock.recv(4096):
+            pass
+    return time.monotonic()
+
+
+def test_client_dribbling_its_request_head_is_cut_off(server: ThreadingHTTPServer) -> None:
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        start = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        closed = threading.Event()
+
+        def dribble() -> None:
+            # One header byte every 50 ms: the per-read timeout (5 s) never fires.
+            for _ in range(200):
+                if closed.wait(0.05):
+                    return
+                try:
+                    sock.send(b"X")
+                except OSError:
+                    return
+
+        dribbler = threading.Thread(target=dribble)
+        dribbler.start()
+        try:
+            ended = read_until_closed(sock, limit=5.0)
+        finally:
+            closed.set()
+            dribbler.join()
+    assert ended - start < 3.0, "the server kept a dribbling client past its head deadline"
+
+
+def test_silent_client_is_cut_off(server: ThreadingHTTPServer) -> None:
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        start = time.monotonic()
+        ended = read_until_closed(sock, limit=5.0)
+    assert ended - start < 3.0
+
+
+def test_upgraded_connection_outlives_the_head_deadline(server: ThreadingHTTPServer) -> None:
+    port = server.server_address[1]
+    with connect(f"ws://127.0.0.1:{port}/") as connection:
+        connection.send("first")
+        assert connection.incoming.get(timeout=5) == "first"
+        # Well past request_head_timeout: the deadline must not touch a WebSocket.
+        deadline_passed = threading.Event()
+        deadline_passed.wait(EchoHandler.request_head_timeout * 3)
+        connection.send(b"second")
+        assert connection.incoming.get(timeout=5) == b"second"
