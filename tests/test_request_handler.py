@@ -107,3 +107,33 @@ def test_upgraded_connection_outlives_the_head_deadline(server: ThreadingHTTPSer
         deadline_passed.wait(EchoHandler.request_head_timeout * 3)
         connection.send(b"second")
         assert connection.incoming.get(timeout=5) == b"second"
+
+
+def test_a_head_cut_short_by_the_deadline_is_not_dispatched(
+    server: ThreadingHTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = server.server_address[1]
+    caplog.set_level("INFO", logger="tube.websocket")
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        # A request line and a header line, then silence: the deadline cuts the head short.
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Partial: ab")
+        read_until_closed(sock, limit=5.0)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("no complete request head" in message for message in messages), messages
+    assert not any("refused WebSocket handshake" in message for message in messages), messages
+
+
+def test_refused_upgrade_in_handler_ends_quietly(
+    server: ThreadingHTTPServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not an upgrade: 400
+        sock.settimeout(5)
+        response = b""
+        while chunk := sock.recv(4096):
+            response += chunk
+    assert response.startswith(b"HTTP/1.0 400 ") or response.startswith(b"HTTP/1.1 400 ")
+    assert b"Upgrade" in response
+    # The uncaught HandshakeError is not a server error: no socketserver traceback.
+    assert "Exception occurred during processing" not in capsys.readouterr().err

@@ -229,23 +229,39 @@ class WebSocketRequestHandler(BaseHTTPRequestHandler):
 
     _head_timer: Timer | None = None
     _head_pending = False
+    _head_expired = False
 
     def handle_one_request(self) -> None:
-        """Read and serve one request, under the request head deadline."""
+        """Read and serve one request, under the request head deadline.
+
+        A :class:`HandshakeError` escaping ``do_GET`` is not an error of the server: the client
+        has already been answered with the right status and :func:`upgrade_connection` logged
+        the refusal, so it ends the request quietly instead of printing a traceback.
+        """
         self._head_lock = threading.Lock()
         self._head_pending = True
+        self._head_expired = False
         self._head_timer = call_later(self.request_head_timeout, self._request_head_too_slow)
         try:
             super().handle_one_request()
+        except HandshakeError:
+            self.close_connection = True
         finally:
             self._disarm_head_deadline()
 
     def parse_request(self) -> bool:
-        """Parse the request line and headers; the head deadline ends once they are in."""
+        """Parse the request line and headers; the head deadline ends once they are in.
+
+        A head cut short by the deadline is never dispatched to ``do_GET``.
+        """
         try:
-            return super().parse_request()
+            parsed = super().parse_request()
         finally:
             self._disarm_head_deadline()
+        if self._head_expired:
+            self.close_connection = True
+            return False
+        return parsed
 
     def _disarm_head_deadline(self) -> None:
         with self._head_lock:
@@ -262,6 +278,7 @@ class WebSocketRequestHandler(BaseHTTPRequestHandler):
             if not self._head_pending:
                 return
             self._head_pending = False
+            self._head_expired = True
         logger.info(
             "closing connection from %s: no complete request head within %.1f s",
             self.client_address[0],
