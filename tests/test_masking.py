@@ -36,3 +36,10 @@ def test_key_source_gives_four_fresh_bytes() -> None:
     keys = [source() for _ in range(3000)]  # crosses a 4 KiB batch boundary
     assert all(len(key) == 4 for key in keys)
     assert len(set(keys)) > 2990
+
+
+def test_unmask_in_place_on_a_range_leaves_the_rest_alone() -> None:
+    data = os.urandom(5000)
+    buffer = bytearray(data)
+    unmask_in_place(buffer, b"wxyz", 7, 4321)
+    assert bytes(buffer) == data[:7] + mask(data[7:4321], b"wxyz") + data[4321:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tube.websocket.core.errors import ConnectionClosed, MessageTooBig, ProtocolError
@@ -520,3 +522,16 @@ def test_text_frames_in_chops_are_reassembled_exactly(chop: int, role: Role) -> 
     for index in range(0, len(data), chop):
         events += protocol.receive_data(data[index : index + chop])
     assert events == [TextMessage(text), TextMessage(text)]
+
+
+@pytest.mark.parametrize("chunk", [1000, 4097, 65536])
+@pytest.mark.parametrize("length", [4097, 10_000, 300_001])
+def test_large_masked_frames_arriving_over_several_reads(chunk: int, length: int) -> None:
+    # Frames held in the receive buffer are unmasked in place there (a separate code path).
+    payload = os.urandom(length)
+    data = frame(BINARY, payload, key=b"\x9a\x01\xfe\x42") + frame(TEXT, b"after")
+    server = Protocol(Role.SERVER, max_message_size=None)
+    events = []
+    for index in range(0, len(data), chunk):
+        events += server.receive_data(data[index : index + chunk])
+    assert events == [BinaryMessage(payload), TextMessage("after")]

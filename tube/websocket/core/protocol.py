@@ -40,7 +40,7 @@ from .frames import (
     Buffer,
     serialize_frame,
 )
-from .masking import MaskKeySource, apply_mask
+from .masking import MaskKeySource, apply_mask, unmask_in_place
 from .utf8 import Utf8Validator
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Protocol", "Role", "State"]
@@ -59,6 +59,9 @@ _PONG = Opcode.PONG.value
 _OPCODE_NAMES = {opcode.value: opcode.name for opcode in Opcode}
 
 _UNSET: object = object()
+
+# Above this payload size, a masked frame held in the receive buffer is unmasked in place.
+_IN_PLACE_THRESHOLD = 4096
 
 
 class Role(enum.Enum):
@@ -203,7 +206,7 @@ class Protocol:
         end = len(source)
         with memoryview(source) as view:
             try:
-                position = self._parse(view, end, events)
+                position = self._parse(view, end, events, source is buffer)
             except ProtocolError as error:
                 events.append(self._fail_from_peer(error))
                 position = end
@@ -260,7 +263,7 @@ class Protocol:
             raise ProtocolError("invalid UTF-8 in a text message", 1007)
         self._partial_checked = stop - header_length
 
-    def _parse(self, view: memoryview, end: int, events: list[Event]) -> int:
+    def _parse(self, view: memoryview, end: int, events: list[Event], in_buffer: bool) -> int:
         """Parse the complete frames in ``view[:end]``; return the offset of the first byte left."""
         position = 0
         masked_bit = self._masked_bit
@@ -351,6 +354,11 @@ class Protocol:
                     payload = bytes(view[start : start + checked]) + apply_mask(
                         view[start + checked : position], key[phase:] + key[:phase]
                     )
+                elif in_buffer and length > _IN_PLACE_THRESHOLD:
+                    # A large frame sits in our own buffer (it arrived over several reads):
+                    # unmask it there and copy once, rather than copy, unmask, copy again.
+                    unmask_in_place(self._buffer, key, start, position)
+                    payload = bytes(view[start:position])
                 else:
                     payload = apply_mask(view[start:position], key)
             else:
