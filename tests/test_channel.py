@@ -150,3 +150,49 @@ def test_any_batches_come_out_whole_and_in_order(batches: list[list[bytes]]) -> 
     channel._close(closed_error)
     assert list(channel) == [m for batch in batches for m in batch]
     assert channel.buffered_bytes == 0
+
+
+def test_get_many_takes_every_waiting_message_in_order() -> None:
+    channel = Incoming(100, 1 << 20)
+    channel._put(["a", b"bb", "c"])
+    channel._put([b"d"])
+    assert channel.get_many() == ["a", b"bb", "c", b"d"]
+    assert len(channel) == 0
+    assert channel.buffered_bytes == 0
+
+
+def test_get_many_respects_max_count_and_accounts_bytes() -> None:
+    channel = Incoming(100, 1 << 20)
+    channel._put([b"12", b"345", b"6789"])
+    assert channel.get_many(max_count=2) == [b"12", b"345"]
+    assert channel.buffered_bytes == 4
+    assert channel.get_many(max_count=5) == [b"6789"]
+    with pytest.raises(ValueError):
+        channel.get_many(max_count=0)
+
+
+def test_get_many_waits_for_the_first_message_then_ends_with_the_channel() -> None:
+    channel = Incoming(100, 1 << 20)
+    with pytest.raises(TimeoutError):
+        channel.get_many(timeout=0.01)
+    producer = threading.Thread(target=channel._put, args=(["late"],))
+    producer.start()
+    assert channel.get_many(timeout=5) == ["late"]
+    producer.join()
+    channel._put(["last"])
+    channel._close(closed_error)
+    assert channel.get_many() == ["last"]
+    with pytest.raises(ConnectionClosed):
+        channel.get_many()
+
+
+def test_get_many_releases_a_blocked_producer() -> None:
+    channel = Incoming(4, 1 << 20)
+    producer = threading.Thread(target=channel._put, args=([b"x"] * 6,))
+    producer.start()
+    # The producer blocks while the channel is over its bound, until get_many drains it.
+    taken: list[Message] = []
+    while producer.is_alive() or len(channel):
+        taken += channel.get_many(timeout=5)
+        producer.join(0.01)
+    assert taken == [b"x"] * 6

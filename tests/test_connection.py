@@ -23,6 +23,7 @@ from tube.websocket import (
     send_text,
     wait_until_connected,
 )
+from tube.websocket.core.protocol import Role
 
 from .conftest import RawPeer, WsServer, abort, wait_ended
 
@@ -568,3 +569,56 @@ def test_internal_error_closes_with_1011_and_no_detail(
         wait_ended(server.next_connection())
     assert [(f.close_code, f.close_reason) for f in frames] == [(1011, "")]
     assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
+
+
+# ---------------------------------------------------------------------- batches
+
+
+def test_send_many_writes_a_batch_in_order_with_one_write(
+    ws_server: ServerFactory, raw_peer: PeerFactory
+) -> None:
+    batch: list[str | bytes] = ["one", b"two", "three", b""]
+
+    def app(connection: Connection) -> None:
+        connection.send_many(batch)
+        connection.incoming.get(timeout=5)
+
+    server = ws_server(app)
+    with raw_peer(server) as peer:
+        assert [peer.recv_message() for _ in batch] == batch
+        peer.send_text("done")
+        peer.send_close()
+        peer.expect_eof()
+
+
+def test_send_many_joins_small_frames_into_one_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    connection = create_connection(ping_interval=None)
+    left, right = socket.socketpair()
+    with right:
+        connection._attach(left, connection._make_protocol(Role.SERVER))
+        assert connection._io is not None
+        io_class = type(connection._io)
+        original = io_class.send_nowait
+        written: list[int] = []
+
+        def counting_send(self: object, view: memoryview) -> int:
+            written.append(len(view))
+            return original(self, view)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(io_class, "send_nowait", counting_send)
+        connection.send_many([b"a" * 10, "b" * 10, b"c" * 10])
+        assert written == [36]  # three 12-byte frames, one system call
+        expected = b"\x82\x0a" + b"a" * 10 + b"\x81\x0a" + b"b" * 10 + b"\x82\x0a" + b"c" * 10
+        right.settimeout(5)
+        assert right.recv(100) == expected
+        monkeypatch.undo()
+        connection.close(wait=False)
+        right.shutdown(socket.SHUT_WR)
+        wait_ended(connection)
+
+
+def test_send_many_checks_every_message_before_sending_any() -> None:
+    connection = create_connection()
+    with pytest.raises(TypeError, match="send_many"):
+        connection.send_many(["fine", 42])  # type: ignore[list-item]
+    connection.send_many([])  # nothing to send: no error even when not connected

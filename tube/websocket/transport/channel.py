@@ -98,13 +98,52 @@ class Incoming:
                 self._wait_for_message(timeout)
             message = messages.popleft()
             self._nbytes -= len(message)
-            if (
-                self._producer_waiting
-                and len(messages) <= self._low_count
-                and self._nbytes <= self._low_bytes
-            ):
-                self._changed.notify_all()
+            self._taken_locked()
             return message
+
+    def get_many(self, max_count: int | None = None, timeout: float | None = None) -> list[Message]:
+        """Return every message waiting (at least one), waiting for the first if needed.
+
+        An application that relays or echoes messages can answer a whole batch with one
+        :meth:`Connection.send_many`, one system call instead of one per message.
+
+        Args:
+            max_count: Return at most this many messages; ``None`` takes all that wait.
+            timeout: Seconds to wait for the first message; ``None`` waits as long as the
+                connection lives.
+
+        Returns:
+            The messages in the order they arrived: ``str`` (text) or ``bytes`` (binary).
+
+        Raises:
+            ConnectionClosed: As for :meth:`get`.
+            TimeoutError: No message arrived within ``timeout``.
+            ValueError: ``max_count`` is not positive.
+        """
+        if max_count is not None and max_count < 1:
+            raise ValueError(f"max_count must be positive, got {max_count}")
+        with self._lock:
+            messages = self._messages
+            if not messages:
+                self._wait_for_message(timeout)
+            if max_count is None or max_count >= len(messages):
+                batch = list(messages)
+                messages.clear()
+                self._nbytes = 0
+            else:
+                batch = [messages.popleft() for _ in range(max_count)]
+                self._nbytes -= sum(len(message) for message in batch)
+            self._taken_locked()
+            return batch
+
+    def _taken_locked(self) -> None:
+        # Wake the reader once the application has taken the channel below its low marks.
+        if (
+            self._producer_waiting
+            and len(self._messages) <= self._low_count
+            and self._nbytes <= self._low_bytes
+        ):
+            self._changed.notify_all()
 
     def _wait_for_message(self, timeout: float | None) -> None:
         # Called with the lock held and the deque empty.

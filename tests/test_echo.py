@@ -1,0 +1,44 @@
+"""The benchmark's echo server: text stays text, binary stays binary, limits hold."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tube.websocket import ConnectionClosed, connect
+from tube.websocket.echo import EchoServer
+
+
+@pytest.fixture
+def echo_url() -> Iterator[str]:
+    server = EchoServer(("127.0.0.1", 0), max_message_size=1000)
+    thread = threading.Thread(target=server.serve_forever, name="test-echo")
+    thread.start()
+    try:
+        yield f"ws://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_echoes_a_batch_keeping_types_and_order(echo_url: str) -> None:
+    messages: list[str | bytes] = ["text", b"\x00binary", "", b"", "é" * 100]
+    with connect(echo_url) as connection:
+        connection.send_many(messages)
+        assert [connection.incoming.get(timeout=5) for _ in messages] == messages
+
+
+def test_message_over_the_limit_is_refused_with_1009(echo_url: str) -> None:
+    with connect(echo_url) as connection:
+        connection.send(b"x" * 1001)
+        with pytest.raises(ConnectionClosed) as info:
+            connection.incoming.get(timeout=5)
+    assert info.value.code == 1009
+
+
+def test_invalid_max_message_size_is_refused() -> None:
+    with pytest.raises(ValueError):
+        EchoServer(("127.0.0.1", 0), max_message_size=0)
