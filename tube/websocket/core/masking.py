@@ -67,13 +67,13 @@ class MaskKeySource:
     """Fresh masking keys from the operating system's CSPRNG, drawn in batches.
 
     RFC 6455 §5.3 requires each key to be unpredictable, so keys come from ``os.urandom``
-    (never ``random``); drawing 4 KiB at a time makes a key cost a slice instead of a system
+    (never ``random``); drawing 256 bytes (64 keys) at a time makes a key cost a slice, not a system
     call. Not thread-safe: each :class:`~tube.websocket.core.protocol.Protocol` owns one.
     """
 
     __slots__ = ("_pool", "_position")
 
-    _BATCH = 4096
+    _BATCH = 256
 
     def __init__(self) -> None:
         self._pool = b""
