@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -137,3 +138,37 @@ def test_refused_upgrade_in_handler_ends_quietly(
     assert b"Upgrade" in response
     # The uncaught HandshakeError is not a server error: no socketserver traceback.
     assert "Exception occurred during processing" not in capsys.readouterr().err
+
+
+def test_silent_tls_client_stalls_nobody_and_is_cut_off() -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    httpd.daemon_threads = True
+    # The README's advice: the TLS handshake happens in the handler thread, under its deadlines.
+    httpd.socket = server_context.wrap_socket(
+        httpd.socket, server_side=True, do_handshake_on_connect=False
+    )
+    thread = threading.Thread(target=httpd.serve_forever, name="test-https")
+    thread.start()
+    port = httpd.server_address[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            start = time.monotonic()
+            # Another client gets through while the silent one holds its connection open.
+            with connect(
+                f"wss://localhost:{port}/", ssl_context=client_context, open_timeout=3
+            ) as connection:
+                connection.send("through")
+                assert connection.incoming.get(timeout=3) == "through"
+            # And the silent one is cut off by the request head deadline.
+            ended = read_until_closed(silent, limit=5.0)
+            assert ended - start < 3.0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
