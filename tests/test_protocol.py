@@ -229,8 +229,8 @@ def test_fragment_count_is_capped() -> None:
 
 
 def test_default_fragment_cap_follows_message_size() -> None:
-    server = Protocol(Role.SERVER)  # 1 MiB -> max(1024, 4096)
-    data = frame(BINARY, b"", fin=False) + frame(CONT, b"", fin=False) * 4095
+    server = Protocol(Role.SERVER)  # 1 MiB -> max(1024, 16384)
+    data = frame(BINARY, b"", fin=False) + frame(CONT, b"", fin=False) * 16383
     assert server.receive_data(data) == []
     assert_failed_with(server, server.receive_data(frame(CONT, b"")), 1009)
 
@@ -535,3 +535,16 @@ def test_large_masked_frames_arriving_over_several_reads(chunk: int, length: int
     for index in range(0, len(data), chunk):
         events += server.receive_data(data[index : index + chunk])
     assert events == [BinaryMessage(payload), TextMessage("after")]
+
+
+def test_a_message_at_the_limit_in_64_byte_fragments_is_accepted() -> None:
+    # Conformance suites send large messages in 64-byte fragments; the default cap allows it.
+    limit = 1 << 18
+    server = Protocol(Role.SERVER, max_message_size=limit)
+    payload = os.urandom(limit)
+    pieces = [payload[i : i + 64] for i in range(0, limit, 64)]
+    data = b"".join(
+        frame(BINARY if i == 0 else CONT, piece, fin=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    )
+    assert server.receive_data(data) == [BinaryMessage(payload)]

@@ -95,7 +95,7 @@ class Protocol:
             (close code 1009 beyond it). ``None`` removes the limit, which lets a peer make the
             connection buffer without bound: only for trusted peers.
         max_fragments: The most frames one message may be split into (1009 beyond it), which
-            stops floods of tiny fragments. Defaults to ``max(1024, max_message_size // 256)``,
+            stops floods of tiny fragments. Defaults to ``max(1024, max_message_size // 64)``,
             or no limit when ``max_message_size`` is ``None``.
         mask_key_source: In the client role, a callable returning 4 fresh random bytes per
             frame (tests inject a fixed key); defaults to a batched ``os.urandom``.
@@ -146,7 +146,9 @@ class Protocol:
                 f"max_message_size must be a positive int or None, got {max_message_size!r}"
             )
         if max_fragments is _UNSET:
-            max_fragments = None if max_message_size is None else max(1024, max_message_size // 256)
+            # 64-byte fragments are the smallest that conformance suites send for large
+            # messages; each fragment costs CPU (about a microsecond), never an object.
+            max_fragments = None if max_message_size is None else max(1024, max_message_size // 64)
         if max_fragments is not None and (not isinstance(max_fragments, int) or max_fragments <= 0):
             raise ValueError(f"max_fragments must be a positive int or None, got {max_fragments!r}")
         self.role = role

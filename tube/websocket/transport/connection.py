@@ -917,7 +917,7 @@ def create_connection(
         max_message_size: The largest message accepted (default 1 MiB); a larger one fails
             the connection with 1009. ``None`` removes the limit: only for trusted peers.
         max_fragments: The most frames a message may be split into (1009 beyond); the default
-            ``"auto"`` is ``max(1024, max_message_size // 256)`` (no limit if
+            ``"auto"`` is ``max(1024, max_message_size // 64)`` (no limit if
             ``max_message_size`` is ``None``).
         incoming_size: The bound of :attr:`Connection.incoming` in messages (default 16); the
             reader stops reading the socket at this count and resumes at half of it.
