@@ -35,7 +35,7 @@ from tube.websocket.transport.client import (
     connect,
     parse_uri,
 )
-from tube.websocket.transport.connection import create_connection
+from tube.websocket.transport.functions import create_connection
 
 # ---------------------------------------------------------------- URL parsing
 

@@ -21,8 +21,8 @@ from .core.errors import (
 from .http_server import WebSocketRequestHandler, upgrade_connection
 from .transport.channel import Incoming
 from .transport.client import connect
-from .transport.connection import (
-    Connection,
+from .transport.connection import Connection
+from .transport.functions import (
     create_connection,
     initiate_close,
     is_closing,

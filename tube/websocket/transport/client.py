@@ -32,11 +32,9 @@ from ..core.errors import HandshakeError, InvalidURI, OpenTimeout
 from ..core.handshake import build_request, validate_response
 from ..core.http import Response, get_header, parse_response_head
 from ..core.protocol import Role
-from .connection import (
-    DEFAULT_OPEN_TIMEOUT,
-    Connection,
-    create_connection,
-)
+from .connection import Connection
+from .functions import create_connection
+from .options import DEFAULT_OPEN_TIMEOUT
 
 __all__ = ["MAX_REDIRECTS", "WebSocketURI", "connect", "parse_uri"]
 

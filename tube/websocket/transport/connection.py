@@ -1,4 +1,4 @@
-"""The threaded WebSocket connection: the seed's ``Connection`` object and functions.
+"""The threaded WebSocket connection: the seed's ``Connection`` object.
 
 A :class:`Connection` is created unattached (:func:`create_connection`), then attached to a
 socket whose opening handshake is done: :func:`tube.websocket.upgrade_connection` on the server
@@ -25,6 +25,12 @@ after ``close_give_up_time`` seconds the TCP connection is closed whatever happe
 closes TCP first once the closing handshake is complete (RFC 6455 §7.1.1): it shuts its write
 side down and reads until the peer's EOF, bounded by the same give-up time. A client waits for
 the server's EOF, with the same bound.
+
+Layout: this module holds :class:`Connection` itself (options, attaching, the public methods and
+the reader thread). It builds on :mod:`.state` (the fields and life cycle), :mod:`.writer` (the
+write path) and :mod:`.keepalive` (the timers); the options' defaults and checks are in
+:mod:`.options`, and the seed's module functions (:func:`create_connection`, ...) in
+:mod:`.functions`.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Literal
 
@@ -45,66 +51,36 @@ from ..core.protocol import DEFAULT_MAX_MESSAGE_SIZE, Protocol, Role, State
 from . import parking
 from .channel import Incoming, Message
 from .io import BaseIO, make_io
+from .keepalive import ConnectionTimers
+from .options import (
+    DEFAULT_CLOSE_GIVE_UP_TIME,
+    DEFAULT_CLOSE_RETRY_TIME,
+    DEFAULT_INCOMING_BYTES,
+    DEFAULT_INCOMING_SIZE,
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT,
+    SubprotocolSelector,
+    _byte_view,
+    _check_message,
+    _check_seconds,
+    _check_size,
+)
+from .state import _ENDED, _FAILED, _NEW, _OPEN
 from .timers import Timer, call_later
 
-__all__ = [
-    "Connection",
-    "create_connection",
-    "initiate_close",
-    "is_closing",
-    "is_connected",
-    "ping",
-    "send_blob_data",
-    "send_text",
-    "wait_until_connected",
-]
+__all__ = ["Connection"]
 
 logger = logging.getLogger("tube.websocket")
-
-SubprotocolSelector = Callable[[list[str]], str | None]
-
-# Defaults of the options (seconds for times, bytes for sizes). They are documented in
-# create_connection's docstring; keep both in sync.
-DEFAULT_CLOSE_RETRY_TIME = 2.0
-DEFAULT_CLOSE_GIVE_UP_TIME = 10.0
-DEFAULT_INCOMING_SIZE = 16
-DEFAULT_INCOMING_BYTES = 4 * 1024 * 1024
-DEFAULT_PING_INTERVAL = 20.0
-DEFAULT_PING_TIMEOUT = 20.0
-DEFAULT_SEND_TIMEOUT = 10.0
-DEFAULT_OPEN_TIMEOUT = 10.0
 
 # The receive buffer starts small, so that an idle connection costs little memory, and grows
 # once a read fills it (a busy connection then makes fewer, larger reads).
 _RECV_SIZE_MIN = 2 * 1024
 _RECV_SIZE_MAX = 64 * 1024
-# Queued buffers whose total stays under this are joined and written with one send call.
-_JOIN_LIMIT = 64 * 1024
-
-# Life cycle of a Connection (``_state``).
-_NEW = 0  # created, not attached to a socket yet
-_OPEN = 1  # attached: the reader thread runs (the WebSocket may be closing)
-_ENDED = 2  # the TCP connection is closed and the reader thread is done
-_FAILED = 3  # the opening handshake failed: it will never be attached
 
 
-def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        expected = "a positive number of seconds" + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-
-
-def _check_size(name: str, value: object, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        expected = "a positive int" + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-
-
-class Connection:
+class Connection(ConnectionTimers):
     """One WebSocket connection on threads: the seed's ``Connection`` struct.
 
     Create it with :func:`create_connection` (same keyword-only options as this constructor),
@@ -150,45 +126,7 @@ class Connection:
           thread per connection; while the connection is idle there is none (it is parked).
     """
 
-    __slots__ = (
-        "_abort_reason",
-        "_aborted",
-        "_claimed",
-        "_close_initiator",
-        "_give_up_at",
-        "_give_up_timer",
-        "_io",
-        "_keepalive_timer",
-        "_last_received",
-        "_out",
-        "_ping_sent_at",
-        "_protocol",
-        "_reader",
-        "_retry_timer",
-        "_state",
-        "_write_lock",
-        "check_origin",
-        "close_code",
-        "close_give_up_time",
-        "close_reason",
-        "close_retry_time",
-        "closing",
-        "conn",
-        "connected",
-        "extra_headers",
-        "incoming",
-        "lock",
-        "max_fragments",
-        "max_message_size",
-        "open_timeout",
-        "origins",
-        "ping_interval",
-        "ping_timeout",
-        "send_timeout",
-        "status_changed",
-        "subprotocol",
-        "subprotocols",
-    )
+    __slots__ = ()
 
     def __init__(
         self,
@@ -458,18 +396,6 @@ class Connection:
 
     # ------------------------------------------------------------------ sending internals
 
-    def _deadline(self) -> float | None:
-        timeout = self.send_timeout
-        return None if timeout is None else time.monotonic() + timeout
-
-    def _open_protocol_locked(self) -> Protocol:
-        protocol = self._protocol
-        if protocol is None:
-            raise ConnectionClosed(1006, "the connection is not connected yet")
-        if self._aborted:
-            raise self._closed_error()
-        return protocol
-
     def _send(self, messages: Sequence[str | Buffer]) -> None:
         """Queue ``messages`` (types already checked: ``str`` is text) and write them.
 
@@ -508,111 +434,6 @@ class Connection:
         # Aborted meanwhile: the connection is closed, which is what the caller wanted.
         with contextlib.suppress(ConnectionClosed):
             self._flush(deadline)
-
-    def _sync_locked(self) -> None:
-        """After a protocol call (lock held): queue its output and update ``closing``."""
-        protocol = self._protocol
-        assert protocol is not None
-        chunks = protocol.data_to_send()
-        if chunks:
-            if len(chunks) == 1:
-                self._out.append(chunks[0])
-            elif sum(len(chunk) for chunk in chunks) <= _JOIN_LIMIT:
-                # One send call for everything: fewer system calls and TCP segments.
-                self._out.append(b"".join(chunks))
-            else:
-                self._out.extend(chunks)
-        if not self.closing and (protocol.close_sent is not None or protocol.state is State.CLOSED):
-            self.closing = True
-            # The closing handshake has started: bound how long the TCP connection may live.
-            self._give_up_timer = call_later(self.close_give_up_time, self._on_give_up)
-            self.status_changed.notify_all()
-
-    def _flush(self, deadline: float | None) -> None:
-        """Write every queued buffer (ours and any queued before), waiting until ``deadline``.
-
-        Raises:
-            ConnectionClosed: The connection was aborted (now or earlier).
-        """
-        lock = self._write_lock
-        with lock:
-            self._write_queued(deadline, True)
-        # A timer may have queued a frame while we held the write lock and given up on taking
-        # it: whoever releases the lock checks again, so no frame is left behind.
-        while self._out and lock.acquire(blocking=False):
-            try:
-                self._write_queued(deadline, True)
-            finally:
-                lock.release()
-
-    def _try_flush(self) -> None:
-        """Write what can be written without blocking (timer thread); never raises."""
-        lock = self._write_lock
-        while self._out and lock.acquire(blocking=False):
-            try:
-                if not self._write_queued(None, False):
-                    return  # the socket buffer is full: the next sender writes the rest
-            except ConnectionClosed:
-                return
-            finally:
-                lock.release()
-
-    def _write_queued(self, deadline: float | None, block: bool) -> bool:
-        """Write queued buffers (write lock held); False if stopped because it would block."""
-        out = self._out
-        io = self._io
-        assert io is not None
-        while out:
-            if self._aborted:
-                out.clear()
-                raise self._closed_error()
-            buffer = out[0]
-            view = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
-            try:
-                sent = io.send_nowait(view)
-            except OSError as error:
-                self._abort_locked_write(f"connection lost while sending: {error}")
-                raise self._closed_error() from None
-            if sent:
-                if sent >= len(view):
-                    del out[0]
-                else:
-                    out[0] = view[sent:]
-                continue
-            if not block:
-                return False
-            if not io.wait_writable(deadline):
-                self._abort_locked_write(
-                    f"send timed out after {self.send_timeout} s: the peer is not reading"
-                )
-                raise self._closed_error()
-        return True
-
-    def _abort_locked_write(self, reason: str) -> None:
-        """Abort the connection (write lock held): shut the socket, wake the reader.
-
-        Only the write lock is held here, never :attr:`lock` (a sender may hold :attr:`lock`
-        while it waits for the write lock). Shutting down is safe under the write lock alone:
-        the reader closes the socket only while holding it.
-        """
-        if not self._aborted:
-            self._aborted = True
-            self._abort_reason = reason
-            logger.info("aborting WebSocket connection: %s", reason)
-        self._out.clear()
-        assert self._io is not None
-        self._io.shutdown(socket.SHUT_RDWR)
-        self.incoming._release()
-
-    def _closed_error(self) -> ConnectionClosed:
-        """The exception for an operation on a connection that is closing or closed."""
-        if self._state == _ENDED and self.close_code is not None:
-            return ConnectionClosed(self.close_code, self.close_reason, self._close_initiator)
-        if self._aborted:
-            return ConnectionClosed(1006, self._abort_reason, None)
-        if self._protocol is None:
-            return ConnectionClosed(1006, "the connection is not connected yet")
-        return self._protocol.closed_error()
 
     # ------------------------------------------------------------------ the reader thread
 
@@ -767,292 +588,3 @@ class Connection:
             self._out.clear()
             io.close()
         logger.debug("WebSocket connection ended: code %d %r", code, reason)
-
-    def _cancel_timers_locked(self) -> None:
-        for timer in (self._keepalive_timer, self._retry_timer, self._give_up_timer):
-            if timer is not None:
-                timer.cancel()
-        self._keepalive_timer = self._retry_timer = self._give_up_timer = None
-
-    def _peer_name(self) -> str:
-        try:
-            peer = self.conn.getpeername() if self.conn is not None else None
-        except OSError:
-            peer = None
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            return f"{peer[0]}:{peer[1]}"
-        return "(unknown peer)"
-
-    # ------------------------------------------------------------------ timers
-
-    def _shutdown_if_open_locked(self) -> None:
-        # Under `lock`: if the reader has not finished, it has not closed the socket yet.
-        if self._state == _OPEN and self._io is not None:
-            self._io.shutdown(socket.SHUT_RDWR)
-
-    def _on_keepalive(self) -> None:
-        """Timer: send a ping after ``ping_interval`` of silence; fail if no answer comes."""
-        now = time.monotonic()
-        failed = False
-        with self.lock:
-            protocol = self._protocol
-            interval = self.ping_interval
-            if self._state != _OPEN or self.closing or protocol is None or interval is None:
-                self._keepalive_timer = None
-                return
-            if self.incoming._paused:
-                # The reader is not reading because the application is not: the silence is
-                # ours, not the peer's. Count the peer as alive.
-                self._last_received = now
-                self._ping_sent_at = None
-            ping_sent_at = self._ping_sent_at
-            if ping_sent_at is not None and self._last_received >= ping_sent_at:
-                ping_sent_at = self._ping_sent_at = None  # something came back: alive
-            if ping_sent_at is None:
-                next_ping = self._last_received + interval
-                if now < next_ping:
-                    self._keepalive_timer = call_later(next_ping - now, self._on_keepalive)
-                    return
-                protocol.send_ping(b"")
-                self._sync_locked()
-                if self.ping_timeout is None:
-                    self._keepalive_timer = call_later(interval, self._on_keepalive)
-                else:
-                    self._ping_sent_at = now
-                    self._keepalive_timer = call_later(self.ping_timeout, self._on_keepalive)
-            else:
-                logger.info(
-                    "WebSocket peer %s did not answer a ping within %s s; closing with 1011",
-                    self._peer_name(),
-                    self.ping_timeout,
-                )
-                self._keepalive_timer = None
-                protocol.fail(1011, "keepalive ping timeout")
-                self._sync_locked()
-                failed = True
-        self._try_flush()
-        if failed:
-            with self.lock:
-                self._shutdown_if_open_locked()
-
-    def _on_close_retry(self) -> None:
-        """Timer: no close frame came back within ``close_retry_time``: send ours again."""
-        with self.lock:
-            self._retry_timer = None
-            protocol = self._protocol
-            if self._state != _OPEN or protocol is None or protocol.close_received is not None:
-                return
-            protocol.resend_close()
-            self._sync_locked()
-        self._try_flush()
-
-    def _on_give_up(self) -> None:
-        """Timer: the closing handshake took ``close_give_up_time``: close TCP regardless."""
-        with self.lock:
-            self._give_up_timer = None
-            if self._state != _OPEN:
-                return
-            logger.info(
-                "closing the TCP connection to %s: the close did not finish within %s s",
-                self._peer_name(),
-                self.close_give_up_time,
-            )
-            self._shutdown_if_open_locked()
-        self.incoming._release()
-
-    # ------------------------------------------------------------------ introspection
-
-    @property
-    def _buffered_bytes(self) -> int:
-        """Bytes held for the application plus bytes waiting to be written (for tests)."""
-        queued = 0
-        for buffer in list(self._out):
-            queued += len(buffer)
-        return self.incoming.buffered_bytes + queued
-
-
-def _check_message(message: object, function: str) -> None:
-    if not isinstance(message, str | bytes | bytearray | memoryview):
-        raise TypeError(f"{function} takes str or bytes-like data, got {type(message).__name__}")
-
-
-def _byte_view(data: Buffer) -> Buffer:
-    """Make a memoryview of any format count bytes, as the frame length does."""
-    if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1):
-        return data.cast("B") if data.c_contiguous else data.tobytes()
-    return data
-
-
-# ---------------------------------------------------------------------- the seed's functions
-
-
-def create_connection(
-    *,
-    close_retry_time: float | None = DEFAULT_CLOSE_RETRY_TIME,
-    close_give_up_time: float = DEFAULT_CLOSE_GIVE_UP_TIME,
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    max_fragments: int | Literal["auto"] | None = "auto",
-    incoming_size: int = DEFAULT_INCOMING_SIZE,
-    incoming_bytes: int = DEFAULT_INCOMING_BYTES,
-    ping_interval: float | None = DEFAULT_PING_INTERVAL,
-    ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
-    send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
-    open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
-    subprotocols: Sequence[str] | SubprotocolSelector | None = None,
-    origins: Sequence[str] | None = None,
-    check_origin: bool = True,
-    extra_headers: Sequence[tuple[str, str]] = (),
-) -> Connection:
-    """Create a :class:`Connection` not yet linked to a socket (the seed's ``CreateConnection``).
-
-    Times are in seconds, sizes in bytes. Every option is checked here.
-
-    Args:
-        close_retry_time: After :func:`initiate_close`, send the close frame once more if none
-            came back within this time (default 2.0). ``None`` disables the retry, which is the
-            strict RFC 6455 behaviour (one close frame per side).
-        close_give_up_time: Once the closing handshake has started (by either side, or by a
-            failure), close the TCP connection after this time whatever happens (default 10.0).
-            It also bounds the wait for the peer's EOF after the handshake.
-        max_message_size: The largest message accepted (default 1 MiB); a larger one fails
-            the connection with 1009. ``None`` removes the limit: only for trusted peers.
-        max_fragments: The most frames a message may be split into (1009 beyond); the default
-            ``"auto"`` is ``max(1024, max_message_size // 64)`` (no limit if
-            ``max_message_size`` is ``None``).
-        incoming_size: The bound of :attr:`Connection.incoming` in messages (default 16); the
-            reader stops reading the socket at this count and resumes at half of it.
-        incoming_bytes: The bound of :attr:`Connection.incoming` in bytes (default 4 MiB); the
-            reader stops at this size and resumes at a quarter of it.
-        ping_interval: Send a ping after this much silence from the peer (default 20.0);
-            ``None`` disables keepalive.
-        ping_timeout: Fail the connection with 1011 when nothing at all (any byte counts) has
-            arrived within this time after a keepalive ping (default 20.0); ``None`` never fails.
-        send_timeout: A send that cannot finish writing within this time aborts the connection
-            (1006 locally) and raises :class:`ConnectionClosed` (default 10.0); ``None`` waits
-            forever for a peer that does not read.
-        open_timeout: The bound of the opening handshake for the client's ``connect()``
-            (default 10.0). On the server, ``http.server`` has already read the request when
-            :func:`upgrade_connection` runs: bound it with the request handler's ``timeout``
-            class attribute instead.
-        subprotocols: Supported subprotocols in preference order, or a function choosing one
-            from the client's list; ``None`` (default) selects none.
-        origins: Origins allowed besides the server's own host (``"https://example.com"``).
-        check_origin: Refuse (403) browser requests from other origins (default True).
-        extra_headers: Headers added to the 101 response.
-
-    Returns:
-        The connection, unattached: ``connected`` is False until the handshake completes.
-
-    Raises:
-        ValueError: An option is out of range.
-    """
-    return Connection(
-        close_retry_time=close_retry_time,
-        close_give_up_time=close_give_up_time,
-        max_message_size=max_message_size,
-        max_fragments=max_fragments,
-        incoming_size=incoming_size,
-        incoming_bytes=incoming_bytes,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        send_timeout=send_timeout,
-        open_timeout=open_timeout,
-        subprotocols=subprotocols,
-        origins=origins,
-        check_origin=check_origin,
-        extra_headers=extra_headers,
-    )
-
-
-def is_connected(connection: Connection) -> bool:
-    """Tell whether the connection is connected and ready to send and receive.
-
-    Returns:
-        True when attached to its socket and no close frame has been sent or received yet.
-    """
-    return connection.connected and not connection.closing
-
-
-def is_closing(connection: Connection) -> bool:
-    """Tell whether the connection is closing or closed.
-
-    Returns:
-        True from the moment a close frame is sent (by :func:`initiate_close`, or as the echo
-        of the peer's close frame) or the connection fails; False before, and before attaching.
-    """
-    return connection.closing
-
-
-def send_blob_data(connection: Connection, data: Buffer) -> None:
-    """Send ``data`` as one binary message (the seed's ``SendBlobData``).
-
-    Args:
-        connection: The connection.
-        data: ``bytes``, ``bytearray`` or ``memoryview``; a buffer is not copied, so it must not
-            change until this call returns.
-
-    Raises:
-        ConnectionClosed: The connection is not open, or the write did not finish within
-            ``send_timeout`` (the connection is then aborted, close code 1006).
-        TypeError: ``data`` is not bytes-like.
-    """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"send_blob_data takes bytes-like data, got {type(data).__name__}")
-    connection._send((data,))
-
-
-def send_text(connection: Connection, text: str) -> None:
-    """Send ``text`` as one text message.
-
-    Raises:
-        ConnectionClosed: As for :func:`send_blob_data`.
-        TypeError: ``text`` is not a ``str``.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"send_text takes a str, got {type(text).__name__}")
-    connection._send((text,))
-
-
-def ping(connection: Connection, data: Buffer = b"") -> None:
-    """Send a ping frame with ``data`` (at most 125 bytes) as payload.
-
-    Raises:
-        ValueError: ``data`` is longer than 125 bytes.
-        ConnectionClosed: The connection is not open.
-    """
-    connection.ping(data)
-
-
-def initiate_close(connection: Connection, code: int = 1000, reason: str = "") -> None:
-    """Send a close frame and mark the connection closing (the seed's ``InitiateClose``).
-
-    If no close frame comes back within ``close_retry_time`` the frame is sent once more; after
-    ``close_give_up_time`` the TCP connection is closed whatever happens. Returns once the
-    close frame is written (or the connection was aborted). Does nothing if the connection is
-    already closing or closed, or was never attached. Messages the peer sent before its close
-    frame are still delivered through :attr:`Connection.incoming`.
-
-    Args:
-        connection: The connection.
-        code: The close code: 1000-1003, 1007-1014 or 3000-4999.
-        reason: A short explanation, at most 123 bytes once encoded as UTF-8.
-
-    Raises:
-        ValueError: ``code`` may not be sent or ``reason`` is too long.
-    """
-    connection._initiate_close(code, reason)
-
-
-def wait_until_connected(connection: Connection, timeout: float | None = None) -> bool:
-    """Block until the connection is attached to its socket (the seed's ``WaitUntilConnected``).
-
-    Args:
-        connection: The connection.
-        timeout: Seconds to wait at most; ``None`` waits as long as needed.
-
-    Returns:
-        True once the connection has been connected (even if it has closed since: sends then
-        raise and :attr:`Connection.incoming` delivers what arrived); False on timeout or when
-        the opening handshake failed.
-    """
-    return connection.wait_until_connected(timeout)
