@@ -1,7 +1,8 @@
 """Frame layout (RFC 6455 §5.2) and frame serialisation.
 
 The parser lives in :mod:`tube.websocket.core.protocol`, inlined into the receive loop because a
-function call per frame is measurable for small messages; the layout constants it uses are here.
+function call per frame is measurable for small messages; it reads the header bits with
+commented literals and shares the length structs (``UINT16``, ``UINT64``) defined here.
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 
 FIN = 0x80
-RSV_BITS = 0x70
-OPCODE_BITS = 0x0F
 MASK_BIT = 0x80
-LENGTH_BITS = 0x7F
 
 # RFC 6455 §5.5: control frames carry at most 125 bytes of payload.
 MAX_CONTROL_PAYLOAD = 125

@@ -331,15 +331,16 @@ def parse_request_head(
         return None
     start_line, headers, consumed = parsed
     parts = start_line.split(" ")
-    if len(parts) != 3:
+    if (
+        len(parts) != 3
+        or not _is_token(parts[0])
+        or not parts[1]
+        or not _VERSION_RE.fullmatch(parts[2])
+    ):
         raise HandshakeError(
             400, f"expected a request line 'METHOD target HTTP/1.1', got {_show(start_line)}"
         )
     method, target, version = parts
-    if not _is_token(method) or not target or not _VERSION_RE.fullmatch(version):
-        raise HandshakeError(
-            400, f"expected a request line 'METHOD target HTTP/1.1', got {_show(start_line)}"
-        )
     return Request(method, target, version, headers), consumed
 
 
