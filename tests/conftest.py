@@ -55,7 +55,7 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def no_thread_leak() -> Iterator[None]:
     """Fail the test if a thread it started is still alive ``THREAD_GRACE`` s after it ended.
 
-    The shared threads of :mod:`tube.websocket.transport.timers` and ``.parking`` are not
+    The shared threads of :mod:`tube.websocket.threads.timers` and ``.parking`` are not
     leaks: they linger a few seconds after their last use, whoever started them.
     """
     before = set(threading.enumerate())

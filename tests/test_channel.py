@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tube.websocket import ConnectionClosed, Incoming
-from tube.websocket.transport.channel import Message
+from tube.websocket.threads.channel import Message
 
 
 def closed_error() -> ConnectionClosed:

@@ -24,8 +24,8 @@ from tube.websocket.core.events import CloseReceived, Pong, TextMessage
 from tube.websocket.core.handshake import accept_key
 from tube.websocket.core.http import get_header, parse_request_head
 from tube.websocket.core.protocol import Protocol, Role
-from tube.websocket.http_server import upgrade_connection
-from tube.websocket.transport.client import (
+from tube.websocket.integrations.http_server import upgrade_connection
+from tube.websocket.threads.client import (
     MAX_REDIRECTS,
     WebSocketURI,
     _Deadline,
@@ -35,7 +35,7 @@ from tube.websocket.transport.client import (
     connect,
     parse_uri,
 )
-from tube.websocket.transport.functions import create_connection
+from tube.websocket.threads.functions import create_connection
 
 # ---------------------------------------------------------------- URL parsing
 

@@ -560,7 +560,7 @@ def test_internal_error_closes_with_1011_and_no_detail(
     def broken_put(self: object, batch: object) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr("tube.websocket.transport.channel.Incoming._put", broken_put)
+    monkeypatch.setattr("tube.websocket.threads.channel.Incoming._put", broken_put)
     server = ws_server(idle)
     peer = raw_peer(server)
     with caplog.at_level(logging.ERROR, logger="tube.websocket"):

@@ -37,7 +37,7 @@ def test_core_imports_no_io(path: pathlib.Path) -> None:
             assert not name.startswith(".."), f"{path.name} imports {name} from above the core"
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "transport").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((PACKAGE / "threads").glob("*.py")), ids=lambda p: p.name)
 def test_transports_do_not_import_integrations(path: pathlib.Path) -> None:
     for name in imported_modules(path):
         for integration in ("http_server", "echo", "__main__", "demo"):

@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from tube.websocket import Connection, initiate_close
-from tube.websocket.transport import parking
+from tube.websocket.threads import parking
 
 from .conftest import RawPeer, WsServer, wait_ended
 

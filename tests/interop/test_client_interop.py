@@ -27,8 +27,8 @@ from websockets.sync.server import ServerConnection, serve
 from websockets.typing import Subprotocol
 
 from tube.websocket.core.errors import ConnectionClosed
-from tube.websocket.transport.client import connect
-from tube.websocket.transport.connection import Connection
+from tube.websocket.threads.client import connect
+from tube.websocket.threads.connection import Connection
 
 pytestmark = pytest.mark.interop
 

@@ -11,18 +11,21 @@ from __future__ import annotations
 from .core.codes import CloseCode, Opcode
 from .core.errors import (
     ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
     HandshakeError,
+    InvalidState,
     InvalidURI,
     MessageTooBig,
     OpenTimeout,
     ProtocolError,
     WebSocketError,
 )
-from .http_server import WebSocketRequestHandler, upgrade_connection
-from .transport.channel import Incoming
-from .transport.client import connect
-from .transport.connection import Connection
-from .transport.functions import (
+from .integrations.http_server import WebSocketRequestHandler, upgrade_connection
+from .threads.channel import Incoming
+from .threads.client import connect
+from .threads.connection import Connection
+from .threads.functions import (
     create_connection,
     initiate_close,
     is_closing,
@@ -37,8 +40,11 @@ __all__ = [
     "CloseCode",
     "Connection",
     "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
     "HandshakeError",
     "Incoming",
+    "InvalidState",
     "InvalidURI",
     "MessageTooBig",
     "Opcode",

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 from .core.codes import CloseCode
 from .core.errors import ConnectionClosed, HandshakeError, InvalidURI, OpenTimeout
-from .transport.client import connect
-from .transport.connection import Connection
+from .threads.client import connect
+from .threads.connection import Connection
 
 # Close codes that count as a normal end of the session.
 _NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})

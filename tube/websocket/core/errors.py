@@ -13,13 +13,21 @@ from http import HTTPStatus
 
 __all__ = [
     "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
     "HandshakeError",
+    "InvalidState",
     "InvalidURI",
     "MessageTooBig",
     "OpenTimeout",
     "ProtocolError",
     "WebSocketError",
+    "closed_error",
 ]
+
+
+# Close codes of a normal end: a requested close, a peer going away, a close frame without code.
+_NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})
 
 
 class WebSocketError(Exception):
@@ -117,12 +125,34 @@ class ConnectionClosed(WebSocketError):
     @property
     def ok(self) -> bool:
         """True when the connection ended normally (close code 1000 or 1001, or 1005)."""
-        return self.code in (1000, 1001, 1005)
+        return self.code in _NORMAL_CLOSE_CODES
 
     def __str__(self) -> str:
         who = f", closed by the {self.initiated_by} side" if self.initiated_by else ""
         reason = f" {self.reason!r}" if self.reason else ""
         return f"connection closed: code {self.code}{reason}{who}"
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection ended normally: close code 1000 (normal), 1001 (going away) or 1005 (none)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection ended abnormally: a protocol error, a timeout, or TCP lost (1006)."""
+
+
+def closed_error(code: int, reason: str = "", initiated_by: str | None = None) -> ConnectionClosed:
+    """The :class:`ConnectionClosed` subclass for how a connection ended (OK or error)."""
+    kind = ConnectionClosedOK if code in _NORMAL_CLOSE_CODES else ConnectionClosedError
+    return kind(code, reason, initiated_by)
+
+
+class InvalidState(WebSocketError, RuntimeError):
+    """The API was used in a state that does not allow it (local misuse, never the peer's fault).
+
+    For example: attaching a connection twice, or upgrading with a connection that another
+    handshake is already using.
+    """
 
 
 class InvalidURI(WebSocketError, ValueError):

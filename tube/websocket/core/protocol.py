@@ -23,7 +23,7 @@ import enum
 from collections.abc import Callable
 
 from .codes import Opcode, is_valid_received_close_code
-from .errors import ConnectionClosed, MessageTooBig, ProtocolError
+from .errors import ConnectionClosed, MessageTooBig, ProtocolError, closed_error
 from .events import (
     BinaryMessage,
     CloseReceived,
@@ -649,7 +649,7 @@ class Protocol:
 
     def closed_error(self) -> ConnectionClosed:
         """Build the :class:`ConnectionClosed` to raise to callers once the connection ends."""
-        return ConnectionClosed(self.close_code, self.close_reason, self.close_initiator)
+        return closed_error(self.close_code, self.close_reason, self.close_initiator)
 
 
 def _check_close_arguments(code: int, reason: str) -> None:

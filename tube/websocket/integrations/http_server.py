@@ -36,12 +36,12 @@ import threading
 import weakref
 from http.server import BaseHTTPRequestHandler
 
-from .core.errors import HandshakeError
-from .core.handshake import accept_request, rejection_response
-from .core.http import Request
-from .core.protocol import Role
-from .transport.connection import Connection
-from .transport.timers import Timer, call_later
+from ..core.errors import HandshakeError
+from ..core.handshake import accept_request, rejection_response
+from ..core.http import Request
+from ..core.protocol import Role
+from ..threads.connection import Connection
+from ..threads.timers import Timer, call_later
 
 __all__ = ["WebSocketRequestHandler", "upgrade_connection"]
 

@@ -4,7 +4,7 @@ The opening handshake (RFC 6455 §4.1) runs here, on a blocking socket, in the c
 resolve and connect TCP, wrap it in TLS for ``wss://``, send the request built by the core, read
 the response head with the core's bounded parser and let the core validate it. Once the server
 answered ``101 Switching Protocols``, the socket is handed to the same threaded
-:class:`~tube.websocket.transport.connection.Connection` the server side uses, with a
+:class:`~tube.websocket.threads.connection.Connection` the server side uses, with a
 :class:`~tube.websocket.core.protocol.Protocol` in the client role (which masks every frame with
 a fresh key, RFC 6455 §5.3).
 
