@@ -30,6 +30,11 @@ def assert_failed_with(protocol: Protocol, events: list[object], code: int) -> P
     assert isinstance(events[-1], ProtocolFailure), events
     error = events[-1].error
     assert error.close_code == code
+    # Nothing is sent before the transport commits the failure: the application's replies to
+    # the messages before the violation go out first.
+    assert protocol.data_to_send() == []
+    assert not protocol.should_close_transport()
+    protocol.fail(error.close_code, error.reason)
     frames = sent_frames(protocol)
     assert len(frames) == 1 and frames[0][1] == CLOSE
     assert int.from_bytes(frames[0][2][:2], "big") == code

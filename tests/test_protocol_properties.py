@@ -138,7 +138,13 @@ def test_random_bytes_never_raise_and_stay_bounded(
     # Never more buffered than one maximal frame (14-byte header + 512 bytes).
     assert len(protocol._buffer) <= 14 + 512
     assert len(protocol._message_buffer) <= 512
-    if any(isinstance(event, ProtocolFailure) for event in events):
+    failures = [event for event in events if isinstance(event, ProtocolFailure)]
+    if failures:
+        # The failure is the last event, reported once; nothing after it was parsed.
+        assert len(failures) == 1 and events[-1] is failures[0]
+        assert protocol.receive_data(data) == []
+        error = failures[0].error
+        protocol.fail(error.close_code, error.reason)
         assert protocol.state is State.CLOSED
         assert protocol.should_close_transport()
 

@@ -183,8 +183,10 @@ class Protocol:
         """Parse received bytes and return the events they complete.
 
         Any split of the byte stream gives the same events. A protocol violation never raises:
-        the close frame that answers it is queued, the state becomes CLOSED, a
-        :class:`ProtocolFailure` event is returned and all later input is discarded.
+        a :class:`ProtocolFailure` event is returned after the events that preceded it, and all
+        later input is discarded. The close frame is not queued yet: the transport calls
+        :meth:`fail` with the error's ``close_code`` and ``reason`` once the application has
+        taken the messages before the violation, so that its replies to them go out first.
 
         Args:
             data: The bytes just received. The caller may reuse this buffer after the call: what
@@ -448,9 +450,15 @@ class Protocol:
         return CloseReceived(code, reason)
 
     def _fail_from_peer(self, error: ProtocolError) -> ProtocolFailure:
-        # RFC 6455 §7.1.7: _Fail the WebSocket Connection_: send a close frame with the code,
-        # then close the TCP connection without waiting for the peer's answer.
-        self._fail(error.close_code, error.reason)
+        # Stop receiving at the violation: nothing after it is parsed or kept. The close frame
+        # (RFC 6455 §7.1.7, _Fail the WebSocket Connection_) is not queued here: the messages
+        # returned before the failure must reach the application, and its replies to them the
+        # peer, first. The transport calls fail() with the error's code once the application
+        # has taken those messages (or a bound expired); until then sending stays possible.
+        self._receiving_done = True
+        self._buffer = bytearray()
+        self._message_buffer = bytearray()
+        self._partial_validator = None
         return ProtocolFailure(error)
 
     def receive_eof(self) -> list[Event]:
@@ -583,10 +591,15 @@ class Protocol:
     def fail(self, code: int = 1011, reason: str = "") -> None:
         """Fail the connection for a local reason (for example a keepalive timeout, 1011).
 
-        Queues a close frame with ``code`` unless one was already sent; the state becomes
-        CLOSED and :meth:`should_close_transport` true.
+        Also commits a peer's violation reported by a :class:`ProtocolFailure` event, with the
+        error's ``close_code`` and ``reason``. Queues a close frame with ``code`` unless one was
+        already sent; the state becomes CLOSED and :meth:`should_close_transport` true. A reason
+        longer than 123 bytes of UTF-8 is cut on a character boundary.
+
+        Raises:
+            ValueError: ``code`` may not be sent.
         """
-        _check_close_arguments(code, reason)
+        _check_close_arguments(code, "")
         self._fail(code, reason)
 
     def _fail(self, code: int, reason: str) -> None:

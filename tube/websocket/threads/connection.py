@@ -512,6 +512,9 @@ class Connection(ConnectionTimers):
         assert protocol is not None
         with self.lock:
             events = protocol.receive_data(data)
+            if events and type(events[-1]) is ProtocolFailure:
+                error = events[-1].error
+                protocol.fail(error.close_code, error.reason)
             self._sync_locked()
             close_transport = protocol.should_close_transport()
         messages: list[Message] | None = None
