@@ -415,17 +415,16 @@ class WsServer:
 
 def abort(connection: Connection) -> None:
     """Shut a connection's socket down at once (test clean-up): its reader thread ends."""
-    with connection.lock:
-        connection._shutdown_if_open_locked()
+    send = connection._send
+    if send is not None:
+        send.io.shutdown(socket.SHUT_RDWR)
     connection.incoming._release()
 
 
 def wait_ended(connection: Connection, timeout: float = PEER_TIMEOUT) -> None:
-    """Wait until ``connection`` has closed its TCP connection (``connected`` False)."""
-    with connection.status_changed:
-        assert connection.status_changed.wait_for(
-            lambda: connection.close_code is not None and not connection.connected, timeout
-        ), f"{connection!r} did not end within {timeout} s"
+    """Wait until ``connection`` has closed its TCP connection (after ``connected`` False)."""
+    assert connection.wait_closed(timeout), f"{connection!r} did not end within {timeout} s"
+    assert connection.close_code is not None and not connection.connected
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from tube.websocket import (
     Connection,
     ConnectionClosed,
+    InvalidState,
     create_connection,
     initiate_close,
     is_closing,
@@ -23,7 +24,9 @@ from tube.websocket import (
     send_text,
     wait_until_connected,
 )
+from tube.websocket.core.options import ConnectionOptions
 from tube.websocket.core.protocol import Role
+from tube.websocket.threads.connection import open_connection
 
 from .conftest import RawPeer, WsServer, abort, wait_ended
 
@@ -34,6 +37,12 @@ PeerFactory = Callable[..., RawPeer]
 def echo(connection: Connection) -> None:
     for message in connection.incoming:
         connection.send(message)
+
+
+def drain(connection: Connection) -> None:
+    """Take every message (so that a peer's violation is reached at once) until the end."""
+    for _ in connection.incoming:
+        pass
 
 
 def idle(connection: Connection) -> None:
@@ -58,13 +67,26 @@ def idle(connection: Connection) -> None:
         {"ping_timeout": "1"},
         {"send_timeout": True},
         {"open_timeout": 0},
-        {"subprotocols": "chat"},
-        {"origins": "https://example.com"},
     ],
 )
 def test_invalid_options_are_refused_at_once(options: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        create_connection(**options)  # type: ignore[arg-type]
+        create_connection(**options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"subprotocols": "chat"},
+        {"origins": "https://example.com"},
+        {"check_origin": "yes"},
+        {"max_mesage_size": 10},
+    ],
+)
+def test_options_of_the_wrong_type_or_name_raise_type_error(options: dict[str, object]) -> None:
+    # One exception type per kind of mistake: a wrong type or an unknown name is a TypeError.
+    with pytest.raises(TypeError):
+        create_connection(**options)
 
 
 def test_unattached_connection() -> None:
@@ -73,9 +95,10 @@ def test_unattached_connection() -> None:
     assert not is_closing(connection)
     assert connection.conn is None
     assert not wait_until_connected(connection, timeout=0.01)
-    with pytest.raises(ConnectionClosed):
+    # Sending before the connection is attached is a misuse of the API, not a closed peer.
+    with pytest.raises(InvalidState, match="not connected yet"):
         send_blob_data(connection, b"x")
-    with pytest.raises(ConnectionClosed):
+    with pytest.raises(InvalidState):
         send_text(connection, "x")
     initiate_close(connection)  # nothing to close: no error
     connection.close()
@@ -345,7 +368,7 @@ def test_protocol_violation_closes_with_the_right_code(
     code: int,
     options: dict[str, object],
 ) -> None:
-    server = ws_server(idle, **options)
+    server = ws_server(drain, **options)
     peer = raw_peer(server)
     peer.send_frame(**frame)  # type: ignore[arg-type]
     frames = peer.expect_eof(timeout=3)  # the server closes TCP, without waiting for us
@@ -358,7 +381,7 @@ def test_protocol_violation_closes_with_the_right_code(
 def test_flood_of_tiny_fragments_is_cut_off(
     ws_server: ServerFactory, raw_peer: PeerFactory
 ) -> None:
-    server = ws_server(idle, max_fragments=100)
+    server = ws_server(drain, max_fragments=100)
     peer = raw_peer(server)
     flood = b"".join(
         [bytes([0x02, 0x80]) + b"\0\0\0\0"] + [bytes([0x00, 0x80]) + b"\0\0\0\0"] * 200
@@ -592,12 +615,11 @@ def test_send_many_writes_a_batch_in_order_with_one_write(
 
 
 def test_send_many_joins_small_frames_into_one_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
-    connection = create_connection(ping_interval=None)
     left, right = socket.socketpair()
     with right:
-        connection._attach(left, connection._make_protocol(Role.SERVER))
-        assert connection._io is not None
-        io_class = type(connection._io)
+        connection = open_connection(left, Role.SERVER, ConnectionOptions(ping_interval=None))
+        assert connection._send is not None
+        io_class = type(connection._send.io)
         original = io_class.send_nowait
         written: list[int] = []
 

@@ -15,6 +15,7 @@ from .masking import apply_mask
 __all__ = [
     "MAX_CONTROL_PAYLOAD",
     "Buffer",
+    "byte_payload",
     "serialize_frame",
 ]
 
@@ -35,6 +36,27 @@ UINT64 = struct.Struct("!Q")
 # it is written with one send call; above it, the header and the payload are two buffers, which
 # saves copying a large payload just to prepend a few bytes.
 SINGLE_BUFFER_LIMIT = 64 * 1024
+
+
+def byte_payload(data: object, what: str) -> Buffer:
+    """Check that ``data`` is bytes-like and make ``len()`` count its bytes, without copying.
+
+    A ``memoryview`` of a wider format (``array('i')``) would count items, not bytes, and a
+    non-contiguous one (``view[::2]``) cannot be written by ``socket.send``: the first is cast
+    to bytes, the second copied, before any frame is built.
+
+    Raises:
+        TypeError: ``data`` is not ``bytes``, ``bytearray`` or ``memoryview``.
+    """
+    if type(data) is bytes or type(data) is bytearray:
+        return data
+    if isinstance(data, memoryview):
+        if data.c_contiguous:
+            return data if data.itemsize == 1 and data.ndim == 1 else data.cast("B")
+        return data.tobytes()
+    if isinstance(data, bytes | bytearray):
+        return data
+    raise TypeError(f"{what} takes bytes-like data, got {type(data).__name__}")
 
 
 def serialize_frame(

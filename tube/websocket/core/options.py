@@ -135,9 +135,6 @@ class ConnectionOptions:
 
 _FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(ConnectionOptions))
 
-#: The default options, shared by every connection created without any.
-DEFAULTS = ConnectionOptions()
-
 
 def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
     if value is None and allow_none:
@@ -153,3 +150,7 @@ def _check_size(name: str, value: object, *, allow_none: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         expected = "a positive int" + (" or None" if allow_none else "")
         raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+#: The default options, shared by every connection created without any.
+DEFAULTS = ConnectionOptions()

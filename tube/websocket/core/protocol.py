@@ -38,6 +38,7 @@ from .frames import (
     UINT16,
     UINT64,
     Buffer,
+    byte_payload,
     serialize_frame,
 )
 from .masking import MaskKeySource, apply_mask, unmask_in_place
@@ -510,8 +511,7 @@ class Protocol:
             ConnectionClosed: If a close frame was already sent or the connection is closed.
             TypeError: If ``data`` is not bytes-like.
         """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"send_binary takes bytes-like data, got {type(data).__name__}")
+        data = byte_payload(data, "send_binary")
         self._check_can_send()
         self._send_message(_BINARY, data, fragment_size)
 
@@ -552,6 +552,7 @@ class Protocol:
         self._send_control(_PONG, payload)
 
     def _send_control(self, opcode: int, payload: Buffer) -> None:
+        payload = byte_payload(payload, f"send_{_opcode_name(opcode).lower()}")
         if len(payload) > MAX_CONTROL_PAYLOAD:
             raise ValueError(
                 f"{_opcode_name(opcode)} payload of {len(payload)} bytes: at most 125 are allowed"

@@ -70,10 +70,11 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
         HandshakeError: The request is not an acceptable WebSocket handshake. The client has
             already been answered with the error's HTTP status (400, 403, 405, 426, 505) and a
             plain-text body saying why; the handler should just return.
-        RuntimeError: ``connection`` was already used (or is being upgraded by another thread).
+        InvalidState: ``connection`` was already used (or is being upgraded by another thread).
         OSError: The socket failed while writing the 101 response.
     """
-    connection._claim()
+    connection._begin_opening()
+    options = connection.options
     request = Request(
         handler.command,
         handler.path,
@@ -83,10 +84,10 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
     try:
         response, subprotocol = accept_request(
             request,
-            subprotocols=connection.subprotocols,
-            origins=connection.origins,
-            check_origin=connection.check_origin,
-            extra_headers=connection.extra_headers,
+            subprotocols=options.subprotocols,
+            origins=options.origins,
+            check_origin=options.check_origin,
+            extra_headers=options.extra_headers,
         )
     except HandshakeError as error:
         logger.info(
@@ -95,29 +96,29 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
             handler.path,
             error,
         )
-        connection._fail_open()
+        connection._opening_failed()
         _reject(handler, error)
         raise
     except Exception:
         # Local misuse (a subprotocol callback returning an unoffered name, bad options):
         # the connection will never open; the error propagates like any bug in a handler.
-        connection._fail_open()
+        connection._opening_failed()
         raise
 
     sock: socket.socket = handler.connection
     hijacked = _hijacked_sockets(handler.server)
     handler.close_connection = True
     try:
-        protocol = connection._make_protocol(Role.SERVER)
+        protocol = options.make_protocol(Role.SERVER)
         handler.wfile.write(response.to_bytes())
         handler.wfile.flush()
     except Exception:
-        connection._fail_open()
+        connection._opening_failed()
         raise
     handler.log_request(101)
     initial_data = _take_buffered(handler, sock)
     _detach_files(handler)
-    connection._attach(sock, protocol, initial_data=initial_data, subprotocol=subprotocol)
+    connection._open(sock, protocol, initial_data=initial_data, subprotocol=subprotocol)
     # Registered only once the connection owns the socket (if attaching failed, http.server
     # closes it as usual); socketserver looks only after the handler has returned.
     if hijacked is not None:

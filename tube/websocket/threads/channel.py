@@ -37,7 +37,7 @@ class Incoming:
     Args:
         max_messages: The count bound (high water mark); the reader resumes at half of it.
         max_bytes: The byte bound (high water mark); the reader resumes at a quarter of it.
-            Text messages count their length in characters (never more than their UTF-8 size).
+            Text messages count their size in UTF-8 bytes, as they arrived.
 
     Concurrency: any number of threads may call :meth:`get` or iterate at once (each message is
     delivered to exactly one of them). Only the connection's reader thread puts messages in.
@@ -46,6 +46,7 @@ class Incoming:
     __slots__ = (
         "_changed",
         "_closed",
+        "_commit",
         "_error",
         "_getters",
         "_high_bytes",
@@ -75,6 +76,9 @@ class Incoming:
         self._released = False
         self._closed = False
         self._error: Callable[[], ConnectionClosed] | None = None
+        # A peer's protocol violation that ends the channel once the messages before it are
+        # taken: the first consumer to find the channel drained calls it (see _end_when_drained).
+        self._commit: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ consumer side
 
@@ -97,7 +101,7 @@ class Incoming:
             if not messages:
                 self._wait_for_message(timeout)
             message = messages.popleft()
-            self._nbytes -= len(message)
+            self._nbytes -= _size(message)
             self._taken_locked()
             return message
 
@@ -132,7 +136,7 @@ class Incoming:
                 self._nbytes = 0
             else:
                 batch = [messages.popleft() for _ in range(max_count)]
-                self._nbytes -= sum(len(message) for message in batch)
+                self._nbytes -= sum(_size(message) for message in batch)
             self._taken_locked()
             return batch
 
@@ -151,6 +155,18 @@ class Incoming:
         self._getters += 1
         try:
             while not self._messages:
+                commit = self._commit
+                if commit is not None:
+                    # Every message before the peer's violation has been taken: the violation
+                    # is the next item. Commit it (send the close frame) without our lock, as
+                    # the connection takes its own locks and then closes this channel.
+                    self._commit = None
+                    self._lock.release()
+                    try:
+                        commit()
+                    finally:
+                        self._lock.acquire()
+                    continue
                 if self._closed:
                     assert self._error is not None
                     # A fresh exception each time: re-raising one instance would grow its
@@ -181,7 +197,7 @@ class Incoming:
 
     @property
     def buffered_bytes(self) -> int:
-        """The size of the messages waiting to be taken (characters for text), approximately."""
+        """The size of the messages waiting to be taken, in bytes (UTF-8 for text)."""
         return self._nbytes
 
     @property
@@ -198,7 +214,7 @@ class Incoming:
             before = len(messages)
             for message in batch:
                 messages.append(message)
-                self._nbytes += len(message)
+                self._nbytes += _size(message)
             if self._getters:
                 self._changed.notify(len(messages) - before)
             if len(messages) >= self._high_count or self._nbytes >= self._high_bytes:
@@ -222,10 +238,28 @@ class Incoming:
             self._released = True
             self._changed.notify_all()
 
+    def _end_when_drained(self, commit: Callable[[], None]) -> None:
+        """After a peer's violation: call ``commit()`` once a consumer has taken every message.
+
+        ``commit`` must end the channel (:meth:`_close`). A consumer already waiting on an empty
+        channel calls it at once. The reader never puts messages after this.
+        """
+        with self._lock:
+            self._commit = commit
+            self._changed.notify_all()
+
     def _close(self, error: Callable[[], ConnectionClosed]) -> None:
         """Mark the end: once drained, :meth:`get` raises ``error()`` (reader thread, once)."""
         with self._lock:
             self._closed = True
             self._released = True
+            self._commit = None
             self._error = error
             self._changed.notify_all()
+
+
+def _size(message: Message) -> int:
+    """The size of a message in bytes: UTF-8 bytes for text (``isascii`` is O(1) in CPython)."""
+    if isinstance(message, str) and not message.isascii():
+        return len(message.encode())
+    return len(message)

@@ -31,10 +31,10 @@ from typing import Any
 from ..core.errors import HandshakeError, InvalidURI, OpenTimeout
 from ..core.handshake import build_request, validate_response
 from ..core.http import Response, get_header, parse_response_head
+from ..core.options import DEFAULTS
 from ..core.protocol import Role
 from .connection import Connection
 from .functions import create_connection
-from .options import DEFAULT_OPEN_TIMEOUT
 
 __all__ = ["MAX_REDIRECTS", "WebSocketURI", "connect", "parse_uri"]
 
@@ -243,7 +243,7 @@ def connect(
     origin: str | None = None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+    open_timeout: float | None = DEFAULTS.open_timeout,
     follow_redirects: bool = False,
     **connection_options: Any,
 ) -> Connection:
@@ -370,9 +370,9 @@ def connect(
     sock.settimeout(None)
     # The same limits as on the server side; the client role masks every frame it sends with a
     # fresh key (RFC 6455 §5.3) and refuses masked frames from the server (§5.1).
-    protocol = connection._make_protocol(Role.CLIENT)
+    protocol = connection.options.make_protocol(Role.CLIENT)
     try:
-        connection._attach(sock, protocol, initial_data=rest, subprotocol=subprotocol)
+        connection._open(sock, protocol, initial_data=rest, subprotocol=subprotocol)
     except BaseException:
         sock.close()
         raise

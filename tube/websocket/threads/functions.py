@@ -7,23 +7,11 @@ query it, and may be called from any thread (see the concurrency contract of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from typing import Any
 
 from ..core.frames import Buffer
-from ..core.protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..core.options import ConnectionOptions
 from .connection import Connection
-from .options import (
-    DEFAULT_CLOSE_GIVE_UP_TIME,
-    DEFAULT_CLOSE_RETRY_TIME,
-    DEFAULT_INCOMING_BYTES,
-    DEFAULT_INCOMING_SIZE,
-    DEFAULT_OPEN_TIMEOUT,
-    DEFAULT_PING_INTERVAL,
-    DEFAULT_PING_TIMEOUT,
-    DEFAULT_SEND_TIMEOUT,
-    SubprotocolSelector,
-)
 
 __all__ = [
     "create_connection",
@@ -37,82 +25,28 @@ __all__ = [
 ]
 
 
-def create_connection(
-    *,
-    close_retry_time: float | None = DEFAULT_CLOSE_RETRY_TIME,
-    close_give_up_time: float = DEFAULT_CLOSE_GIVE_UP_TIME,
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    max_fragments: int | Literal["auto"] | None = "auto",
-    incoming_size: int = DEFAULT_INCOMING_SIZE,
-    incoming_bytes: int = DEFAULT_INCOMING_BYTES,
-    ping_interval: float | None = DEFAULT_PING_INTERVAL,
-    ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
-    send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
-    open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
-    subprotocols: Sequence[str] | SubprotocolSelector | None = None,
-    origins: Sequence[str] | None = None,
-    check_origin: bool = True,
-    extra_headers: Sequence[tuple[str, str]] = (),
-) -> Connection:
+def create_connection(options: ConnectionOptions | None = None, **kwargs: Any) -> Connection:
     """Create a :class:`Connection` not yet linked to a socket (the seed's ``CreateConnection``).
 
-    Times are in seconds, sizes in bytes. Every option is checked here.
-
     Args:
-        close_retry_time: After :func:`initiate_close`, send the close frame once more if none
-            came back within this time (default 2.0). ``None`` disables the retry, which is the
-            strict RFC 6455 behaviour (one close frame per side).
-        close_give_up_time: Once the closing handshake has started (by either side, or by a
-            failure), close the TCP connection after this time whatever happens (default 10.0).
-            It also bounds the wait for the peer's EOF after the handshake.
-        max_message_size: The largest message accepted (default 1 MiB); a larger one fails
-            the connection with 1009. ``None`` removes the limit: only for trusted peers.
-        max_fragments: The most frames a message may be split into (1009 beyond); the default
-            ``"auto"`` is ``max(1024, max_message_size // 64)`` (no limit if
-            ``max_message_size`` is ``None``).
-        incoming_size: The bound of :attr:`Connection.incoming` in messages (default 16); the
-            reader stops reading the socket at this count and resumes at half of it.
-        incoming_bytes: The bound of :attr:`Connection.incoming` in bytes (default 4 MiB); the
-            reader stops at this size and resumes at a quarter of it.
-        ping_interval: Send a ping after this much silence from the peer (default 20.0);
-            ``None`` disables keepalive.
-        ping_timeout: Fail the connection with 1011 when nothing at all (any byte counts) has
-            arrived within this time after a keepalive ping (default 20.0); ``None`` never fails.
-        send_timeout: A send that cannot finish writing within this time aborts the connection
-            (1006 locally) and raises :class:`ConnectionClosed` (default 10.0); ``None`` waits
-            forever for a peer that does not read.
-        open_timeout: The bound of the opening handshake for the client's ``connect()``
-            (default 10.0). On the server, ``http.server`` has already read the request when
-            :func:`upgrade_connection` runs: bound it with the request handler's ``timeout``
-            class attribute instead.
-        subprotocols: Supported subprotocols in preference order, or a function choosing one
-            from the client's list; ``None`` (default) selects none.
-        origins: Origins allowed besides the server's own host (``"https://example.com"``).
-        check_origin: Refuse (403) browser requests from other origins (default True).
-        extra_headers: Headers added to the 101 response.
+        options: A :class:`~tube.websocket.ConnectionOptions` built once and shared by many
+            connections (a server's); or none, and the options as keyword arguments, with the
+            names and defaults of :class:`~tube.websocket.ConnectionOptions`:
+            ``close_retry_time`` (2.0 s), ``close_give_up_time`` (10.0 s),
+            ``max_message_size`` (1 MiB), ``max_fragments`` (``"auto"``), ``incoming_size``
+            (16), ``incoming_bytes`` (4 MiB), ``ping_interval`` (20.0 s), ``ping_timeout``
+            (20.0 s), ``send_timeout`` (10.0 s), ``open_timeout`` (10.0 s), ``subprotocols``,
+            ``origins``, ``check_origin`` (True), ``extra_headers``.
+        **kwargs: Options (or, with ``options``, changes to it).
 
     Returns:
         The connection, unattached: ``connected`` is False until the handshake completes.
 
     Raises:
         ValueError: An option is out of range.
+        TypeError: An unknown option, or an option of the wrong type.
     """
-    return Connection(
-        close_retry_time=close_retry_time,
-        close_give_up_time=close_give_up_time,
-        max_message_size=max_message_size,
-        max_fragments=max_fragments,
-        incoming_size=incoming_size,
-        incoming_bytes=incoming_bytes,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        send_timeout=send_timeout,
-        open_timeout=open_timeout,
-        subprotocols=subprotocols,
-        origins=origins,
-        check_origin=check_origin,
-        extra_headers=extra_headers,
-    )
+    return Connection(options, **kwargs)
 
 
 def is_connected(connection: Connection) -> bool:
@@ -147,9 +81,7 @@ def send_blob_data(connection: Connection, data: Buffer) -> None:
             ``send_timeout`` (the connection is then aborted, close code 1006).
         TypeError: ``data`` is not bytes-like.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"send_blob_data takes bytes-like data, got {type(data).__name__}")
-    connection._send((data,))
+    connection.send_binary(data)
 
 
 def send_text(connection: Connection, text: str) -> None:
@@ -159,9 +91,7 @@ def send_text(connection: Connection, text: str) -> None:
         ConnectionClosed: As for :func:`send_blob_data`.
         TypeError: ``text`` is not a ``str``.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"send_text takes a str, got {type(text).__name__}")
-    connection._send((text,))
+    connection.send_text(text)
 
 
 def ping(connection: Connection, data: Buffer = b"") -> None:
@@ -191,7 +121,7 @@ def initiate_close(connection: Connection, code: int = 1000, reason: str = "") -
     Raises:
         ValueError: ``code`` may not be sent or ``reason`` is too long.
     """
-    connection._initiate_close(code, reason)
+    connection.initiate_close(code, reason)
 
 
 def wait_until_connected(connection: Connection, timeout: float | None = None) -> bool:
