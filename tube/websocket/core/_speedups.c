@@ -9,9 +9,9 @@
  * which stay the fallback when this module was not built (no compiler, no Python headers) or
  * when TUBE_NO_SPEEDUPS=1 is set; tests/test_speedups.py checks the equivalence.
  *
- * Plain C99 and the CPython C API, nothing else. The loops are written for the compiler to
- * vectorise (gcc -O2/-O3, clang): fixed-size 8-byte loads and stores through memcpy, which
- * compile to single (unaligned-safe) moves, and no data-dependent branch in the main loops.
+ * Plain C99 and the CPython C API, nothing else. The masking loop is written for the compiler
+ * to vectorise (gcc -O2/-O3, clang): fixed-size 8-byte loads and stores through memcpy, which
+ * compile to single (unaligned-safe) moves, and no data-dependent branch.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -22,10 +22,12 @@
 
 /*
  * Work on more than this many bytes runs with the GIL released, so that other Python threads
- * (other connections) keep running meanwhile. Below it, releasing and taking back the GIL would
- * cost more than it frees (64 KiB are XORed in about 3 us). The Py_buffer export of every
- * buffer touched is held across the release: a bytearray cannot be resized (it raises
- * BufferError) while it is exported, so the memory stays valid.
+ * (other connections) run meanwhile. Below it, releasing and taking back the GIL would cost more
+ * than it frees (64 KiB are XORed in about 1.5 us). The price is paid by the calling thread when
+ * another one is busy: it waits for the GIL afterwards (measured on CPython 3.11: 1 MiB in place
+ * takes 22 us alone, ~100 us beside a thread spinning in Python, which ran meanwhile).
+ * The Py_buffer export of every buffer touched is held across the release: a bytearray cannot be
+ * resized (it raises BufferError) while it is exported, so the memory stays valid.
  */
 #define GIL_RELEASE_THRESHOLD (64 * 1024)
 
