@@ -11,9 +11,10 @@ the sizes where it wins (measured on CPython 3.11, see ``bench/micro.py``):
   integers no longer fit in the cache.
 
 When the optional C accelerator is available (see :mod:`.accelerator`), :func:`apply_mask` and
-:func:`unmask_in_place` are its functions instead, about 40x faster on large payloads (a word at
-a time, vectorised); :data:`IMPLEMENTATION` says which is in use. The pure-Python functions
-stay, as :func:`python_apply_mask` and :func:`python_unmask_in_place`, and give the same results.
+:func:`unmask_in_place` are its functions instead (a word at a time, vectorised): about 12x
+faster at 64 B, 50x from 16 KiB, ~20 µs per MiB; :data:`IMPLEMENTATION` says which is in use.
+The pure-Python functions stay, as :func:`python_apply_mask` and :func:`python_unmask_in_place`,
+and give the same results.
 """
 
 from __future__ import annotations
