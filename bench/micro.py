@@ -4,7 +4,7 @@ Usage::
 
     python3 bench/micro.py                 # every group, 16 B / 1 KiB / 64 KiB / 1 MiB
     python3 bench/micro.py --quick         # fewer repeats
-    python3 bench/micro.py unmask utf8     # some groups only (unmask, utf8, parse, build)
+    python3 bench/micro.py unmask utf8     # some groups only (speedups, unmask, utf8, parse, build)
 
 Each line is the best of several ``timeit`` repeats: ns per operation and GB/s of payload
 (10^9 B/s). A piece of the core that is missing or has another shape is reported as ``n/a``
@@ -12,10 +12,14 @@ with the reason, so the script runs against any state of the tree.
 
 Groups:
 
+* ``speedups``: the core's two paths side by side, the optional C accelerator
+  (``tube.websocket.core._speedups``) and the pure-Python code (``python_apply_mask``,
+  ``python_unmask_in_place``, ``PythonUtf8Validator``): unmask 64 B / 16 KiB / 1 MiB, UTF-8 check
+  16 KiB / 1 MiB. ``IMPLEMENTATION`` is printed: the other groups measure the path in use.
 * ``unmask``: ``tube.websocket.core.masking.apply_mask`` (returns new bytes) and
   ``unmask_in_place`` (bytearray), against the plain alternatives: XOR as big integers
   (``int.from_bytes``), four strided ``bytes.translate`` passes, and a byte loop (tiny sizes
-  only); websockets' C ``apply_mask`` is shown for reference when installed (Tube has no C).
+  only); websockets' C ``apply_mask`` is shown for reference when installed.
 * ``utf8``: ``bytes.decode`` (what an unfragmented text frame costs) and
   ``Utf8Validator.feed`` on the whole payload and in 4 KiB pieces, ASCII and 2/3-byte text.
 * ``parse``: ``Protocol(Role.SERVER).receive_data`` on one masked binary / text frame
@@ -135,6 +139,47 @@ def text_payload(size: int, kind: str) -> bytes:
 
 
 # --------------------------------------------------------------------------- groups
+
+
+def group_speedups(budget: float) -> None:
+    print("speedups: the C accelerator against the pure-Python path")
+    implementation, why = try_import("tube.websocket.core.masking", "IMPLEMENTATION")
+    print(f"  in use: {implementation if why == '' else why}")
+    c_module, why_c = try_import("tube.websocket.core.accelerator", "speedups")
+    if c_module is None:
+        why_c = why_c or "not built, or TUBE_NO_SPEEDUPS is set"
+    py_mask, why_py = try_import("tube.websocket.core.masking", "python_apply_mask")
+    py_in_place, why_py_ip = try_import("tube.websocket.core.masking", "python_unmask_in_place")
+    for size in (64, 16 * 1024, 1024 * 1024):
+        data = os.urandom(size)
+        buffer = bytearray(data)
+        for name, func, why in (
+            ("C apply_mask(bytes) -> bytes", c_module and c_module.apply_mask, why_c),
+            ("python apply_mask(bytes) -> bytes", py_mask, why_py),
+            ("C unmask_in_place(bytearray)", c_module and c_module.unmask_in_place, why_c),
+            ("python unmask_in_place(bytearray)", py_in_place, why_py_ip),
+        ):
+            target = buffer if "in_place" in name else data
+            report(name, size, None if func is None else partial(func, target, KEY), budget, why)
+    c_validator, why_cv = try_import("tube.websocket.core.utf8", "CUtf8Validator")
+    py_validator, why_pv = try_import("tube.websocket.core.utf8", "PythonUtf8Validator")
+    if c_module is None:
+        c_validator, why_cv = None, why_c
+    for kind in ("ascii", "2-byte", "3-byte"):
+        for size in (16 * 1024, 1024 * 1024):
+            data = text_payload(size, kind)
+            for name, cls, why in (
+                (f"C Utf8Validator.feed [{kind}]", c_validator, why_cv),
+                (f"python Utf8Validator.feed [{kind}]", py_validator, why_pv),
+            ):
+
+                def feed(d: bytes = data, validator_cls: Any = cls) -> object:
+                    validator = validator_cls()
+                    ok = validator.feed(d) and validator.finish()
+                    assert ok
+                    return ok
+
+                report(name, size, None if cls is None else feed, budget, why)
 
 
 def group_unmask(budget: float) -> None:
@@ -289,7 +334,13 @@ def group_build(budget: float) -> None:
         report("tube server send_text (+ encode)", size, build_text, budget)
 
 
-GROUPS = {"unmask": group_unmask, "utf8": group_utf8, "parse": group_parse, "build": group_build}
+GROUPS = {
+    "speedups": group_speedups,
+    "unmask": group_unmask,
+    "utf8": group_utf8,
+    "parse": group_parse,
+    "build": group_build,
+}
 
 
 def main() -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -263,3 +265,24 @@ def test_describe_binary() -> None:
 def test_describe_close() -> None:
     assert describe_close(1000, "") == "closed: 1000 (NORMAL_CLOSURE)"
     assert describe_close(4000, "bye") == "closed: 4000 'bye'"
+
+
+@pytest.mark.parametrize("no_speedups", [None, "1"])
+def test_version_names_the_implementation_in_use(no_speedups: str | None) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TUBE_NO_SPEEDUPS", None)
+    if no_speedups is not None:
+        env["TUBE_NO_SPEEDUPS"] = no_speedups
+    result = subprocess.run(
+        [sys.executable, "-m", "tube.websocket", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    # Without TUBE_NO_SPEEDUPS, the C accelerator whenever it was built.
+    built = importlib.util.find_spec("tube.websocket.core._speedups") is not None
+    implementation = "c" if built and not no_speedups else "python"
+    assert re.fullmatch(rf"tube \S+ \(implementation: {implementation}\)\n", result.stdout)

@@ -10,6 +10,9 @@ Exit status: 0 after a normal close (1000, 1001, or a close frame without a code
 other close, a failed handshake or a connection error (with the reason on standard error), 2 for
 invalid command-line arguments.
 
+``python -m tube.websocket --version`` prints the version and which implementation of the core's
+hot loops is in use: ``c`` (the optional C accelerator) or ``python``.
+
 Threads: the main thread prints the received messages, so the program ends as soon as the
 connection does, even while standard input is a terminal nobody types in. A daemon thread reads
 standard input (with ``os.read`` on the raw descriptor, so no buffered-file lock is held when the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import importlib.metadata
 import io
 import os
 import ssl
@@ -30,6 +34,7 @@ from collections.abc import Sequence
 
 from .core.codes import CloseCode
 from .core.errors import ConnectionClosed, HandshakeError, InvalidURI, OpenTimeout
+from .core.masking import IMPLEMENTATION
 from .threads.client import connect
 from .threads.connection import Connection
 
@@ -70,6 +75,15 @@ def _err(line: str) -> None:
     sys.stderr.flush()
 
 
+def version_line() -> str:
+    """``tube 0.1.0 (implementation: c)``: the installed version and the core's implementation."""
+    try:
+        version = importlib.metadata.version("tube")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"tube {version} (implementation: {IMPLEMENTATION})"
+
+
 def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tube.websocket",
@@ -79,6 +93,12 @@ def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         ),
     )
     parser.add_argument("url", help="ws:// or wss:// URL")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_line(),
+        help="print the version and the implementation in use (c or python), then exit",
+    )
     parser.add_argument(
         "--subprotocol",
         action="append",
