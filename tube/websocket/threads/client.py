@@ -130,8 +130,8 @@ def connect(
         follow_redirects: Follow 301/302/303/307/308 responses with a ``Location``, at most
             :data:`~tube.websocket.core.uri.MAX_REDIRECTS` times; never from ``wss://`` to
             ``ws://``; ``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers are
-            dropped when the redirect leaves the origin (scheme, host, port). Off by default: a redirect is then a
-            :class:`HandshakeRejected` that names the ``Location``.
+            dropped when the redirect leaves the origin (scheme, host, port). Off by default:
+            a redirect is then a :class:`HandshakeRejected` that names the ``Location``.
         **connection_options: Passed to :func:`create_connection`: ``max_message_size``,
             ``incoming_size``, ``ping_interval``, ``ping_timeout``, ``send_timeout``,
             ``close_retry_time``, ``close_give_up_time``, ... Checked before any network I/O.
