@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from tube.websocket.core.errors import (
     ConnectionClosed,
     HandshakeError,
+    HandshakeRejected,
     InvalidHandshake,
     InvalidURI,
     OpenTimeout,
@@ -932,3 +933,117 @@ def test_host_name_with_several_addresses(tube_server: TubeServer) -> None:
     with connect(f"ws://localhost:{tube_server.port}/") as connection:
         connection.send("via localhost")
         assert connection.incoming.get(timeout=10) == "via localhost"
+
+
+# ---------------------------------------------------------------- issue 8 §4/§5, issue 9 errors
+
+
+def test_open_timeout_bounds_dns_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An injected resolver that blocks until released: no real DNS is queried.
+    release = threading.Event()
+    asked: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "slow.example":
+            return real_getaddrinfo(host, *args, **kwargs)
+        asked.append(host)
+        release.wait(10)
+        raise socket.gaierror(socket.EAI_NONAME, "released")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    start = time.monotonic()
+    try:
+        with pytest.raises(OpenTimeout, match=r"during DNS resolution of 'slow\.example'"):
+            connect("ws://slow.example/", open_timeout=0.3)
+        elapsed = time.monotonic() - start
+    finally:
+        release.set()  # the abandoned resolver thread ends
+    assert asked == ["slow.example"]
+    assert 0.25 < elapsed < 3
+
+
+def test_dns_failure_within_the_deadline_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", failing_getaddrinfo)
+    with pytest.raises(socket.gaierror, match=r"cannot resolve host 'nowhere\.example'"):
+        connect("ws://nowhere.example/", open_timeout=5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"headers": {"X": "\u20ac"}},
+        {"headers": {"X": "a\x1bb"}},
+        {"origin": "https://b\u00fccher.example"},
+        {"headers": {"Sec-WebSocket-Accept": "x"}},
+    ],
+)
+def test_unwritable_request_fails_before_any_connection(kwargs: dict[str, Any]) -> None:
+    # Port 1 refuses connections: a check made after connecting would raise that instead.
+    with pytest.raises(ValueError):
+        connect("ws://127.0.0.1:1/", **kwargs)
+
+
+def test_single_string_subprotocols_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="not a single string"):
+        connect("ws://127.0.0.1:1/", subprotocols="chat")  # type: ignore[arg-type]
+
+
+def test_junk_after_an_ipv6_literal_is_refused() -> None:
+    with pytest.raises(InvalidURI):
+        connect("ws://[::1]junk/", open_timeout=5)
+
+
+def test_refusal_is_handshake_rejected() -> None:
+    response = refusal("404 Not Found", b"no such endpoint\n", "X-Why: path")
+    with raw_server(answer(response)) as server, pytest.raises(HandshakeRejected) as info:
+        connect(server.url(), open_timeout=5)
+    assert (info.value.status, info.value.body) == (404, b"no such endpoint\n")
+    assert get_header(info.value.headers, "X-Why") == "path"
+
+
+def test_invalid_101_is_invalid_handshake() -> None:
+    response = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"
+    )
+    with raw_server(answer(response)) as server, pytest.raises(InvalidHandshake) as info:
+        connect(server.url(), open_timeout=5)
+    assert info.value.status == 101
+
+
+def test_no_response_is_invalid_handshake_without_status() -> None:
+    with raw_server(answer(b"")) as server, pytest.raises(InvalidHandshake) as info:
+        connect(server.url(), open_timeout=5)
+    assert info.value.status is None
+    assert "without answering" in str(info.value)
+
+
+def test_redirect_to_a_malformed_location_is_handshake_rejected() -> None:
+    # urllib raises a bare ValueError on "ws://[::1": connect() must not.
+    with (
+        raw_server(answer(redirect("302 Found", "ws://[::1"))) as server,
+        pytest.raises(HandshakeRejected, match="cannot follow the redirect") as info,
+    ):
+        connect(server.url(), follow_redirects=True, open_timeout=5)
+    assert info.value.status == 302
+
+
+def test_server_text_cannot_reach_the_terminal_raw() -> None:
+    escapes = b"\x1b]0;owned\x07\x1b[2J"
+    body_refusal = refusal("403 Forbidden", b"<p>" + escapes + b"</p>")
+    with raw_server(answer(body_refusal)) as server, pytest.raises(HandshakeRejected) as info:
+        connect(server.url(), open_timeout=5)
+    assert "\x1b" not in str(info.value) and "\x07" not in str(info.value)
+    assert "\\x1b]0;owned" in str(info.value)
+    location = "ws://127.0.0.1:1/\x1b[31mred"
+    with (
+        raw_server(answer(redirect("302 Found", location))) as server,
+        pytest.raises(HandshakeRejected) as info,
+    ):
+        connect(server.url(), open_timeout=5)
+    assert "\x1b" not in str(info.value) and "\x1b" not in info.value.reason
+    assert "redirected to ws://127.0.0.1:1/\\x1b[31mred" in str(info.value)
