@@ -989,7 +989,7 @@ def test_unwritable_request_fails_before_any_connection(kwargs: dict[str, Any]) 
 
 def test_single_string_subprotocols_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="not a single string"):
-        connect("ws://127.0.0.1:1/", subprotocols="chat")  # type: ignore[arg-type]
+        connect("ws://127.0.0.1:1/", subprotocols="chat")
 
 
 def test_junk_after_an_ipv6_literal_is_refused() -> None:

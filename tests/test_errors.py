@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tube.websocket
+from tube.websocket.core import errors
 from tube.websocket.core.errors import (
     HandshakeError,
     HandshakeRejected,
@@ -27,7 +28,7 @@ def test_handshake_errors_are_one_family() -> None:
 def test_new_names_are_public() -> None:
     for name in ("HandshakeError", "HandshakeRejected", "InvalidHandshake"):
         assert name in tube.websocket.__all__
-        assert getattr(tube.websocket, name) is getattr(tube.websocket.core.errors, name)
+        assert getattr(tube.websocket, name) is getattr(errors, name)
 
 
 def test_status_meanings() -> None:

@@ -1036,7 +1036,7 @@ def test_single_string_subprotocols_one_message_everywhere() -> None:
         lambda: accept_request(offering("chat"), subprotocols="chat"),
     ):
         with pytest.raises(TypeError) as info:
-            call()  # type: ignore[no-untyped-call]
+            call()
         messages.add(str(info.value))
     assert messages == {"subprotocols must be a sequence of strings, not a single string"}
 
