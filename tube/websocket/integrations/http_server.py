@@ -143,8 +143,10 @@ def _parsed_request(handler: BaseHTTPRequestHandler) -> Request:
     raw_line: bytes = getattr(handler, "raw_requestline", b"") or b""
     line = handler.requestline
     # RFC 9112 §2.2: a bare LF is refused, as the core does (a request-smuggling vector).
+    # raw_requestline is http.server's; the header lines only WebSocketRequestHandler records.
     recorded: list[bytes] | None = getattr(handler, "_tube_head_lines", None)
-    lines = [raw_line, *(recorded or ())]
+    lines = [raw_line] if raw_line else []
+    lines += recorded or ()
     if any(not raw.endswith(b"\r\n") or b"\r" in raw[:-2] for raw in lines):
         raise HandshakeError(400, "expected CRLF line endings, got a bare CR or LF")
     if "\x00" in line:
