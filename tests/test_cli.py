@@ -28,8 +28,7 @@ class Cli:
     """``python -m tube.websocket ARGS`` with its three standard streams on pipes.
 
     Each line of its standard output lands in a queue, so that a test can converse with it:
-    write a line, wait for the answer (the server drops the answers still in flight once it has
-    received the close frame sent at the end of input, as RFC 6455 §5.5.1 lets it).
+    write a line, wait for the answer.
     """
 
     def __init__(self, *args: str) -> None:
@@ -286,3 +285,57 @@ def test_version_names_the_implementation_in_use(no_speedups: str | None) -> Non
     built = importlib.util.find_spec("tube.websocket.core._speedups") is not None
     implementation = "c" if built and not no_speedups else "python"
     assert re.fullmatch(rf"tube \S+ \(implementation: {implementation}\)\n", result.stdout)
+
+
+def test_every_reply_in_flight_is_printed_at_the_end_of_input(server: TubeServer) -> None:
+    # Issue 8 §4: closing at once at the end of input lost the replies still in flight (the
+    # server stops sending once it has received the close frame).
+    lines = [f"line {i}" for i in range(1000)]
+    code, stdout, stderr = run_cli(server.url(), stdin="".join(line + "\n" for line in lines))
+    assert code == 0, stderr
+    assert stdout.splitlines() == lines
+    assert stderr.strip().endswith("closed: 1000 (NORMAL_CLOSURE)")
+    assert server.next_close() == (1000, "")
+
+
+def test_linger_0_closes_at_once(server: TubeServer) -> None:
+    code, _, stderr = run_cli(server.url(), "--linger", "0", stdin="one\n")
+    assert code == 0, stderr
+    code, _, stderr = run_cli(server.url(), "--linger", "-1")
+    assert code == 2
+    assert "--linger" in stderr
+
+
+def test_server_text_is_escaped_on_stderr() -> None:
+    # A refusal body with terminal escapes (clear screen, set title) reaches stderr escaped.
+    body = b"\x1b[2J\x1b]0;owned\x07 go away"
+    response = (
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            sock, _ = listener.accept()
+            with sock:
+                sock.settimeout(TIMEOUT)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                sock.sendall(response)
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        try:
+            code, _, stderr = run_cli(f"ws://127.0.0.1:{port}/")
+        finally:
+            thread.join(TIMEOUT)
+    assert code == 1
+    assert "\x1b" not in stderr and "\x07" not in stderr
+    assert "403 Forbidden" in stderr
+    assert "\\x1b[2J" in stderr

@@ -19,124 +19,22 @@ import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tube.websocket.core.errors import ConnectionClosed, HandshakeError, InvalidURI, OpenTimeout
-from tube.websocket.core.events import CloseReceived, Pong, TextMessage
-from tube.websocket.core.handshake import accept_key
-from tube.websocket.core.http import get_header, parse_request_head
-from tube.websocket.core.protocol import Protocol, Role
-from tube.websocket.integrations.http_server import upgrade_connection
-from tube.websocket.threads.client import (
-    MAX_REDIRECTS,
-    WebSocketURI,
-    _Deadline,
-    _dechunk,
-    _explanation,
-    _read_response_head,
-    connect,
-    parse_uri,
+from tube.websocket.core.errors import (
+    ConnectionClosed,
+    HandshakeError,
+    HandshakeRejected,
+    InvalidHandshake,
+    InvalidURI,
+    OpenTimeout,
 )
+from tube.websocket.core.events import CloseReceived, Pong, TextMessage
+from tube.websocket.core.handshake import _explanation, accept_key
+from tube.websocket.core.http import decode_chunked, get_header, parse_request_head
+from tube.websocket.core.protocol import Protocol, Role
+from tube.websocket.core.uri import MAX_REDIRECTS
+from tube.websocket.integrations.http_server import upgrade_connection
+from tube.websocket.threads.client import _Deadline, _read_response_head, connect
 from tube.websocket.threads.functions import create_connection
-
-# ---------------------------------------------------------------- URL parsing
-
-VALID_URLS = [
-    # url, secure, host, port, resource, Host header
-    ("ws://example.com", False, "example.com", 80, "/", "example.com"),
-    ("ws://example.com/", False, "example.com", 80, "/", "example.com"),
-    ("wss://example.com", True, "example.com", 443, "/", "example.com"),
-    ("WSS://Example.COM/Chat", True, "example.com", 443, "/Chat", "example.com"),
-    ("ws://example.com:80/", False, "example.com", 80, "/", "example.com"),
-    ("ws://example.com:443/", False, "example.com", 443, "/", "example.com:443"),
-    ("wss://example.com:80/", True, "example.com", 80, "/", "example.com:80"),
-    ("wss://example.com:443/x", True, "example.com", 443, "/x", "example.com"),
-    ("ws://example.com:8080/chat", False, "example.com", 8080, "/chat", "example.com:8080"),
-    ("ws://example.com:/", False, "example.com", 80, "/", "example.com"),
-    ("ws://127.0.0.1:9000/a/b?x=1&y=2", False, "127.0.0.1", 9000, "/a/b?x=1&y=2", "127.0.0.1:9000"),
-    ("ws://example.com?room=1", False, "example.com", 80, "/?room=1", "example.com"),
-    ("ws://example.com/?", False, "example.com", 80, "/", "example.com"),
-    ("ws://[::1]/", False, "::1", 80, "/", "[::1]"),
-    ("ws://[::1]:8765/x", False, "::1", 8765, "/x", "[::1]:8765"),
-    ("wss://[2001:DB8:0:0::1]:443/", True, "2001:db8::1", 443, "/", "[2001:db8::1]"),
-    ("ws://h/a%20b", False, "h", 80, "/a%20b", "h"),
-    ("ws://h/caf\u00e9", False, "h", 80, "/caf%C3%A9", "h"),
-    ("ws://h/p?q=a/b?c", False, "h", 80, "/p?q=a/b?c", "h"),
-    ("ws://b\u00fccher.example/", False, "xn--bcher-kva.example", 80, "/", "xn--bcher-kva.example"),
-    ("ws://under_score.local:1/", False, "under_score.local", 1, "/", "under_score.local:1"),
-    ("ws://h:65535/", False, "h", 65535, "/", "h:65535"),
-]
-
-
-@pytest.mark.parametrize(("url", "secure", "host", "port", "resource", "host_header"), VALID_URLS)
-def test_parse_valid_urls(
-    url: str, secure: bool, host: str, port: int, resource: str, host_header: str
-) -> None:
-    uri = parse_uri(url)
-    assert uri == WebSocketURI(secure=secure, host=host, port=port, resource=resource)
-    assert uri.host_header == host_header
-    # The normal form parses back to the same thing.
-    assert parse_uri(uri.url) == uri
-
-
-INVALID_URLS = [
-    ("http://example.com/", "scheme"),
-    ("https://example.com/", "scheme"),
-    ("example.com/chat", "scheme"),
-    ("ftp://example.com/", "scheme"),
-    ("ws:/example.com", "no host"),
-    ("ws:///path", "no host"),
-    ("ws://", "no host"),
-    ("ws://example.com/#frag", "fragment"),
-    ("ws://example.com/#", "fragment"),
-    ("ws://user:secret@example.com/", "user information"),
-    ("ws://user@example.com/", "user information"),
-    ("ws://example.com:0/", "port"),
-    ("ws://example.com:65536/", "port"),
-    ("ws://example.com:http/", "port"),
-    ("ws://example.com:-1/", "port"),
-    ("ws://[::1/", "IPv6"),
-    ("ws://[not-an-ip]/", "IPv6"),
-    ("ws://[fe80::1%25eth0]/", "zone"),
-    ("ws://example.com/a b", "spaces"),
-    ("ws://example.com/\r\nX-Injected: 1", "control"),
-    ("ws://exa\tmple.com/", "control"),
-    ("ws://exa%41mple.com/", "host name"),
-    ("ws://exa!mple.com/", "host name"),
-    ("ws://1.2.3.4]/", "IPv6"),
-]
-
-
-@pytest.mark.parametrize(("url", "what"), INVALID_URLS)
-def test_parse_invalid_urls(url: str, what: str) -> None:
-    with pytest.raises(InvalidURI) as info:
-        parse_uri(url)
-    assert what.lower() in str(info.value).lower()
-
-
-def test_parse_rejects_non_strings() -> None:
-    with pytest.raises(InvalidURI, match="str"):
-        parse_uri(b"ws://example.com/")  # type: ignore[arg-type]
-
-
-def test_invalid_uri_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
-        parse_uri("http://example.com/")
-
-
-@given(st.text(max_size=60))
-def test_parse_arbitrary_text(text: str) -> None:
-    for url in (text, "ws://" + text, "wss://h/" + text):
-        try:
-            uri = parse_uri(url)
-        except InvalidURI:
-            continue
-        # Whatever is accepted gives a request target and Host header that cannot break the
-        # request head: ASCII, no whitespace or control characters.
-        for field in (uri.resource, uri.host_header):
-            assert field.isascii()
-            assert all(" " < char < "\x7f" for char in field)
-        assert uri.resource.startswith("/")
-        assert 1 <= uri.port <= 65535
-        assert parse_uri(uri.url) == uri
 
 
 def test_connect_rejects_bad_options_before_connecting() -> None:
@@ -157,7 +55,7 @@ def test_connect_rejects_bad_options_before_connecting() -> None:
         connect("ws://127.0.0.1:1/", open_timeout=0)
     with pytest.raises(ValueError, match="Sec-WebSocket-Key"):
         connect("ws://127.0.0.1:1/", headers={"Sec-WebSocket-Key": "x"})
-    with pytest.raises(ValueError, match="line breaks"):
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
         connect("ws://127.0.0.1:1/", headers=[("X-A", "1\r\nX-B: 2")])
     with pytest.raises(ValueError, match="header name"):
         connect("ws://127.0.0.1:1/", headers=[("X A", "1")])
@@ -430,7 +328,8 @@ def test_101_with_a_subprotocol_not_offered() -> None:
 def test_not_an_http_response(response: bytes, reason: str) -> None:
     with raw_server(answer(response)) as server, pytest.raises(HandshakeError) as info:
         connect(server.url(), open_timeout=5)
-    assert info.value.status == 0
+    assert isinstance(info.value, InvalidHandshake)
+    assert info.value.status is None
     assert reason in str(info.value)
 
 
@@ -444,7 +343,8 @@ def test_endless_response_head_is_bounded() -> None:
 
     with raw_server(handle) as server, pytest.raises(HandshakeError) as info:
         connect(server.url(), open_timeout=5)
-    assert info.value.status == 0
+    assert isinstance(info.value, InvalidHandshake)
+    assert info.value.status is None
     assert "more than 128 header lines" in str(info.value)
 
 
@@ -1000,15 +900,15 @@ VALID_HEAD = (
 )
 def test_response_reader_on_arbitrary_bytes(data: bytes) -> None:
     # Whatever the server sends, the reader returns a parsed head and the exact bytes after it,
-    # or raises HandshakeError (status 0: no valid HTTP response); never anything else.
+    # or raises InvalidHandshake (status None: no valid HTTP response); never anything else.
     ours, theirs = socket.socketpair()
     with ours, theirs:
         theirs.sendall(data)
         theirs.shutdown(socket.SHUT_WR)
         try:
             response, rest = _read_response_head(ours, _Deadline(5))
-        except HandshakeError as error:
-            assert error.status == 0
+        except InvalidHandshake as error:
+            assert error.status is None
             return
     assert 100 <= response.status <= 999
     assert data.endswith(rest)
@@ -1017,7 +917,7 @@ def test_response_reader_on_arbitrary_bytes(data: bytes) -> None:
 
 @given(st.binary(max_size=500))
 def test_dechunk_on_arbitrary_bytes(data: bytes) -> None:
-    assert len(_dechunk(data)) <= len(data)
+    assert len(decode_chunked(data)) <= len(data)
 
 
 @given(st.binary(max_size=500))
@@ -1033,3 +933,117 @@ def test_host_name_with_several_addresses(tube_server: TubeServer) -> None:
     with connect(f"ws://localhost:{tube_server.port}/") as connection:
         connection.send("via localhost")
         assert connection.incoming.get(timeout=10) == "via localhost"
+
+
+# ---------------------------------------------------------------- issue 8 §4/§5, issue 9 errors
+
+
+def test_open_timeout_bounds_dns_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An injected resolver that blocks until released: no real DNS is queried.
+    release = threading.Event()
+    asked: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "slow.example":
+            return real_getaddrinfo(host, *args, **kwargs)
+        asked.append(host)
+        release.wait(10)
+        raise socket.gaierror(socket.EAI_NONAME, "released")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    start = time.monotonic()
+    try:
+        with pytest.raises(OpenTimeout, match=r"during DNS resolution of 'slow\.example'"):
+            connect("ws://slow.example/", open_timeout=0.3)
+        elapsed = time.monotonic() - start
+    finally:
+        release.set()  # the abandoned resolver thread ends
+    assert asked == ["slow.example"]
+    assert 0.25 < elapsed < 3
+
+
+def test_dns_failure_within_the_deadline_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", failing_getaddrinfo)
+    with pytest.raises(socket.gaierror, match=r"cannot resolve host 'nowhere\.example'"):
+        connect("ws://nowhere.example/", open_timeout=5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"headers": {"X": "\u20ac"}},
+        {"headers": {"X": "a\x1bb"}},
+        {"origin": "https://b\u00fccher.example"},
+        {"headers": {"Sec-WebSocket-Accept": "x"}},
+    ],
+)
+def test_unwritable_request_fails_before_any_connection(kwargs: dict[str, Any]) -> None:
+    # Port 1 refuses connections: a check made after connecting would raise that instead.
+    with pytest.raises(ValueError):
+        connect("ws://127.0.0.1:1/", **kwargs)
+
+
+def test_single_string_subprotocols_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="not a single string"):
+        connect("ws://127.0.0.1:1/", subprotocols="chat")
+
+
+def test_junk_after_an_ipv6_literal_is_refused() -> None:
+    with pytest.raises(InvalidURI):
+        connect("ws://[::1]junk/", open_timeout=5)
+
+
+def test_refusal_is_handshake_rejected() -> None:
+    response = refusal("404 Not Found", b"no such endpoint\n", "X-Why: path")
+    with raw_server(answer(response)) as server, pytest.raises(HandshakeRejected) as info:
+        connect(server.url(), open_timeout=5)
+    assert (info.value.status, info.value.body) == (404, b"no such endpoint\n")
+    assert get_header(info.value.headers, "X-Why") == "path"
+
+
+def test_invalid_101_is_invalid_handshake() -> None:
+    response = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"
+    )
+    with raw_server(answer(response)) as server, pytest.raises(InvalidHandshake) as info:
+        connect(server.url(), open_timeout=5)
+    assert info.value.status == 101
+
+
+def test_no_response_is_invalid_handshake_without_status() -> None:
+    with raw_server(answer(b"")) as server, pytest.raises(InvalidHandshake) as info:
+        connect(server.url(), open_timeout=5)
+    assert info.value.status is None
+    assert "without answering" in str(info.value)
+
+
+def test_redirect_to_a_malformed_location_is_handshake_rejected() -> None:
+    # urllib raises a bare ValueError on "ws://[::1": connect() must not.
+    with (
+        raw_server(answer(redirect("302 Found", "ws://[::1"))) as server,
+        pytest.raises(HandshakeRejected, match="cannot follow the redirect") as info,
+    ):
+        connect(server.url(), follow_redirects=True, open_timeout=5)
+    assert info.value.status == 302
+
+
+def test_server_text_cannot_reach_the_terminal_raw() -> None:
+    escapes = b"\x1b]0;owned\x07\x1b[2J"
+    body_refusal = refusal("403 Forbidden", b"<p>" + escapes + b"</p>")
+    with raw_server(answer(body_refusal)) as server, pytest.raises(HandshakeRejected) as info:
+        connect(server.url(), open_timeout=5)
+    assert "\x1b" not in str(info.value) and "\x07" not in str(info.value)
+    assert "\\x1b]0;owned" in str(info.value)
+    location = "ws://127.0.0.1:1/\x1b[31mred"
+    with (
+        raw_server(answer(redirect("302 Found", location))) as server,
+        pytest.raises(HandshakeRejected) as info,
+    ):
+        connect(server.url(), open_timeout=5)
+    assert "\x1b" not in str(info.value) and "\x1b" not in info.value.reason
+    assert "redirected to ws://127.0.0.1:1/\\x1b[31mred" in str(info.value)

@@ -11,11 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tube.websocket.core.errors import HandshakeError
+from tube.websocket.core.errors import HandshakeError, HandshakeRejected, InvalidHandshake
 from tube.websocket.core.handshake import (
+    RESERVED_REQUEST_HEADERS,
+    RESERVED_RESPONSE_HEADERS,
     accept_key,
     accept_request,
     build_request,
+    check_extra_headers,
+    check_origins,
+    check_subprotocols,
+    refusal_error,
     rejection_response,
     validate_response,
 )
@@ -674,13 +680,13 @@ def test_validate_case_insensitive_tokens() -> None:
 def test_validate_non_101_status() -> None:
     headers = [("Content-Type", "text/plain")]
     error = invalid(Response(403, "Forbidden", headers, b"origin not allowed\n"))
+    assert isinstance(error, HandshakeRejected)
     assert error.status == 403
-    assert error.reason == "expected status 101 Switching Protocols, got 403 Forbidden"
+    # The server's plain-text body explains the refusal, as connect() reports it.
+    assert error.reason == "origin not allowed"
     assert error.headers == headers
     assert error.body == b"origin not allowed\n"
-    assert (
-        invalid(Response(200, "", [])).reason == "expected status 101 Switching Protocols, got 200"
-    )
+    assert invalid(Response(200, "", [])).reason == "the server refused the WebSocket upgrade"
 
 
 @pytest.mark.parametrize(
@@ -800,7 +806,8 @@ def test_round_trip_rejection() -> None:
         validate_response(response, key)
     assert client_info.value.status == 403
     assert client_info.value.body == b"origin not allowed: https://evil.com\n"
-    assert str(client_info.value).startswith("403 Forbidden: expected status 101")
+    assert isinstance(client_info.value, HandshakeRejected)
+    assert str(client_info.value) == "403 Forbidden: origin not allowed: https://evil.com"
 
 
 PROTOCOL = st.text(alphabet="abcdefgh.-_0123456789", min_size=1, max_size=6)
@@ -848,3 +855,235 @@ def test_arbitrary_origin_and_host_only_403_or_accept(origin: str, host: str) ->
         assert response.status == 101
         scheme = origin.strip(" \t").partition("://")[0].lower()
         assert scheme in {"http", "https", "ws", "wss"}
+
+
+# --------------------------------------------------------- hardening of accept_request (issue 8 §5)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("Content-Length", "5"),
+        ("Content-Length", "00x"),
+        ("content-length", " 1 "),
+        ("Transfer-Encoding", "chunked"),
+        ("Transfer-Encoding", "identity"),
+    ],
+)
+def test_request_with_a_body_400(header: tuple[str, str]) -> None:
+    # The bytes of a body would be read as WebSocket frames here, as a body by a proxy.
+    error = rejected(make_request(add=[header]))
+    assert error.status == 400
+    assert "request body" in error.reason
+
+
+def test_request_with_content_length_0_is_accepted() -> None:
+    response, _ = accept_request(make_request(add=[("Content-Length", "0")]))
+    assert response.status == 101
+
+
+@pytest.mark.parametrize("target", ["/a\tb", "/a\x0bb", "/a\x7f", "/a\x00", "/a b", "/\x1b[2J"])
+def test_control_bytes_in_the_target_400(target: str) -> None:
+    request = make_request()
+    request.target = target
+    error = rejected(request)
+    assert error.status == 400
+    assert "control characters" in error.reason
+    assert str(error).isprintable()
+
+
+@pytest.mark.parametrize("offer", ["a,\r\n b", "chat, \x1b[31m", "a b", "x/y"])
+def test_offered_subprotocols_must_be_tokens_400(offer: str) -> None:
+    # An obs-folded header as http.server hands it over: the selector never sees garbage, and
+    # the client gets 400 instead of a ValueError dropping it without an answer.
+    calls: list[list[str]] = []
+
+    def selector(offered: list[str]) -> str | None:
+        calls.append(offered)
+        return offered[-1]
+
+    error = rejected(offering(offer), subprotocols=selector)
+    assert error.status == 400
+    assert "Sec-WebSocket-Protocol" in error.reason
+    assert calls == []
+
+
+@given(st.lists(st.tuples(st.sampled_from(["Sec-WebSocket-Protocol", "X"]), st.text(max_size=20))))
+def test_any_offer_with_a_selector_gives_a_writable_101_or_an_error(
+    headers: list[tuple[str, str]],
+) -> None:
+    try:
+        response, _ = accept_request(make_request(add=headers), subprotocols=lambda o: o[0])
+    except HandshakeError as error:
+        assert error.status == 400
+        return
+    response.to_bytes()  # never a ValueError while answering
+
+
+# ------------------------------------------------------------ validators of the options
+
+
+def test_check_extra_headers() -> None:
+    assert check_extra_headers(None) == ()
+    assert check_extra_headers({"X-A": "1", "X-B": "\tb é"}) == (("X-A", "1"), ("X-B", "\tb é"))
+    assert check_extra_headers([("Set-Cookie", "a=1")]) == (("Set-Cookie", "a=1"),)
+    # A client's request may carry Authorization; a response header set is another matter.
+    assert check_extra_headers({"Authorization": "x"}, request=True) == (("Authorization", "x"),)
+
+
+@pytest.mark.parametrize(
+    ("headers", "what"),
+    [
+        ([("X-A", "1\r\nX-B: 2")], "CR, LF or NUL"),
+        ([("X-A", "1\nX")], "CR, LF or NUL"),
+        ([("X-A", "a\x00")], "CR, LF or NUL"),
+        ([("X-A", "a\x1b[2J")], "control character"),
+        ([("X-A", "a\x7f")], "control character"),
+        ([("X-A", "\u20ac")], "ISO-8859-1"),
+        ([("X A", "1")], "header name"),
+        ([("X\u00e9", "1")], "header name"),
+        ([("", "1")], "header name"),
+        ([("X:", "1")], "header name"),
+        ([("Sec-WebSocket-Accept", "x")], "set by the handshake"),
+        ([("upgrade", "x")], "set by the handshake"),
+    ],
+)
+def test_check_extra_headers_refuses(headers: list[tuple[str, str]], what: str) -> None:
+    with pytest.raises(ValueError, match=what):
+        check_extra_headers(headers)
+
+
+def test_check_extra_headers_reserved_sets() -> None:
+    for name in RESERVED_RESPONSE_HEADERS:
+        with pytest.raises(ValueError):
+            check_extra_headers([(name.title(), "x")])
+    for name in RESERVED_REQUEST_HEADERS:
+        with pytest.raises(ValueError):
+            check_extra_headers([(name.upper(), "x")], request=True)
+    # Host and Origin belong to requests only: a response may carry them.
+    assert check_extra_headers([("Origin", "x")]) == (("Origin", "x"),)
+
+
+def test_check_extra_headers_types() -> None:
+    with pytest.raises(TypeError):
+        check_extra_headers("X-A: 1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        check_extra_headers([("X-A", 1)])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        check_extra_headers([("X-A", "1", "2")])  # type: ignore[list-item]
+
+
+@given(st.text(max_size=20), st.text(max_size=40))
+def test_check_extra_headers_accepts_only_writable_heads(name: str, value: str) -> None:
+    try:
+        (header,) = check_extra_headers([(name, value)])
+    except ValueError:
+        return
+    # What passes can always be written into a response head.
+    Response(101, "Switching Protocols", [header]).to_bytes()
+
+
+def test_check_origins() -> None:
+    assert check_origins(None) is None
+    origins = ["https://example.com", "http://127.0.0.1:8080", "http://[::1]:9", "null"]
+    assert check_origins(origins) == tuple(origins)
+    assert check_origins(iter(["chrome-extension://abc"])) == ("chrome-extension://abc",)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "*",
+        "https://example.com/",
+        "https://example.com/path",
+        "example.com",
+        "https://",
+        "https://user@example.com",
+        "https://example.com:99999",
+        "https://b\u00fccher.example",
+        "https://example.com\r\nX: 1",
+        "",
+    ],
+)
+def test_check_origins_refuses(origin: str) -> None:
+    with pytest.raises(ValueError):
+        check_origins([origin])
+
+
+def test_check_origins_refuses_a_string() -> None:
+    with pytest.raises(TypeError, match="not a single string"):
+        check_origins("https://example.com")
+
+
+def test_check_subprotocols() -> None:
+    def selector(offered: list[str]) -> str | None:
+        return None
+
+    assert check_subprotocols(None) is None
+    assert check_subprotocols(selector) is selector
+    assert check_subprotocols(["chat", "v2.chat"]) == ("chat", "v2.chat")
+    with pytest.raises(ValueError, match="token"):
+        check_subprotocols(["a b"])
+    with pytest.raises(ValueError, match="unique"):
+        check_subprotocols(["a", "a"])
+
+
+def test_single_string_subprotocols_one_message_everywhere() -> None:
+    messages = set()
+    for call in (
+        lambda: check_subprotocols("chat"),
+        lambda: build_request("h", "/", subprotocols="chat"),
+        lambda: accept_request(offering("chat"), subprotocols="chat"),
+    ):
+        with pytest.raises(TypeError) as info:
+            call()
+        messages.add(str(info.value))
+    assert messages == {"subprotocols must be a sequence of strings, not a single string"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "what"),
+    [
+        ({"extra_headers": [("X", "\u20ac")]}, "ISO-8859-1"),
+        ({"extra_headers": [("X", "a\x1bb")]}, "control character"),
+        ({"origin": "https://b\u00fccher.example"}, "ASCII"),
+        ({"origin": "https://x\x1b"}, "ASCII"),
+    ],
+)
+def test_build_request_refuses_what_it_could_not_write(
+    kwargs: dict[str, object], what: str
+) -> None:
+    # Refused when the request is built, before a client opens any connection (issue 8 §5).
+    with pytest.raises(ValueError, match=what):
+        build_request("h", "/", **kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------- client: refusals
+
+
+def test_invalid_101_is_invalid_handshake() -> None:
+    error = invalid(good_response("x" * 22 + "=="))
+    assert isinstance(error, InvalidHandshake)
+    assert error.status == 101
+
+
+def test_refusal_error() -> None:
+    error = refusal_error(Response(403, "Forbidden", [], b"origin not allowed\nmore"))
+    assert isinstance(error, HandshakeRejected)
+    assert (error.status, error.reason) == (403, "origin not allowed")
+    html = refusal_error(Response(500, "Oops", [], b"<html>boom</html>"))
+    assert html.reason == "the server refused the WebSocket upgrade"
+    escape = refusal_error(Response(400, "Bad", [], b"\x1b[2Jcleared"))
+    assert escape.reason == "the server refused the WebSocket upgrade"
+    moved = refusal_error(Response(302, "Found", [("Location", "ws://x/\x1b[31m")], b""))
+    assert moved.reason == (
+        "redirected to ws://x/\\x1b[31m (pass follow_redirects=True to follow redirects)"
+    )
+
+
+@given(st.integers(100, 999), st.binary(max_size=300), st.text(max_size=50))
+def test_refusal_message_is_printable(status: int, body: bytes, location: str) -> None:
+    response = Response(status, "X", [("Location", location)], body)
+    error = refusal_error(response)
+    assert str(error).isprintable()
+    assert error.reason.isprintable()

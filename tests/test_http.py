@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tube.websocket.core.errors import HandshakeError
+from tube.websocket.core.errors import HandshakeError, InvalidHandshake
 from tube.websocket.core.http import (
     MAX_HEADERS,
     MAX_LINE_SIZE,
@@ -266,18 +266,20 @@ def test_parse_status_lines(line: bytes, status: int, reason: str) -> None:
         b"HTTP/1.1 \xb9\xb9\xb9 X",
     ],
 )
-def test_malformed_status_line_is_status_0(line: bytes) -> None:
+def test_malformed_status_line_is_invalid_handshake_without_status(line: bytes) -> None:
     error = response_error(line + b"\r\n\r\n")
-    assert error.status == 0
+    assert isinstance(error, InvalidHandshake)
+    assert error.status is None
     assert "status line" in error.reason
 
 
-def test_response_errors_are_status_0() -> None:
-    assert response_error(b"HTTP/1.1 101 " + b"x" * MAX_LINE_SIZE + b"\r\n\r\n").status == 0
-    assert response_error(b"HTTP/1.1 101 " + b"x" * MAX_LINE_SIZE).status == 0
-    assert response_error(head_with_headers(MAX_HEADERS + 1, b"HTTP/1.1 101 OK\r\n")).status == 0
-    assert response_error(b"HTTP/1.1 101 OK\r\nBad Name: x\r\n\r\n").status == 0
-    assert response_error(b"HTTP/1.1 101 OK\nX: y\n\n").status == 0
+def test_response_errors_have_no_status() -> None:
+    # No valid HTTP response arrived: InvalidHandshake with status None (never 0).
+    assert response_error(b"HTTP/1.1 101 " + b"x" * MAX_LINE_SIZE + b"\r\n\r\n").status is None
+    assert response_error(b"HTTP/1.1 101 " + b"x" * MAX_LINE_SIZE).status is None
+    assert response_error(head_with_headers(MAX_HEADERS + 1, b"HTTP/1.1 101 OK\r\n")).status is None
+    assert response_error(b"HTTP/1.1 101 OK\r\nBad Name: x\r\n\r\n").status is None
+    assert response_error(b"HTTP/1.1 101 OK\nX: y\n\n").status is None
 
 
 # ------------------------------------------------------------------ header look-ups
@@ -410,7 +412,8 @@ def test_arbitrary_bytes_only_raise_handshake_error(data: bytes) -> None:
         try:
             result = parse(data)
         except HandshakeError as error:
-            assert error.status in (0, 400, 414, 431)
+            assert error.status in (None, 400, 414, 431)
+            assert isinstance(error, InvalidHandshake) == (parse is parse_response_head)
         else:
             if result is not None:
                 assert 0 < result[1] <= len(data)
@@ -430,7 +433,8 @@ def test_arbitrary_head_like_bytes_only_raise_handshake_error(parts: list[bytes]
         try:
             result = parse(data)
         except HandshakeError as error:
-            assert error.status in (0, 400, 414, 431)
+            assert error.status in (None, 400, 414, 431)
+            assert isinstance(error, InvalidHandshake) == (parse is parse_response_head)
         else:
             assert result is None or result[1] <= len(data)
 
@@ -461,7 +465,8 @@ CHUNKS = st.lists(st.integers(1, 700), max_size=200)
 def test_oversize_status_line_rejected_early(length: int, chunk_sizes: list[int]) -> None:
     stream = b"HTTP/1.1 101 " + b"x" * length + b"\r\n\r\n"
     error, buffered = feed_until_error(stream, chunk_sizes, parse_response_head)
-    assert error.status == 0
+    assert isinstance(error, InvalidHandshake)
+    assert error.status is None
     assert buffered < 9 * 1024
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import http.client
 import logging
+import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,6 +21,7 @@ from tube.websocket import (
     Connection,
     ConnectionClosed,
     HandshakeError,
+    WebSocketRequestHandler,
     create_connection,
     initiate_close,
     send_blob_data,
@@ -303,3 +305,177 @@ def test_random_bytes_after_the_handshake_end_cleanly(
     if closes and closes[0].close_code is not None:
         assert is_valid_received_close_code(closes[0].close_code)
     assert connection.close_code is not None
+
+
+# ---------------------------------------------------------------------- head limits (issue 8 §3)
+
+
+class _Refusals(ThreadingHTTPServer):
+    """Upgrades every GET with ``handler_base``; records what upgrade_connection raised."""
+
+    daemon_threads = True
+
+    def __init__(self, handler_base: type[BaseHTTPRequestHandler], **options: Any) -> None:
+        owner = self
+        self.rejections: queue.SimpleQueue[HandshakeError] = queue.SimpleQueue()
+        self.options = options
+
+        class Handler(handler_base):  # type: ignore[valid-type,misc]
+            timeout = 5.0
+
+            def do_GET(self) -> None:
+                connection = create_connection(**owner.options)
+                try:
+                    upgrade_connection(self, connection)
+                except HandshakeError as error:
+                    owner.rejections.put(error)
+                    return
+                connection.close(wait=False)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="refusals")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.thread.join(5)
+        self.server_close()
+
+
+@pytest.fixture(params=["BaseHTTPRequestHandler", "WebSocketRequestHandler"])
+def head_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., _Refusals]]:
+    """Factory of servers on a plain handler and on WebSocketRequestHandler."""
+    base = (
+        BaseHTTPRequestHandler
+        if request.param == "BaseHTTPRequestHandler"
+        else WebSocketRequestHandler
+    )
+    servers: list[_Refusals] = []
+
+    def start(**options: Any) -> _Refusals:
+        server = _Refusals(base, **options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def exchange(port: int, head: bytes) -> tuple[int, str]:
+    """Send ``head``; return the status and body of the answer (the body of a refusal only)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        status_line, _, rest = data.partition(b"\r\n")
+        status = int(status_line.split(b" ")[1])
+        if status == 101:
+            return status, ""
+        head_part, _, body = rest.partition(b"\r\n\r\n")
+        length = [
+            int(line.split(b":")[1])
+            for line in head_part.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ]
+        while length and len(body) < length[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return status, body.decode("utf-8", "replace")
+
+
+def handshake_head(target: str = "/chat", *extra: str, line_end: str = "\r\n") -> bytes:
+    lines = [
+        f"GET {target} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *extra,
+    ]
+    return (line_end.join(lines) + line_end + line_end).encode("latin-1")
+
+
+def test_valid_head_is_still_accepted(head_server: Callable[..., _Refusals]) -> None:
+    server = head_server()
+    assert exchange(server.server_address[1], handshake_head("/" + "a" * 8000))[0] == 101
+    assert server.rejections.empty()
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "reason"),
+    [
+        # http.server alone accepts lines up to 64 KiB: the library's 8 KiB must hold.
+        (handshake_head("/" + "a" * 9000), 414, "request line longer than 8192 bytes"),
+        (handshake_head("/", "X-Big: " + "b" * 9000), 431, "header line longer than 8192 bytes"),
+        (handshake_head("/", *[f"X-{i}: {i}" for i in range(150)]), 431, ""),
+        (handshake_head(line_end="\n"), 400, "expected CRLF line endings"),
+        (handshake_head("/", "Content-Length: 5") + b"hello", 400, "request body"),
+        (handshake_head("/", "Transfer-Encoding: chunked") + b"0\r\n\r\n", 400, "request body"),
+        (handshake_head("/a\x7fb"), 400, "control characters"),
+        (handshake_head("/", "Sec-WebSocket-Protocol: a,", " b"), 400, "obsolete line folding"),
+        (handshake_head("/", "X-Nul: a\x00b"), 400, "NUL byte"),
+    ],
+    ids=[
+        "long-request-line",
+        "long-header-line",
+        "150-headers",
+        "bare-lf",
+        "content-length",
+        "transfer-encoding",
+        "del-in-target",
+        "obs-fold",
+        "nul",
+    ],
+)
+def test_head_rules_hold_under_any_handler(
+    head_server: Callable[..., _Refusals], head: bytes, status: int, reason: str
+) -> None:
+    server = head_server()
+    got_status, body = exchange(server.server_address[1], head)
+    assert got_status == status
+    assert reason in body
+
+
+def test_obs_folded_subprotocol_with_a_selector_is_400(
+    head_server: Callable[..., _Refusals],
+) -> None:
+    # Before, the folded value reached the selector and building the 101 raised ValueError:
+    # the client was dropped without an answer.
+    server = head_server(subprotocols=lambda offered: offered[-1])
+    head = handshake_head("/", "Sec-WebSocket-Protocol: chat,", "\tother")
+    status, body = exchange(server.server_address[1], head)
+    assert (status, body.strip()) == (400, "obsolete line folding is not supported")
+    # The handler records the error after the client was answered: wait for it.
+    assert server.rejections.get(timeout=5).status == 400
+
+
+def test_upgrade_refusals_are_plain_text_with_the_core_reason(
+    head_server: Callable[..., _Refusals],
+) -> None:
+    server = head_server()
+    status, body = exchange(server.server_address[1], handshake_head("/" + "a" * 9000))
+    assert (status, body) == (414, "request line longer than 8192 bytes\n")
+    assert server.rejections.get(timeout=5).status == 414
+
+
+def test_bare_lf_on_a_header_line_with_the_library_handler() -> None:
+    # http.server drops header line ends; WebSocketRequestHandler records them to check.
+    server = _Refusals(WebSocketRequestHandler)
+    try:
+        head = handshake_head().replace(b"Upgrade: websocket\r\n", b"Upgrade: websocket\n")
+        status, body = exchange(server.server_address[1], head)
+        assert status == 400
+        assert "CRLF" in body
+    finally:
+        server.stop()

@@ -2,9 +2,13 @@
 
 Each line read from standard input is sent as a text message (without its line break); each
 message received is printed on standard output, text as it is and binary as a hex summary such as
-``<binary 5 bytes: 68656c6c6f>``. At the end of standard input the client closes the connection
-(code 1000) and waits for the server's answer; when the server closes first, the client stops
-without waiting for more input. The close code and reason are printed on standard error.
+``<binary 5 bytes: 68656c6c6f>``. At the end of standard input the client first waits for the
+replies still in flight: it keeps printing until no message has arrived for ``--linger`` seconds
+(1 by default), because a server stops sending as soon as it receives a close frame (RFC 6455
+§5.5.1), so closing at once would lose them. Then it runs the closing handshake (code 1000) and
+prints every message that arrives before the server's close frame. When the server closes first,
+the client stops without waiting for more input. The close code and reason are printed on
+standard error.
 
 Exit status: 0 after a normal close (1000, 1001, or a close frame without a code), 1 after any
 other close, a failed handshake or a connection error (with the reason on standard error), 2 for
@@ -30,6 +34,7 @@ import os
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from .core.codes import CloseCode
@@ -84,6 +89,42 @@ def version_line() -> str:
     return f"tube {version} (implementation: {IMPLEMENTATION})"
 
 
+class _Arrivals:
+    """When the last message arrived: the main thread records it, the input thread waits on it.
+
+    At the end of input the sender waits for a quiet period before it sends the close frame, so
+    that the replies to the last lines are not cut off by the close (a server stops sending once
+    it has received a close frame).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._last = time.monotonic()
+        self._ended = False
+
+    def arrived(self) -> None:
+        """A message arrived (main thread)."""
+        with self._changed:
+            self._last = time.monotonic()
+            self._changed.notify_all()
+
+    def ended(self) -> None:
+        """No message will arrive any more: the connection ended (main thread)."""
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_quiet(self, seconds: float) -> None:
+        """Return once no message arrived for ``seconds`` (counted from now at the earliest)."""
+        with self._changed:
+            start = time.monotonic()
+            while not self._ended:
+                left = max(self._last, start) + seconds - time.monotonic()
+                if left <= 0:
+                    return
+                self._changed.wait(left)
+
+
 def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tube.websocket",
@@ -133,6 +174,16 @@ def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--follow-redirects", action="store_true", help="follow HTTP redirects (at most 10)"
     )
     parser.add_argument(
+        "--linger",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help=(
+            "at the end of input, keep printing until no message arrived for this long, then "
+            "close (default: 1; 0 closes at once)"
+        ),
+    )
+    parser.add_argument(
         "--max-message-size",
         type=int,
         default=None,
@@ -162,8 +213,8 @@ def _headers(arguments: argparse.Namespace) -> list[tuple[str, str]]:
     return headers
 
 
-def _send_stdin(connection: Connection, fd: int) -> None:
-    """Send each line of ``fd`` as a text message, then close with 1000 at end of input."""
+def _send_stdin(connection: Connection, fd: int, arrivals: _Arrivals, linger: float) -> None:
+    """Send each line of ``fd`` as a text message; at its end, wait for quiet and close (1000)."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     pending = ""
     try:
@@ -178,6 +229,8 @@ def _send_stdin(connection: Connection, fd: int) -> None:
                 break
         if pending:
             connection.send(pending.removesuffix("\r"))
+        if linger > 0:
+            arrivals.wait_quiet(linger)
         connection.close(1000)
     except ConnectionClosed:
         pass  # the server closed first; the main thread reports it
@@ -190,6 +243,9 @@ def _send_stdin(connection: Connection, fd: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command-line client; return the exit status."""
     arguments = _parse_arguments(argv)
+    if not arguments.linger >= 0:
+        _err(f"error: --linger must be 0 or more seconds, got {arguments.linger}")
+        return 2
     # A message may hold characters the terminal's encoding lacks: show them escaped rather
     # than dying on UnicodeEncodeError in the middle of a session.
     for stream in (sys.stdout, sys.stderr):
@@ -226,8 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if connection.subprotocol:
         _err(f"connected, subprotocol {connection.subprotocol}")
 
+    arrivals = _Arrivals()
     sender = threading.Thread(
-        target=_send_stdin, args=(connection, sys.stdin.fileno()), name="tube-stdin", daemon=True
+        target=_send_stdin,
+        args=(connection, sys.stdin.fileno(), arrivals, arguments.linger),
+        name="tube-stdin",
+        daemon=True,
     )
     sender.start()
     try:
@@ -236,9 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _out(message)
             else:
                 _out(describe_binary(bytes(message)))
+            arrivals.arrived()
     except KeyboardInterrupt:
         connection.close(1001, "interrupted")
     finally:
+        arrivals.ended()
         # The incoming channel ends once the connection is closed; wait for the TCP close too.
         connection.close()
     code = connection.close_code if connection.close_code is not None else 1006

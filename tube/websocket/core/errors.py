@@ -16,6 +16,8 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "HandshakeError",
+    "HandshakeRejected",
+    "InvalidHandshake",
     "InvalidState",
     "InvalidURI",
     "MessageTooBig",
@@ -23,6 +25,7 @@ __all__ = [
     "ProtocolError",
     "WebSocketError",
     "closed_error",
+    "printable",
 ]
 
 
@@ -34,23 +37,52 @@ class WebSocketError(Exception):
     """Base class of every exception raised by Tube."""
 
 
-class HandshakeError(WebSocketError):
-    """The opening handshake failed.
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` safe to print on a terminal or write to a log: no control characters.
 
-    On the server side, :attr:`status` is the HTTP status to answer with and :attr:`reason` the
-    plain-text explanation sent as the body. On the client side, :attr:`status` is the status the
-    server answered with (0 when no HTTP response arrived) and :attr:`body` the start of its body.
+    Every character that is not printable (C0/C1 controls such as ESC, DEL, line breaks, format
+    characters such as U+202E) is replaced by its backslash escape (``\\x1b``), so a peer can
+    neither inject terminal escape sequences nor forge extra log lines through an error message.
+
+    Args:
+        text: Text that may come from the peer.
+        limit: Cut ``text`` to this many characters first (``...`` marks the cut), if given.
+    """
+    cut = limit is not None and len(text) > limit
+    if cut:
+        text = text[:limit]
+    if not text.isprintable():
+        text = "".join(
+            char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+            for char in text
+        )
+    return text + "..." if cut else text
+
+
+class HandshakeError(WebSocketError):
+    """The opening handshake failed (base class of the client's handshake errors).
+
+    Raised as such on the server side: :attr:`status` is the HTTP status we answered with and
+    :attr:`reason` the plain-text explanation sent as the body. The client raises one of its two
+    subclasses, which say what :attr:`status` means there: :class:`HandshakeRejected` (the
+    server answered with another status than 101) and :class:`InvalidHandshake` (no valid HTTP
+    response, or an invalid 101).
+
+    ``str(error)`` never holds a control character: text that came from the peer (a body, a
+    ``Location``, an ``Origin``) is escaped with :func:`printable`.
 
     Attributes:
-        status: HTTP status code.
+        status: HTTP status code: the one sent (server side) or received (client side); None only
+            for an :class:`InvalidHandshake` raised before any HTTP response arrived.
         reason: What was wrong, in words a user understands.
-        headers: Extra response headers (for example ``Sec-WebSocket-Version: 13`` with 426).
+        headers: On the server side, extra response headers to send (for example
+            ``Sec-WebSocket-Version: 13`` with 426); on the client side, the headers received.
         body: On the client side, the first bytes of the response body, if any.
     """
 
     def __init__(
         self,
-        status: int,
+        status: int | None,
         reason: str,
         *,
         headers: Sequence[tuple[str, str]] = (),
@@ -65,6 +97,8 @@ class HandshakeError(WebSocketError):
     @property
     def status_phrase(self) -> str:
         """The standard reason phrase of :attr:`status` (``"Forbidden"`` for 403)."""
+        if self.status is None:
+            return ""
         try:
             phrase: str = HTTPStatus(self.status).phrase
         except ValueError:
@@ -72,12 +106,49 @@ class HandshakeError(WebSocketError):
         return phrase
 
     def __str__(self) -> str:
-        text = f"{self.status} {self.status_phrase}: {self.reason}" if self.status else self.reason
+        reason = printable(self.reason)
+        text = reason if self.status is None else f"{self.status} {self.status_phrase}: {reason}"
         if self.body:
-            snippet = self.body[:200].decode("utf-8", "replace").strip()
+            # The body is the peer's: escaped, so that it cannot write to a terminal (ESC ...).
+            snippet = printable(self.body[:200].decode("utf-8", "replace").strip())
             if snippet and snippet not in text:
                 text = f"{text} ({snippet})"
         return text
+
+
+class HandshakeRejected(HandshakeError):
+    """Client side: the server answered the opening handshake with a status other than 101.
+
+    Attributes:
+        status: The status received (403, 404, a redirect not followed, ...).
+        headers: The response headers received.
+        body: The first bytes (at most 4 KiB) of the response body.
+    """
+
+    status: int
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(status, reason, headers=headers, body=body)
+
+
+class InvalidHandshake(HandshakeError):
+    """Client side: no valid HTTP response arrived, or the 101 response is invalid.
+
+    For example: the server closed the connection without answering, answered something that
+    is not HTTP, or answered 101 with a wrong ``Sec-WebSocket-Accept`` or a subprotocol or
+    extension that was not offered (RFC 6455 §4.1: the client MUST fail the connection).
+
+    Attributes:
+        status: The status received (101 for an invalid 101), or None when no HTTP response
+            arrived (never 0).
+    """
 
 
 class ProtocolError(WebSocketError):

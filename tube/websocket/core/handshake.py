@@ -29,9 +29,9 @@ import binascii
 import hashlib
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from .errors import HandshakeError
+from .errors import HandshakeError, HandshakeRejected, InvalidHandshake, printable
 from .http import (
     _BAD_TARGET_RE,
     Headers,
@@ -40,17 +40,25 @@ from .http import (
     _check_field,
     _is_token,
     _show,
+    get_header,
     split_list,
 )
+from .uri import DEFAULT_PORTS, REDIRECT_STATUSES
 
 __all__ = [
+    "RESERVED_REQUEST_HEADERS",
+    "RESERVED_RESPONSE_HEADERS",
     "WEBSOCKET_GUID",
     "WEBSOCKET_VERSION",
     "SubprotocolSelector",
     "accept_key",
     "accept_request",
     "build_request",
+    "check_extra_headers",
+    "check_origins",
+    "check_subprotocols",
     "generate_key",
+    "refusal_error",
     "rejection_response",
     "validate_response",
 ]
@@ -64,22 +72,24 @@ WEBSOCKET_VERSION = "13"
 SubprotocolSelector = Callable[[list[str]], str | None]
 """A callback given the client's offered subprotocols; returns the chosen one or None."""
 
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-# Headers that build_request / accept_request set themselves; extra_headers may not override them.
-_CLIENT_RESERVED = frozenset(
+#: Request headers (lower case) that :func:`build_request` sets itself or that only a response
+#: carries: extra request headers may not set them (a client's ``headers=``).
+RESERVED_REQUEST_HEADERS = frozenset(
     {
         "host",
         "upgrade",
         "connection",
         "sec-websocket-key",
         "sec-websocket-version",
+        "sec-websocket-accept",
         "sec-websocket-protocol",
         "sec-websocket-extensions",
         "origin",
     }
 )
-_SERVER_RESERVED = frozenset(
+#: Response headers (lower case) that :func:`accept_request` sets itself: the server's
+#: ``extra_headers`` may not set them.
+RESERVED_RESPONSE_HEADERS = frozenset(
     {
         "upgrade",
         "connection",
@@ -88,6 +98,21 @@ _SERVER_RESERVED = frozenset(
         "sec-websocket-extensions",
     }
 )
+
+# The one message for a single string where a sequence of subprotocols is expected: iterating
+# "chat" would offer "c", "h", "a", "t".
+_SUBPROTOCOLS_STRING = "subprotocols must be a sequence of strings, not a single string"
+
+# A serialized origin (RFC 6454 §6.2): scheme "://" host [":" port], nothing else; the host is
+# ASCII (an IDN in its punycode form, as browsers send it) or a bracketed IPv6 literal.
+_ORIGIN_RE = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.\-]*://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)"
+    r"(?::[0-9]{1,5})?",
+    re.ASCII,
+)
+
+# C0 controls (but HTAB, allowed inside a field value) and DEL (RFC 9110 §5.5).
+_CONTROL_IN_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Request headers accept_request looks at; everything else is skipped when indexing.
 _WANTED = frozenset(
@@ -172,10 +197,10 @@ def _is_same_host(origin: str, host: str) -> bool:
     if not sep or not scheme:
         return False
     scheme = scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
+    if scheme not in DEFAULT_PORTS:
         # Only web origins can be "the same host": chrome-extension://<id> and the like never are.
         return False
-    default_port = _DEFAULT_PORTS[scheme]
+    default_port = DEFAULT_PORTS[scheme]
     origin_parts = _split_authority(authority, default_port)
     host_parts = _split_authority(host, default_port)
     return origin_parts is not None and origin_parts == host_parts
@@ -216,17 +241,143 @@ def _select_subprotocol(
     return None
 
 
-def _check_header_options(
-    extra_headers: Sequence[tuple[str, str]], reserved: frozenset[str], what: str
-) -> Headers:
-    """Validate extra headers (no injection, no override of handshake headers); return a copy."""
-    result: Headers = []
-    for name, value in extra_headers:
-        _check_field(name, value)
+# --- checks of the local configuration (called when options are given) --------------------------
+
+
+def check_extra_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    *,
+    request: bool = False,
+) -> tuple[tuple[str, str], ...]:
+    """Check headers to add to a handshake; return them as ``(name, value)`` pairs.
+
+    Meant to run once, when the option is given, so that a bad header fails at once rather than
+    dropping every peer later.
+
+    Args:
+        headers: A mapping or ``(name, value)`` pairs; None means none.
+        request: False for the headers a server adds to its 101 response (they may not set
+            :data:`RESERVED_RESPONSE_HEADERS`), True for those a client adds to its request
+            (they may not set :data:`RESERVED_REQUEST_HEADERS`).
+
+    Returns:
+        The headers, in order.
+
+    Raises:
+        TypeError: ``headers`` is a string, or a name or value is not a ``str``.
+        ValueError: A name is not an HTTP token (RFC 9110 §5.1), a value holds CR, LF, NUL or
+            another control character (HTAB excepted, RFC 9110 §5.5) or a character outside
+            ISO-8859-1 (a head is ISO-8859-1), or the header is one the handshake sets itself.
+    """
+    if headers is None:
+        return ()
+    if isinstance(headers, str | bytes):
+        raise TypeError("headers must be a mapping or (name, value) pairs, not a string")
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    reserved = RESERVED_REQUEST_HEADERS if request else RESERVED_RESPONSE_HEADERS
+    result: list[tuple[str, str]] = []
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"expected a (name, value) pair, got {pair!r}")
+        name, value = pair
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
+        _check_field(name, value)  # token name; no CR, LF, NUL (header injection)
+        if _CONTROL_IN_VALUE_RE.search(value):
+            raise ValueError(
+                f"invalid value for header {name}: {value!r} holds a control character"
+            )
+        if not _is_latin1(value):
+            raise ValueError(
+                f"invalid value for header {name}: {value!r} holds a character outside "
+                "ISO-8859-1 (percent-encode or base64 it)"
+            )
         if name.lower() in reserved:
-            raise ValueError(f"extra_headers may not set {name}: {what} sets it itself")
+            raise ValueError(
+                f"the {name} header is set by the handshake itself; "
+                "use the subprotocols= or origin= options where they apply"
+            )
         result.append((name, value))
+    return tuple(result)
+
+
+def check_origins(origins: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Check the origins a server accepts besides its own host; return them as a tuple.
+
+    Args:
+        origins: Serialized origins such as ``"https://example.com"`` or
+            ``"http://127.0.0.1:8080"`` (RFC 6454 §6.2: ``scheme://host[:port]``, no path, no
+            trailing slash, an IDN in its ASCII form), or ``"null"`` for opaque origins
+            (sandboxed frames, ``file:`` pages). None: only the same host.
+
+    Returns:
+        The origins, in order, or None.
+
+    Raises:
+        TypeError: ``origins`` is a single string (``"https://x"`` would be taken as eight
+            one-character origins), or holds something else than strings.
+        ValueError: ``"*"`` (pass ``check_origin=False`` to accept every origin) or a value that
+            is not a serialized origin.
+    """
+    if origins is None:
+        return None
+    if isinstance(origins, str | bytes):
+        raise TypeError("origins must be a sequence of origins, not a single string")
+    result = tuple(origins)
+    for origin in result:
+        if not isinstance(origin, str):
+            raise TypeError(f"origins must be strings, got {origin!r}")
+        if origin == "*":
+            raise ValueError('origins may not contain "*"; pass check_origin=False instead')
+        if origin != "null" and not _is_serialized_origin(origin):
+            raise ValueError(
+                f"invalid origin {origin!r}: expected scheme://host[:port] "
+                "(for example 'https://example.com'), without path or trailing slash"
+            )
     return result
+
+
+def _is_serialized_origin(origin: str) -> bool:
+    """Return True when ``origin`` is ``scheme://host[:port]`` with a port of at most 65535."""
+    if _ORIGIN_RE.fullmatch(origin) is None:
+        return False
+    authority = origin.partition("://")[2]
+    port = authority.rpartition(":")[2] if not authority.endswith("]") else ""
+    return not (port.isdigit() and int(port) > 65535)
+
+
+def check_subprotocols(
+    subprotocols: Sequence[str] | SubprotocolSelector | None,
+) -> tuple[str, ...] | SubprotocolSelector | None:
+    """Check the subprotocols option: a sequence of tokens, a selector callable, or None.
+
+    Returns:
+        The subprotocols as a tuple (or the callable, or None).
+
+    Raises:
+        TypeError: A single string (the same message everywhere), or an entry that is not a
+            string.
+        ValueError: An entry that is not an HTTP token (RFC 6455 §4.1: subprotocols are tokens),
+            or one listed twice.
+    """
+    if subprotocols is None or callable(subprotocols):
+        return subprotocols
+    if isinstance(subprotocols, str | bytes):
+        raise TypeError(_SUBPROTOCOLS_STRING)
+    result = tuple(subprotocols)
+    for protocol in result:
+        if not isinstance(protocol, str):
+            raise TypeError(f"subprotocols must be strings, got {protocol!r}")
+        if not _is_token(protocol):
+            raise ValueError(f"invalid subprotocol {protocol!r}: expected an HTTP token")
+    if len(set(result)) != len(result):
+        raise ValueError(f"subprotocols must be unique, got {list(result)!r}")
+    return result
+
+
+def _is_latin1(text: str) -> bool:
+    """Return True when every character of ``text`` is in ISO-8859-1."""
+    return text.isascii() or max(text) <= "\xff"
 
 
 # --- server side ----------------------------------------------------------------------------------
@@ -268,6 +419,8 @@ def accept_request(
 
     1. method ``GET`` (case-sensitive) -- else **405** with ``Allow: GET``;
     2. version HTTP/1.1 or later -- else **505**;
+       then a request target without spaces or control characters (TAB, VT, DEL, ...) and no
+       request body (``Content-Length`` other than 0, any ``Transfer-Encoding``) -- else **400**;
     3. exactly one non-empty ``Host`` -- else **400**;
     4. ``Upgrade`` holds the token ``websocket`` and ``Connection`` the token ``upgrade``, both
        case-insensitive comma-separated lists (browsers send ``Connection: keep-alive, Upgrade``)
@@ -312,16 +465,11 @@ def accept_request(
         TypeError: ``origins`` or ``subprotocols`` is a single string instead of a sequence.
     """
     # Validate the local configuration first: misuse must fail identically for every request.
-    extra = _check_header_options(extra_headers, _SERVER_RESERVED, "accept_request")
-    allowed: frozenset[str] | None = None
-    if origins is not None:
-        if isinstance(origins, str):
-            raise TypeError("origins must be a sequence of origins, not a single string")
-        if "*" in origins:
-            raise ValueError('origins may not contain "*"; pass check_origin=False instead')
-        allowed = frozenset(o.lower() for o in origins)
+    extra = list(check_extra_headers(extra_headers))
+    checked_origins = check_origins(origins)
+    allowed = None if checked_origins is None else frozenset(o.lower() for o in checked_origins)
     if isinstance(subprotocols, str):
-        raise TypeError("subprotocols must be a sequence of strings or a callable, not a string")
+        raise TypeError(_SUBPROTOCOLS_STRING)
 
     # RFC 6455 §4.1: "The method of the request MUST be GET".
     if request.method != "GET":
@@ -332,6 +480,7 @@ def accept_request(
     version = _http_version(request.version)
     if version is None or version < (1, 1):
         raise HandshakeError(505, f"expected HTTP/1.1 or later, got {_show(request.version)}")
+    _check_target_and_body(request)
 
     # One pass over the headers, keeping only the ones we look at.
     index: dict[str, list[str]] = {}
@@ -390,6 +539,7 @@ def accept_request(
 
     offered_values = index.get("sec-websocket-protocol")
     offered = split_list(", ".join(offered_values)) if offered_values else []
+    _check_offered(offered)
     subprotocol = _select_subprotocol(offered, subprotocols)
 
     headers: Headers = [
@@ -401,6 +551,38 @@ def accept_request(
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
     headers.extend(extra)
     return Response(101, "Switching Protocols", headers), subprotocol
+
+
+def _check_target_and_body(request: Request) -> None:
+    """Raise 400 for control bytes in the request target or a request carrying a body."""
+    # RFC 9112 §3.2: the target holds no whitespace or control character. A front-end that
+    # splits the request line differently (on TAB or VT) would see another target than ours.
+    if _BAD_TARGET_RE.search(request.target):
+        raise HandshakeError(
+            400,
+            f"expected a request target without spaces or control characters, got "
+            f"{_show(request.target)}",
+        )
+    # The handshake is a GET without body (RFC 6455 §4.1); bytes announced as a body would be
+    # read as WebSocket frames here and as a body by an intermediary: request smuggling.
+    for name, value in request.headers:
+        lname = name.lower()
+        if lname == "transfer-encoding" or (
+            lname == "content-length" and value.strip(" \t") != "0"
+        ):
+            raise HandshakeError(
+                400,
+                f"expected no request body in a WebSocket handshake, got {name}: {_show(value)}",
+            )
+
+
+def _check_offered(offered: list[str]) -> None:
+    """Raise 400 unless every offered subprotocol is a token (RFC 6455 §4.1 item 10)."""
+    for protocol in offered:
+        if not _is_token(protocol):
+            raise HandshakeError(
+                400, f"expected Sec-WebSocket-Protocol to list tokens, got {_show(protocol)}"
+            )
 
 
 def _has_token(values: list[str] | None, token: str) -> bool:
@@ -428,7 +610,12 @@ def rejection_response(error: HandshakeError) -> Response:
         A response with ``error.status`` and its standard phrase, ``error.headers``, then
         ``Content-Type: text/plain; charset=utf-8``, ``Content-Length`` and ``Connection: close``,
         and the body ``error.reason`` plus a newline, in UTF-8.
+
+    Raises:
+        ValueError: ``error`` has no status (a client-side :class:`InvalidHandshake`).
     """
+    if error.status is None:
+        raise ValueError(f"a handshake error without status cannot be answered: {error}")
     body = (error.reason + "\n").encode("utf-8")
     headers: Headers = list(error.headers)
     headers += [
@@ -473,13 +660,14 @@ def build_request(
 
     Raises:
         ValueError: An argument is invalid (empty host, a resource not starting with ``/``, a
-            subprotocol that is not a token or is repeated, a malformed key, a header that would
-            inject CR, LF or NUL, or an extra header overriding a handshake header).
+            subprotocol that is not a token or is repeated, a malformed key, an origin that is
+            not printable ASCII, an extra header refused by :func:`check_extra_headers`).
+        TypeError: ``subprotocols`` is a single string.
     """
     if not host:
         raise ValueError("host must not be empty")
     if isinstance(subprotocols, str):
-        raise TypeError("subprotocols must be a sequence of strings, not a string")
+        raise TypeError(_SUBPROTOCOLS_STRING)
     if key is None:
         key = generate_key()
     elif not _is_valid_key(key):
@@ -502,11 +690,14 @@ def build_request(
             raise ValueError(f"subprotocols must be unique, got {list(subprotocols)!r}")
         headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
     if origin is not None:
+        # RFC 6454 §6.2: a serialized origin is ASCII (an IDN in its punycode form).
+        if not origin.isascii() or not origin.isprintable():
+            raise ValueError(f"invalid Origin {origin!r}: expected printable ASCII")
         headers.append(("Origin", origin))
     # Refuse CR, LF and NUL in what the caller gave us (host, origin): header injection.
     for name, value in headers:
         _check_field(name, value)
-    headers.extend(_check_header_options(extra_headers, _CLIENT_RESERVED, "build_request"))
+    headers.extend(check_extra_headers(extra_headers, request=True))
     return Request("GET", resource, "HTTP/1.1", headers), key
 
 
@@ -524,18 +715,20 @@ def validate_response(
         The subprotocol the server selected, or None.
 
     Raises:
-        HandshakeError: The status is not 101, ``Upgrade`` lacks ``websocket``, ``Connection`` lacks
-            ``upgrade``, ``Sec-WebSocket-Accept`` is wrong, the server selected a subprotocol that
-            was not offered (or several), or it answered with an extension (none was offered).
-            The error carries the response's status, headers and body.
+        HandshakeRejected: The status is not 101 (see :func:`refusal_error`).
+        InvalidHandshake: The 101 is invalid: ``Upgrade`` lacks ``websocket``, ``Connection``
+            lacks ``upgrade``, ``Sec-WebSocket-Accept`` is wrong, the server selected a
+            subprotocol that was not offered (or several), or it answered with an extension
+            (none was offered). The error carries the response's status, headers and body.
     """
 
     def fail(reason: str) -> HandshakeError:
-        return HandshakeError(response.status, reason, headers=response.headers, body=response.body)
+        return InvalidHandshake(
+            response.status, reason, headers=response.headers, body=response.body
+        )
 
     if response.status != 101:
-        got = f"{response.status} {response.reason}".rstrip()
-        raise fail(f"expected status 101 Switching Protocols, got {got}")
+        raise refusal_error(response)
 
     index: dict[str, list[str]] = {}
     for name, value in response.headers:
@@ -566,3 +759,39 @@ def validate_response(
         what = f"one of {offered!r}" if offered else "none (none was offered)"
         raise fail(f"expected Sec-WebSocket-Protocol {what}, got {_describe(protocols)}")
     return selected[0]
+
+
+def refusal_error(response: Response) -> HandshakeRejected:
+    """The error for a handshake answered with a status other than 101.
+
+    The reason is the first line of a short plain-text body when there is one (the usual way a
+    server says why it refused), control characters excluded; a redirect names its
+    ``Location`` (escaped).
+
+    Args:
+        response: The response, with as much of its body as the caller read.
+
+    Returns:
+        A :class:`HandshakeRejected` with the response's status, headers and body.
+    """
+    location = get_header(response.headers, "Location")
+    if response.status in REDIRECT_STATUSES and location:
+        reason = (
+            f"redirected to {printable(location.strip(), 200)} "
+            "(pass follow_redirects=True to follow redirects)"
+        )
+    else:
+        reason = _explanation(response.body) or "the server refused the WebSocket upgrade"
+    return HandshakeRejected(response.status, reason, headers=response.headers, body=response.body)
+
+
+def _explanation(body: bytes) -> str:
+    """The first line of a short plain-text body, or "" (HTML, binary, control characters)."""
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return ""
+    if not text or text.startswith("<"):  # HTML: keep it in .body, not in the message
+        return ""
+    line = text.splitlines()[0].strip()
+    return line[:200] if line.isprintable() else ""

@@ -34,7 +34,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import HandshakeError
+from .errors import HandshakeError, InvalidHandshake
 
 __all__ = [
     "MAX_HEADERS",
@@ -42,6 +42,7 @@ __all__ = [
     "Headers",
     "Request",
     "Response",
+    "decode_chunked",
     "get_header",
     "get_header_values",
     "header_tokens",
@@ -212,8 +213,14 @@ def header_tokens(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
 
 
 def _fail(is_request: bool, status: int, reason: str) -> HandshakeError:
-    """Build the error for a bad head; a bad *response* head carries status 0 (no valid answer)."""
-    return HandshakeError(status if is_request else 0, reason)
+    """Build the error for a bad head.
+
+    A bad request head is a :class:`HandshakeError` carrying the status to answer with; a bad
+    *response* head an :class:`InvalidHandshake` without status (no valid answer arrived).
+    """
+    if is_request:
+        return HandshakeError(status, reason)
+    return InvalidHandshake(None, reason)
 
 
 def _check_incomplete(
@@ -365,8 +372,8 @@ def parse_response_head(
         response's ``body`` is empty.
 
     Raises:
-        HandshakeError: with status 0 (no valid HTTP response arrived) when the head is malformed or
-            breaks a limit, as soon as that is certain.
+        InvalidHandshake: with status None (no valid HTTP response arrived) when the head is
+            malformed or breaks a limit, as soon as that is certain.
     """
     parsed = _split_head(data, False, max_line_size, max_headers)
     if parsed is None:
@@ -380,8 +387,43 @@ def parse_response_head(
         or not parts[1].isascii()
         or not parts[1].isdigit()
     ):
-        raise HandshakeError(
-            0, f"expected a status line 'HTTP/1.1 101 Switching Protocols', got {_show(start_line)}"
+        raise InvalidHandshake(
+            None,
+            f"expected a status line 'HTTP/1.1 101 Switching Protocols', got {_show(start_line)}",
         )
     reason = parts[2] if len(parts) == 3 else ""
     return Response(int(parts[1]), reason, headers), consumed
+
+
+def decode_chunked(data: bytes) -> bytes:
+    """Decode the complete chunks at the start of a chunked body (RFC 9112 §7.1).
+
+    Best effort, for showing the start of an error page: decoding stops without error at the
+    last-chunk, at an incomplete chunk or at anything malformed, and returns what was decoded.
+    Chunk extensions and trailers are ignored.
+
+    Args:
+        data: The body bytes received so far (possibly cut anywhere).
+
+    Returns:
+        The payload of the complete chunks; never longer than ``data``.
+    """
+    out = bytearray()
+    position = 0
+    while True:
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
+            break
+        size_text = data[position:line_end].split(b";", 1)[0].strip()
+        # int() also takes "+1", "1_0" and non-ASCII digits: only plain hex digits are a size.
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+            break
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        start = line_end + 2
+        out += data[start : start + size]
+        if start + size + 2 > len(data):
+            break
+        position = start + size + 2
+    return bytes(out)

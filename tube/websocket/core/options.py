@@ -10,15 +10,18 @@ changes afterwards. Times are in seconds (``float``), sizes in bytes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
+from .handshake import (
+    SubprotocolSelector,
+    check_extra_headers,
+    check_origins,
+    check_subprotocols,
+)
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Protocol, Role
 
-__all__ = ["DEFAULTS", "ConnectionOptions", "SubprotocolSelector"]
-
-SubprotocolSelector = Callable[[list[str]], str | None]
-"""A callback given the client's offered subprotocols; returns the chosen one or None."""
+__all__ = ["DEFAULTS", "ConnectionOptions"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -90,23 +93,11 @@ class ConnectionOptions:
         _check_seconds("open_timeout", self.open_timeout, allow_none=True)
         if not isinstance(self.check_origin, bool):
             raise TypeError(f"check_origin must be a bool, got {self.check_origin!r}")
-        subprotocols = self.subprotocols
-        if isinstance(subprotocols, str):
-            raise TypeError("subprotocols must be a sequence of strings, not one string")
-        if subprotocols is not None and not callable(subprotocols):
-            subprotocols = tuple(subprotocols)
-            for name in subprotocols:
-                if not isinstance(name, str):
-                    raise TypeError(f"subprotocols must be strings, got {name!r}")
-        origins = self.origins
-        if isinstance(origins, str):
-            raise TypeError("origins must be a sequence of origins, not one string")
-        if origins is not None:
-            origins = tuple(origins)
-        # Normalised to tuples so that the object is hashable and shared safely.
-        object.__setattr__(self, "subprotocols", subprotocols)
-        object.__setattr__(self, "origins", origins)
-        object.__setattr__(self, "extra_headers", tuple(tuple(pair) for pair in self.extra_headers))
+        # Normalised (tuples) so that the object is hashable and shared safely; checked the way
+        # the handshake uses them, so that a bad value fails here rather than on every peer.
+        object.__setattr__(self, "subprotocols", check_subprotocols(self.subprotocols))
+        object.__setattr__(self, "origins", check_origins(self.origins))
+        object.__setattr__(self, "extra_headers", check_extra_headers(self.extra_headers))
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> ConnectionOptions:

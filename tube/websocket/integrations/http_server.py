@@ -16,6 +16,15 @@ How the hijack works with ``socketserver``:
   first frame in the same packet as the handshake) are taken without blocking and fed to the
   protocol before anything read from the socket.
 
+Head limits: ``http.server`` accepts request lines and header lines of up to 64 KiB, bare LF
+line ends and obsolete line folding. :func:`upgrade_connection` re-checks what it parsed against
+the core's rules (:mod:`tube.websocket.core.http`) before accepting, whatever the handler class:
+414 for a request line over 8 KiB, 431 for a header line over 8 KiB or more than 128 headers, 400
+for a bare LF, obs-fold, a NUL or a malformed header line, with a plain-text reason. Under a
+plain ``BaseHTTPRequestHandler`` a bare LF can only be seen on the request line (``http.server``
+drops header line ends); :class:`WebSocketRequestHandler` records the raw header lines and
+refuses a bare LF on any of them.
+
 Handshake timeout: ``http.server`` reads the request head before :func:`upgrade_connection`
 runs, so the deadline on a slow or silent client belongs to the handler. Derive handlers that
 face untrusted clients from :class:`WebSocketRequestHandler`: it bounds both the silence between
@@ -29,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import socket
 import socketserver
 import ssl
@@ -38,7 +48,7 @@ from http.server import BaseHTTPRequestHandler
 
 from ..core.errors import HandshakeError
 from ..core.handshake import accept_request, rejection_response
-from ..core.http import Request
+from ..core.http import MAX_HEADERS, MAX_LINE_SIZE, Request, _is_token, _show
 from ..core.protocol import Role
 from ..threads.connection import Connection
 from ..threads.timers import Timer, call_later
@@ -68,20 +78,15 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
 
     Raises:
         HandshakeError: The request is not an acceptable WebSocket handshake. The client has
-            already been answered with the error's HTTP status (400, 403, 405, 426, 505) and a
-            plain-text body saying why; the handler should just return.
+            already been answered with the error's HTTP status (400, 403, 405, 414, 426, 431,
+            505) and a plain-text body saying why; the handler should just return.
         InvalidState: ``connection`` was already used (or is being upgraded by another thread).
         OSError: The socket failed while writing the 101 response.
     """
     connection._begin_opening()
     options = connection.options
-    request = Request(
-        handler.command,
-        handler.path,
-        handler.request_version,
-        [(name, str(value)) for name, value in handler.headers.items()],
-    )
     try:
+        request = _parsed_request(handler)
         response, subprotocol = accept_request(
             request,
             subprotocols=options.subprotocols,
@@ -123,6 +128,54 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
     # closes it as usual); socketserver looks only after the handler has returned.
     if hijacked is not None:
         hijacked.add(sock)
+
+
+# A line break followed by a space or tab inside a header value: obsolete line folding.
+_OBS_FOLD_RE = re.compile(r"\r?\n[ \t]")
+
+
+def _parsed_request(handler: BaseHTTPRequestHandler) -> Request:
+    """The request ``http.server`` parsed, held to the core's head rules (else HandshakeError).
+
+    ``http.server`` is laxer than :func:`~tube.websocket.core.http.parse_request_head`: 64 KiB
+    lines, bare LF, obs-fold. The same limits and statuses must hold whichever front-end read
+    the head, so the parsed head is re-checked here, in the order the core's parser checks.
+    """
+    raw_line: bytes = getattr(handler, "raw_requestline", b"") or b""
+    line = handler.requestline
+    # RFC 9112 §2.2: a bare LF is refused, as the core does (a request-smuggling vector).
+    # raw_requestline is http.server's; the header lines only WebSocketRequestHandler records.
+    recorded: list[bytes] | None = getattr(handler, "_tube_head_lines", None)
+    lines = [raw_line] if raw_line else []
+    lines += recorded or ()
+    if any(not raw.endswith(b"\r\n") or b"\r" in raw[:-2] for raw in lines):
+        raise HandshakeError(400, "expected CRLF line endings, got a bare CR or LF")
+    if "\x00" in line:
+        raise HandshakeError(400, "NUL byte in the message head")
+    if len(line) > MAX_LINE_SIZE:
+        raise HandshakeError(414, f"request line longer than {MAX_LINE_SIZE} bytes")
+    headers = [(name, str(value)) for name, value in handler.headers.raw_items()]
+    if len(headers) > MAX_HEADERS:
+        raise HandshakeError(431, f"more than {MAX_HEADERS} header lines")
+    for name, value in headers:
+        if _OBS_FOLD_RE.search(value):
+            # RFC 9112 §5.2: a server MUST either reject obs-fold or replace it; we reject.
+            raise HandshakeError(400, "obsolete line folding is not supported")
+        if "\r" in value or "\n" in value:
+            raise HandshakeError(400, "expected CRLF line endings, got a bare CR or LF")
+        if "\x00" in name or "\x00" in value:
+            raise HandshakeError(400, "NUL byte in the message head")
+        # "name:value" is the shortest the line can have been: never refuse what the core takes.
+        if len(name) + 1 + len(value) > MAX_LINE_SIZE:
+            raise HandshakeError(431, f"header line longer than {MAX_LINE_SIZE} bytes")
+        if not _is_token(name):
+            raise HandshakeError(
+                400, f"expected a header line 'name: value', got {_show(name + ':' + value)}"
+            )
+    # A line without a colon ends http.server's headers: the rest, unseen, is the "payload".
+    if handler.headers.defects or handler.headers.get_payload():
+        raise HandshakeError(400, "expected header lines 'name: value', got a malformed line")
+    return Request(handler.command, handler.path, handler.request_version, headers)
 
 
 def _detach_files(handler: BaseHTTPRequestHandler) -> None:
@@ -255,9 +308,15 @@ class WebSocketRequestHandler(BaseHTTPRequestHandler):
 
         A head cut short by the deadline is never dispatched to ``do_GET``.
         """
+        # Record the raw header lines as http.server reads them: it drops their line ends, and
+        # upgrade_connection must refuse a bare LF on any of them.
+        recorder = _LineRecorder(self.rfile)
+        self.rfile = recorder
         try:
             parsed = super().parse_request()
         finally:
+            self.rfile = recorder.raw
+            self._tube_head_lines = recorder.lines  # the blank line included
             self._disarm_head_deadline()
         if self._head_expired:
             self.close_connection = True
@@ -289,3 +348,27 @@ class WebSocketRequestHandler(BaseHTTPRequestHandler):
         # under the reading thread.
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self.connection, socket.SHUT_RDWR)
+
+
+class _LineRecorder(io.BufferedIOBase):
+    """``handler.rfile`` while ``http.server`` parses a head: keeps each line read, as read."""
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        super().__init__()
+        self.raw = raw
+        self.lines: list[bytes] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        line = self.raw.readline(-1 if size is None else size)
+        # Bounded: http.server stops after 100 header lines of at most 64 KiB each.
+        self.lines.append(line)
+        return line
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        return self.raw.read(size)
+
+    def read1(self, size: int = -1, /) -> bytes:
+        return self.raw.read1(size)

@@ -9,8 +9,11 @@ answered ``101 Switching Protocols``, the socket is handed to the same threaded
 a fresh key, RFC 6455 §5.3).
 
 Everything that happens before the hand-off is bounded by one overall ``open_timeout``: name
-resolution excepted (``getaddrinfo`` cannot be interrupted), every connect, TLS handshake, send
-and receive gets only the time that is left.
+resolution (in a worker thread, since ``getaddrinfo`` cannot be interrupted: it is abandoned
+at the deadline), every connect, TLS handshake, send and receive gets only the time that is
+left. Every rule without I/O (URL parsing, redirect policy, building and checking the
+handshake, explaining a refusal) lives in the core (:mod:`~tube.websocket.core.uri`,
+:mod:`~tube.websocket.core.handshake`); this module only does the I/O around it.
 
 Concurrency: :func:`connect` may be called from any thread; it shares nothing between calls.
 """
@@ -22,197 +25,50 @@ import ipaddress
 import logging
 import socket
 import ssl
+import threading
 import time
-import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import HandshakeError, InvalidURI, OpenTimeout
-from ..core.handshake import build_request, validate_response
-from ..core.http import Response, get_header, parse_response_head
+from ..core.errors import InvalidHandshake, OpenTimeout
+from ..core.handshake import (
+    build_request,
+    check_extra_headers,
+    check_subprotocols,
+    refusal_error,
+    validate_response,
+)
+from ..core.http import Response, decode_chunked, get_header, parse_response_head
 from ..core.options import DEFAULTS
 from ..core.protocol import Role
+from ..core.uri import (
+    REDIRECT_STATUSES,
+    WebSocketURI,
+    headers_for_redirect,
+    parse_uri,
+    redirect_target,
+)
 from .connection import Connection
 from .functions import create_connection
 
-__all__ = ["MAX_REDIRECTS", "WebSocketURI", "connect", "parse_uri"]
+__all__ = ["connect"]
 
 logger = logging.getLogger("tube.websocket.client")
 
-#: How many redirects :func:`connect` follows at most when ``follow_redirects=True``.
-MAX_REDIRECTS = 10
-
-# The statuses that carry a Location to retry the GET at (RFC 9110 §15.4). 300 and 304 do not.
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-
-# How much of a refusal's body is kept for the HandshakeError, in bytes: enough for a sentence
-# or a short HTML error page, never an unbounded download.
+# How much of a refusal's body is kept for the HandshakeRejected, in bytes: enough for a
+# sentence or a short HTML error page, never an unbounded download.
 _MAX_ERROR_BODY = 4096
 
 # How long to wait for the rest of a refusal's body once its head arrived, in seconds. The
 # refusal is already certain; this only decides how much of the explanation the user sees.
 _ERROR_BODY_GRACE = 1.0
 
-# Header names the handshake itself generates; setting them through ``headers`` would produce a
-# request the core cannot vouch for (or hide a mistake), so connect() refuses them.
-_RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "upgrade",
-        "connection",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-accept",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-        "origin",
-    }
-)
-
 # Options of create_connection() that only a server uses: refused rather than silently ignored.
 _SERVER_ONLY_OPTIONS = frozenset({"origins", "check_origin", "extra_headers"})
 
-# Headers that carry credentials: never sent to another origin after a redirect.
-_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
-# Characters that may appear in a request target without escaping (RFC 3986 pchar + "/" + "?"),
-# plus "%" so that escapes already present in the URL are kept as they are.
-_SAFE_PATH = "/%!$&'()*+,;=:@-._~"
-_SAFE_QUERY = _SAFE_PATH + "?"
-
-_DEFAULT_PORTS = {False: 80, True: 443}
-
-
-@dataclass(frozen=True)
-class WebSocketURI:
-    """A parsed ``ws://`` or ``wss://`` URL (RFC 6455 §3).
-
-    Attributes:
-        secure: True for ``wss://`` (TLS).
-        host: The host name (lower case, IDNA-encoded) or IP address literal, without brackets.
-        port: The TCP port (80 or 443 when the URL gives none).
-        resource: The request target: path (at least ``/``) and ``?query`` when present.
-    """
-
-    secure: bool
-    host: str
-    port: int
-    resource: str
-
-    @property
-    def is_ipv6(self) -> bool:
-        """True when :attr:`host` is an IPv6 address literal."""
-        return ":" in self.host
-
-    @property
-    def host_header(self) -> str:
-        """The ``Host`` header value: IPv6 in brackets, the port only when it is not the default."""
-        host = f"[{self.host}]" if self.is_ipv6 else self.host
-        if self.port != _DEFAULT_PORTS[self.secure]:
-            return f"{host}:{self.port}"
-        return host
-
-    @property
-    def origin(self) -> tuple[bool, str, int]:
-        """(secure, host, port): two URLs with the same origin may share credentials."""
-        return (self.secure, self.host, self.port)
-
-    @property
-    def url(self) -> str:
-        """The URL in normal form (scheme and host in lower case, escapes applied)."""
-        scheme = "wss" if self.secure else "ws"
-        return f"{scheme}://{self.host_header}{self.resource}"
-
-
-def parse_uri(url: str) -> WebSocketURI:
-    """Parse a WebSocket URL.
-
-    Accepted: the ``ws`` and ``wss`` schemes (any case), a host name, an IPv4 literal or an IPv6
-    literal in brackets, an optional port (1-65535), a path and a query. Characters that are not
-    allowed in a request target (spaces, non-ASCII) are percent-encoded; existing escapes are kept.
-
-    Refused with :class:`InvalidURI`: other schemes, a missing host, a fragment (RFC 6455 §3: a
-    fragment MUST NOT be used), user information (``user:password@``: credentials in a URL end
-    up in logs and shell history; send an ``Authorization`` header through ``headers`` instead),
-    IPv6 zone identifiers, and control characters or spaces anywhere in the URL (they could
-    smuggle extra lines into the request).
-
-    Args:
-        url: The URL, for example ``"wss://example.com/chat?room=1"``.
-
-    Returns:
-        The parsed URL.
-
-    Raises:
-        InvalidURI: The URL is not a valid WebSocket URL; the message says what is wrong.
-    """
-    if not isinstance(url, str):
-        raise InvalidURI(f"expected the URL as a str, got {type(url).__name__}")
-    for char in url:
-        if char <= " " or char == "\x7f":
-            raise InvalidURI(f"{url!r}: control characters and spaces are not allowed in a URL")
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError as exc:
-        raise InvalidURI(f"{url!r}: {exc}") from None
-    if parts.scheme not in ("ws", "wss"):
-        shown = f"{parts.scheme}://" if parts.scheme else "none"
-        raise InvalidURI(f"{url!r}: expected the scheme ws:// or wss://, got {shown}")
-    secure = parts.scheme == "wss"
-    # RFC 6455 §3: "Fragment identifiers are meaningless in the context of WebSocket URIs and
-    # MUST NOT be used on these URIs." urlsplit drops an empty "#", so look at the text too.
-    if parts.fragment or "#" in url:
-        raise InvalidURI(f"{url!r}: a WebSocket URL cannot have a #fragment")
-    if "@" in parts.netloc:
-        raise InvalidURI(
-            f"{url!r}: user information (user:password@) is not supported in the URL; "
-            "pass an Authorization header with headers= instead"
-        )
-    host = _parse_host(url, parts.netloc)
-    try:
-        port = parts.port
-    except ValueError:
-        raise InvalidURI(f"{url!r}: the port must be a number from 1 to 65535") from None
-    if port is None:
-        port = _DEFAULT_PORTS[secure]
-    elif port == 0:
-        raise InvalidURI(f"{url!r}: the port must be a number from 1 to 65535")
-    path = urllib.parse.quote(parts.path or "/", safe=_SAFE_PATH)
-    if not path.startswith("/"):
-        raise InvalidURI(f"{url!r}: the path must start with /")
-    resource = path
-    if parts.query:
-        resource += "?" + urllib.parse.quote(parts.query, safe=_SAFE_QUERY)
-    return WebSocketURI(secure=secure, host=host, port=port, resource=resource)
-
-
-def _parse_host(url: str, netloc: str) -> str:
-    """The host part of ``netloc``: validated, lower case, IDNA-encoded, brackets removed."""
-    if netloc.startswith("["):
-        end = netloc.find("]")
-        if end < 0:
-            raise InvalidURI(f"{url!r}: unclosed [ in the IPv6 address")
-        literal = netloc[1:end]
-        if "%" in literal:
-            raise InvalidURI(f"{url!r}: IPv6 zone identifiers are not supported")
-        try:
-            return ipaddress.IPv6Address(literal).compressed
-        except ValueError:
-            raise InvalidURI(f"{url!r}: {literal!r} is not a valid IPv6 address") from None
-    host = netloc.rpartition(":")[0] if ":" in netloc else netloc
-    if not host:
-        raise InvalidURI(f"{url!r}: the URL has no host")
-    if "[" in host or "]" in host:
-        raise InvalidURI(f"{url!r}: brackets are only allowed around an IPv6 address")
-    try:
-        # Internationalised names go on the wire (DNS, Host, TLS SNI) in their ASCII form.
-        ascii_host = host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise InvalidURI(f"{url!r}: {host!r} is not a valid host name") from None
-    if not all(char.isalnum() or char in "-._" for char in ascii_host):
-        raise InvalidURI(f"{url!r}: {host!r} is not a valid host name")
-    return ascii_host
+# getaddrinfo()'s answer: (family, type, proto, canonname, sockaddr) for each address.
+_AddressInfo = Sequence[tuple[Any, ...]]
 
 
 class _Deadline:
@@ -268,14 +124,14 @@ def connect(
         ssl_context: TLS settings for ``wss://``. By default, ``ssl.create_default_context()``:
             the server's certificate is verified against the system's CAs and its host name.
             Passing one with a ``ws://`` URL raises ``ValueError``.
-        open_timeout: Seconds allowed for the whole opening: TCP connect, TLS handshake,
-            request, response, and every redirect followed. ``None`` waits forever. Name
-            resolution is not bounded by it (the system resolver cannot be interrupted).
+        open_timeout: Seconds allowed for the whole opening: name resolution, TCP connect,
+            TLS handshake, request, response, and every redirect followed. ``None`` waits
+            forever.
         follow_redirects: Follow 301/302/303/307/308 responses with a ``Location``, at most
-            :data:`MAX_REDIRECTS` times; never from ``wss://`` to ``ws://``; ``Authorization``,
-            ``Cookie`` and ``Proxy-Authorization`` headers are dropped when the redirect leaves
-            the origin (scheme, host, port). Off by default: a redirect is then a
-            :class:`HandshakeError` that names the ``Location``.
+            :data:`~tube.websocket.core.uri.MAX_REDIRECTS` times; never from ``wss://`` to
+            ``ws://``; ``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers are
+            dropped when the redirect leaves the origin (scheme, host, port). Off by default:
+            a redirect is then a :class:`HandshakeRejected` that names the ``Location``.
         **connection_options: Passed to :func:`create_connection`: ``max_message_size``,
             ``incoming_size``, ``ping_interval``, ``ping_timeout``, ``send_timeout``,
             ``close_retry_time``, ``close_give_up_time``, ... Checked before any network I/O.
@@ -285,19 +141,25 @@ def connect(
 
     Raises:
         InvalidURI: ``url`` (or a redirect's ``Location``) is not a valid WebSocket URL.
-        ValueError: An invalid option or a reserved header in ``headers``.
+        ValueError: An invalid option, a reserved or invalid header in ``headers`` (a
+            character outside ISO-8859-1, a control character), an ``origin`` that is not
+            printable ASCII; raised before any network I/O.
+        TypeError: ``subprotocols`` is a single string.
         socket.gaierror: The host name cannot be resolved ("cannot resolve host ...").
         ConnectionRefusedError: Nothing listens on that port ("connection refused by ...").
         OSError: Any other network failure (unreachable host, reset connection, ...).
         ssl.SSLError: The TLS handshake failed, e.g. ``ssl.SSLCertVerificationError`` for a
             certificate that cannot be verified.
         OpenTimeout: ``open_timeout`` expired (a ``TimeoutError``); the message says during
-            which step.
-        HandshakeError: The server did not accept the upgrade: :attr:`~HandshakeError.status`
-            is its HTTP status (0 when it sent no valid HTTP response), and
+            which step ("during DNS resolution of ...", "connecting to ...", ...).
+        HandshakeRejected: The server answered with a status other than 101 (or a redirect
+            that is not followed): :attr:`~HandshakeError.status`,
             :attr:`~HandshakeError.headers` and :attr:`~HandshakeError.body` (at most 4 KiB)
             come from its response. ``str(error)`` reads like ``403 Forbidden: origin not
-            allowed``.
+            allowed`` (control characters escaped).
+        InvalidHandshake: No valid HTTP response arrived (``status`` is None) or the 101 is
+            invalid (``status`` 101): a wrong ``Sec-WebSocket-Accept``, a subprotocol or an
+            extension that was not offered, ...
     """
     uri = parse_uri(url)
     if ssl_context is not None and not uri.secure:
@@ -306,10 +168,11 @@ def connect(
         raise ValueError(
             f"open_timeout must be a positive number of seconds or None, got {open_timeout!r}"
         )
-    extra_headers = _check_headers(headers)
-    if isinstance(subprotocols, str):
-        raise TypeError("subprotocols must be a sequence of strings, not one string")
-    offered = list(subprotocols) if subprotocols is not None else None
+    extra_headers = list(check_extra_headers(headers, request=True))
+    checked = check_subprotocols(subprotocols)
+    if callable(checked):
+        raise TypeError("connect() takes a sequence of subprotocols to offer, not a selector")
+    offered = list(checked) if checked is not None else None
     server_only = sorted(_SERVER_ONLY_OPTIONS.intersection(connection_options))
     if server_only:
         raise TypeError(f"connect() does not take the server-side options {server_only}")
@@ -343,22 +206,17 @@ def connect(
             response, rest = _read_response_head(sock, deadline)
             if response.status != 101:
                 location = get_header(response.headers, "Location")
-                if response.status in _REDIRECT_STATUSES and location and follow_redirects:
-                    target = _redirect_target(uri, response, location, redirects)
-                    if target.origin != uri.origin:
-                        # Credentials were meant for the first origin only (like browsers do).
-                        extra_headers = [
-                            (name, value)
-                            for name, value in extra_headers
-                            if name.lower() not in _CREDENTIAL_HEADERS
-                        ]
+                if response.status in REDIRECT_STATUSES and location and follow_redirects:
+                    target = redirect_target(uri, response, redirects=redirects)
+                    # Credentials were meant for the first origin only (like browsers do).
+                    extra_headers = headers_for_redirect(extra_headers, uri, target)
                     logger.debug("redirected from %s to %s", uri.url, target.url)
                     uri = target
                     redirects += 1
                     sock.close()
                     continue
                 response.body = _read_error_body(sock, response, rest, deadline)
-                raise _refusal(response, location)
+                raise refusal_error(response)
             subprotocol = validate_response(response, key, subprotocols=offered)
         except BaseException:
             sock.close()
@@ -378,28 +236,6 @@ def connect(
         raise
     logger.debug("connected to %s (subprotocol %r)", uri.url, subprotocol)
     return connection
-
-
-def _check_headers(
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
-) -> list[tuple[str, str]]:
-    """Normalise ``headers`` to pairs; refuse reserved names and line breaks (header injection)."""
-    if headers is None:
-        return []
-    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-    for name, value in pairs:
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
-        if not name or any(char in name for char in " \t\r\n:"):
-            raise ValueError(f"invalid header name {name!r}")
-        if "\r" in value or "\n" in value or "\x00" in value:
-            raise ValueError(f"invalid header value for {name}: line breaks are not allowed")
-        if name.lower() in _RESERVED_HEADERS:
-            raise ValueError(
-                f"the {name} header is set by the handshake itself; "
-                "use the subprotocols= or origin= arguments where they apply"
-            )
-    return pairs
 
 
 def _open_socket(
@@ -425,11 +261,52 @@ def _open_socket(
         raise
 
 
+def _resolve(host: str, port: int, deadline: _Deadline) -> _AddressInfo:
+    """``getaddrinfo`` for ``host``, given up (OpenTimeout) when the deadline passes.
+
+    The system resolver cannot be interrupted, so a host name is resolved in a daemon worker
+    thread waited on for the time left; at the deadline the worker is abandoned (it ends when
+    the resolver returns, and nobody reads its answer). An IP literal needs no resolver.
+    """
+    if deadline.end is None or _is_ip_literal(host):
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    doing = f"during DNS resolution of {host!r}"
+    timeout = deadline.remaining(doing)
+    outcome: list[_AddressInfo | BaseException] = []
+    done = threading.Event()
+
+    def resolve() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the caller, who re-raises it
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=resolve, name="tube-resolve", daemon=True)
+    worker.start()
+    if not done.wait(timeout):
+        raise deadline.expired(doing)
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _is_ip_literal(host: str) -> bool:
+    """True when ``host`` is an IPv4 or IPv6 address (``getaddrinfo`` answers at once)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _connect_tcp(host: str, port: int, deadline: _Deadline) -> socket.socket:
     """Resolve ``host`` and connect to its addresses in turn, sharing the deadline."""
     where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = _resolve(host, port, deadline)
     except socket.gaierror as exc:
         raise socket.gaierror(exc.errno, f"cannot resolve host {host!r}: {exc.strerror}") from exc
     errors: list[OSError] = []
@@ -488,7 +365,7 @@ def _read_response_head(sock: socket.socket, deadline: _Deadline) -> tuple[Respo
                 reason = "the server closed the connection in the middle of its handshake response"
             else:
                 reason = "the server closed the connection without answering the handshake"
-            raise HandshakeError(0, reason, body=bytes(buffer[:_MAX_ERROR_BODY]))
+            raise InvalidHandshake(None, reason, body=bytes(buffer[:_MAX_ERROR_BODY]))
         buffer += chunk
 
 
@@ -523,80 +400,4 @@ def _read_error_body(
         if not chunk:
             break
         body += chunk
-    return _dechunk(bytes(body)) if chunked else bytes(body)
-
-
-def _dechunk(data: bytes) -> bytes:
-    """Decode the complete chunks of a chunked body (RFC 9112 §7.1), ignoring the rest."""
-    out = bytearray()
-    position = 0
-    while True:
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            break
-        try:
-            size = int(data[position:line_end].split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        start = line_end + 2
-        out += data[start : start + size]
-        if start + size + 2 > len(data):
-            break
-        position = start + size + 2
-    return bytes(out)
-
-
-def _refusal(response: Response, location: str | None) -> HandshakeError:
-    """The HandshakeError for a response other than 101, explained by its body when it can be."""
-    if response.status in _REDIRECT_STATUSES and location:
-        reason = f"redirected to {location} (pass follow_redirects=True to follow redirects)"
-    else:
-        reason = _explanation(response.body) or "the server refused the WebSocket upgrade"
-    return HandshakeError(response.status, reason, headers=response.headers, body=response.body)
-
-
-def _explanation(body: bytes) -> str:
-    """The first line of a short plain-text body, the usual way a server says why it refused."""
-    try:
-        text = body.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return ""
-    if not text or text.startswith("<"):  # HTML: keep it in .body, not in the message
-        return ""
-    line = text.splitlines()[0].strip()
-    return line[:200] if line.isprintable() else ""
-
-
-def _redirect_target(
-    uri: WebSocketURI, response: Response, location: str, redirects: int
-) -> WebSocketURI:
-    """Where a redirect points to, or HandshakeError if it must not be followed."""
-    if redirects >= MAX_REDIRECTS:
-        raise HandshakeError(
-            response.status,
-            f"too many redirects (more than {MAX_REDIRECTS}), the last to {location}",
-            headers=response.headers,
-        )
-    # Location may be relative (RFC 9110 §10.2.2) and may use http(s):// for the same endpoint.
-    target = urllib.parse.urljoin(uri.url, location.strip())
-    target = urllib.parse.urldefrag(target).url
-    scheme, sep, rest = target.partition("://")
-    if sep and scheme.lower() in ("http", "https"):
-        target = ("wss" if scheme.lower() == "https" else "ws") + "://" + rest
-    try:
-        new = parse_uri(target)
-    except InvalidURI as exc:
-        raise HandshakeError(
-            response.status,
-            f"cannot follow the redirect to {location!r}: {exc}",
-            headers=response.headers,
-        ) from None
-    if uri.secure and not new.secure:
-        raise HandshakeError(
-            response.status,
-            f"refusing to follow a redirect from wss:// to ws:// ({location})",
-            headers=response.headers,
-        )
-    return new
+    return decode_chunked(bytes(body)) if chunked else bytes(body)
