@@ -38,6 +38,9 @@ from tube.websocket import (
     create_connection,
     upgrade_connection,
 )
+from tube.websocket.core.options import ConnectionOptions
+from tube.websocket.core.protocol import Role
+from tube.websocket.threads.connection import open_connection
 
 # Seconds a test waits for its threads (readers, handlers, timers) to end after it finished.
 THREAD_GRACE = 5.0
@@ -168,6 +171,7 @@ class RawPeer:
         self.buffer = bytearray()
         self.response_head = b""
         self.closed = False
+        self.mask = True
         if handshake:
             try:
                 self.handshake(path, headers, after_request)
@@ -197,6 +201,23 @@ class RawPeer:
         expected = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
         assert f"Sec-WebSocket-Accept: {expected}".encode() in head, head
 
+    @classmethod
+    def on_socket(cls, sock: socket.socket, *, mask: bool = True) -> RawPeer:
+        """A raw peer on a socket already connected (a ``socketpair`` end), no handshake.
+
+        Args:
+            sock: The socket.
+            mask: Mask the frames it sends (a client does); False to play a server.
+        """
+        peer = cls.__new__(cls)
+        peer.sock = sock
+        sock.settimeout(PEER_TIMEOUT)
+        peer.buffer = bytearray()
+        peer.response_head = b""
+        peer.closed = False
+        peer.mask = mask
+        return peer
+
     def _read_until(self, marker: bytes) -> bytes:
         while True:
             index = self.buffer.find(marker)
@@ -213,7 +234,13 @@ class RawPeer:
 
     def send_frame(self, opcode: int, payload: bytes = b"", **options: Any) -> None:
         """Send one frame (masked unless ``mask=False``); see :func:`build_frame`."""
+        options.setdefault("mask", self.mask)
         self.sock.sendall(build_frame(opcode, payload, **options))
+
+    def frame_bytes(self, opcode: int, payload: bytes = b"", **options: Any) -> bytes:
+        """The bytes of one frame as :meth:`send_frame` would send it (to send several at once)."""
+        options.setdefault("mask", self.mask)
+        return build_frame(opcode, payload, **options)
 
     def send_text(self, text: str) -> None:
         """Send a text message in one frame."""
@@ -444,6 +471,29 @@ def ws_server() -> Iterator[Callable[..., WsServer]]:
         errors += server.errors
     if errors:
         raise errors[0]
+
+
+@pytest.fixture
+def socket_pair() -> Iterator[Callable[..., tuple[Connection, RawPeer]]]:
+    """Factory: ``socket_pair(role, **options)`` -> (our connection in ``role``, a raw peer).
+
+    The connection is built attached on one end of a ``socket.socketpair()`` (no HTTP server);
+    the raw peer plays the other role on the other end. Both are closed at the end.
+    """
+    made: list[tuple[Connection, RawPeer]] = []
+
+    def make(role: Role, **options: Any) -> tuple[Connection, RawPeer]:
+        ours, theirs = socket.socketpair()
+        connection = open_connection(ours, role, ConnectionOptions.from_kwargs(**options))
+        peer = RawPeer.on_socket(theirs, mask=role is Role.SERVER)
+        made.append((connection, peer))
+        return connection, peer
+
+    yield make
+    for connection, peer in made:
+        peer.close()
+        abort(connection)
+        connection.wait_closed(PEER_TIMEOUT)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the peer speaks again (plain TCP and TLS), including for closes and aborts while
 from __future__ import annotations
 
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -31,10 +30,10 @@ def echo(connection: Connection) -> None:
 
 
 def wait_parked(connection: Connection) -> None:
+    reader = connection._reader
+    assert reader is not None
     with connection.status_changed:
-        assert connection.status_changed.wait_for(lambda: connection._reader is None, 5)
-    readers = [t for t in threading.enumerate() if t.name.startswith("tube-reader-")]
-    assert all(t is not connection._reader for t in readers)
+        assert connection.status_changed.wait_for(lambda: reader.thread is None, 5)
 
 
 def test_parked_connection_wakes_up_for_messages_and_pings(

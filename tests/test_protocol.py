@@ -553,3 +553,22 @@ def test_a_message_at_the_limit_in_64_byte_fragments_is_accepted() -> None:
         for i, piece in enumerate(pieces)
     )
     assert server.receive_data(data) == [BinaryMessage(payload)]
+
+
+def test_send_counts_bytes_of_any_buffer_format() -> None:
+    # Issue 8 §5: a memoryview of wider items counts bytes, not items, in the frame length,
+    # and the control-frame limit is checked in bytes.
+    import array
+
+    server = Protocol(Role.SERVER)
+    numbers = array.array("i", [1, 2, 3])
+    server.send_binary(memoryview(numbers))
+    assert sent_frames(server) == [(True, BINARY, numbers.tobytes())]
+    server.send_binary(memoryview(b"abcdef")[::2])
+    assert sent_frames(server) == [(True, BINARY, b"ace")]
+    with pytest.raises(ValueError, match="125"):
+        server.send_ping(memoryview(array.array("d", range(20))))
+    with pytest.raises(TypeError, match="send_ping"):
+        server.send_ping(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="send_binary"):
+        server.send_binary("text")  # type: ignore[arg-type]

@@ -199,3 +199,21 @@ def test_tls_peer_that_stops_reading_times_out(
     server.stop()
     assert connection.close_code == 1006
     assert len(outcome) == 1 and outcome[0] < 0.5 + 0.75
+
+
+def test_tls_close_sends_close_notify_before_tcp_ends(
+    ws_server: ServerFactory,
+    raw_peer: PeerFactory,
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    # Issue 8 §4: a TLS peer still reading sees the TLS stream end cleanly (close_notify),
+    # not truncated: with ragged EOFs reported, reading to the end raises nothing.
+    server_context, client_context = contexts
+    server = ws_server(echo, ssl_context=server_context)
+    peer = raw_peer(server, ssl_context=client_context)
+    assert isinstance(peer.sock, ssl.SSLSocket)
+    peer.sock.suppress_ragged_eofs = False
+    peer.send_close(1000, "bye")
+    frames = peer.expect_eof()  # an SSLEOFError here would be a truncated TLS stream
+    assert [f.close_code for f in frames] == [1000]
+    wait_ended(server.connections[0])

@@ -1,30 +1,16 @@
 """The threaded WebSocket connection: the seed's ``Connection`` object.
 
 One class, in sections, with its parts composed in, each owning one concern and its state:
+:class:`~.sending.SendPath` (bytes to write, write lock, ``send_timeout``, I/O),
+:class:`~.close_timers.CloseTimers` (keepalive, close retry, give-up, failure bound),
+:class:`~.reader.Reader` (the reader thread and parking) and :class:`~.channel.Incoming` (the
+bounded channel of received messages). The connection holds the life cycle (one
+:class:`_State`) and the sans-I/O :class:`~tube.websocket.core.protocol.Protocol`, and decides
+the order of events at the end (README, "Closing and timeouts"): ``incoming`` ends as soon as
+no message can arrive any more, and a peer's violation never overtakes the messages before it.
 
-* :class:`~.sending.SendPath`: the bytes to write, the write lock, ``send_timeout``, the I/O;
-* :class:`~.close_timers.CloseTimers`: keepalive, close retry, close give-up, failure bound;
-* :class:`~.channel.Incoming`: the bounded channel of received messages.
-
-The connection itself holds the life cycle (one :class:`_State`), the sans-I/O
-:class:`~tube.websocket.core.protocol.Protocol`, and the reader thread (the seed's read worker):
-it reads the socket into a reusable buffer, feeds the protocol, writes what the protocol answers
-(pongs, the close echo) and puts messages into :attr:`Connection.incoming`. An idle connection
-(no byte for ``parking.PARK_AFTER`` seconds) parks: its reader thread ends and one shared
-watcher thread (:mod:`.parking`) starts a new one when the peer speaks again.
-
-The order of events at the end (issue 8):
-
-* ``incoming`` ends as soon as no message can arrive any more: both close frames exchanged, the
-  connection failed, or TCP ended. ``close_code``, ``close_reason`` and ``connected`` are final
-  then. The TCP teardown (RFC 6455 §7.1.1: the server closes first; a client waits for the
-  server's EOF) goes on in the reader thread, bounded by ``close_give_up_time``.
-* A peer's protocol violation never overtakes the messages before it: reading stops at the
-  violation, the messages before it are delivered, and the close frame is sent when the
-  application asks for the next message, or ``close_give_up_time`` after the violation.
-
-Build a connection with :func:`~tube.websocket.create_connection` (the seed's create-then-upgrade
-life cycle) or, inside transports and tests, attached at once with :func:`open_connection`.
+Build one with :func:`~tube.websocket.create_connection` (the seed's create-then-upgrade life
+cycle) or, in transports and tests, attached at once with :func:`open_connection`.
 """
 
 from __future__ import annotations
@@ -34,7 +20,6 @@ import enum
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
@@ -43,23 +28,19 @@ from ..core.errors import ConnectionClosed, ConnectionClosedError, InvalidState,
 from ..core.errors import closed_error as make_closed_error
 from ..core.events import BinaryMessage, CloseReceived, ProtocolFailure, TextMessage
 from ..core.frames import Buffer
-from ..core.keepalive import KeepaliveAction, tcp_keepalive
+from ..core.keepalive import KeepaliveAction
 from ..core.options import DEFAULTS, ConnectionOptions
 from ..core.protocol import Protocol, Role, State
 from . import parking
 from .channel import Incoming, Message
 from .close_timers import CloseTimers
-from .io import make_io
+from .io import make_io, tune_socket
+from .reader import Reader
 from .sending import SendPath
 
 __all__ = ["Connection", "open_connection"]
 
 logger = logging.getLogger("tube.websocket")
-
-# The receive buffer starts small, so that an idle connection costs little memory, and grows
-# once a read fills it (a busy connection then makes fewer, larger reads).
-_RECV_SIZE_MIN = 2 * 1024
-_RECV_SIZE_MAX = 64 * 1024
 
 
 class _State(enum.IntEnum):
@@ -157,7 +138,7 @@ class Connection:
         self._protocol: Protocol | None = None
         self._send: SendPath | None = None
         self._timers = CloseTimers(self, options)
-        self._reader: threading.Thread | None = None
+        self._reader: Reader | None = None
         self._close_initiator: str | None = None
         # A peer's violation waiting for the application to take the messages before it.
         self._failure: ProtocolError | None = None
@@ -291,7 +272,7 @@ class Connection:
             ValueError: ``code`` may not be sent or ``reason`` is too long.
         """
         self.initiate_close(code, reason)
-        if wait and threading.current_thread() is not self._reader:
+        if wait and not (self._reader is not None and self._reader.is_current):
             self.wait_closed(self.options.close_give_up_time + 1.0)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
@@ -428,17 +409,17 @@ class Connection:
         with self.lock:
             if self._state > _State.OPENING:
                 raise InvalidState(f"{self!r} cannot be attached twice")
-            _tune_socket(sock, self.options)
+            tune_socket(sock, self.options.ping_interval, self.options.ping_timeout)
             io = make_io(sock, parking.PARK_AFTER)
             self._send = SendPath(io, self.options.send_timeout, self.incoming._release)
             self._protocol = protocol
             self.conn = sock
             self.subprotocol = subprotocol
-            reader = self._new_reader(bytes(initial_data))
+            self._reader = Reader(self, sock, self._send, self._timers)
             self._state = _State.OPEN
             self._timers.start_keepalive()
             try:
-                reader.start()
+                self._reader.start(bytes(initial_data))
             except RuntimeError:
                 # Out of threads: nothing will ever read this socket, so close it now.
                 self._state = _State.CLOSED
@@ -451,64 +432,7 @@ class Connection:
             finally:
                 self.status_changed.notify_all()
 
-    # ------------------------------------------------------------------ the reader thread
-
-    def _new_reader(self, initial_data: bytes) -> threading.Thread:
-        """Create (not start) a reader thread and record it as the connection's reader."""
-        fileno = self.conn.fileno() if self.conn is not None else -1
-        reader = threading.Thread(
-            target=self._run, args=(initial_data,), name=f"tube-reader-{fileno}", daemon=True
-        )
-        self._reader = reader
-        return reader
-
-    def _run(self, initial_data: bytes) -> None:
-        """The reader thread: read, feed the protocol, answer, deliver; then close TCP."""
-        send = self._send
-        protocol = self._protocol
-        assert send is not None and protocol is not None
-        io = send.io
-        timers = self._timers
-        parked = False
-        try:
-            close_transport = self._process(initial_data) if initial_data else False
-            buffer = bytearray(_RECV_SIZE_MIN)
-            view = memoryview(buffer)
-            while not close_transport:
-                received = io.recv_into(buffer)
-                if received <= 0:
-                    if received < 0:  # idle
-                        if self._park():
-                            parked = True
-                            return
-                        continue
-                    with self.lock:
-                        protocol.receive_eof()
-                        self._sync_locked()
-                    break
-                keepalive = timers.keepalive
-                if keepalive is not None:
-                    keepalive.last_received = time.monotonic()
-                close_transport = self._process(view[:received])
-                if received == len(buffer) and received < _RECV_SIZE_MAX:
-                    buffer = bytearray(_RECV_SIZE_MAX)
-                    view = memoryview(buffer)
-            else:
-                # RFC 6455 §7.1.1: the server closes the TCP connection first (and a client
-                # does after a failure). Shut the write side down (TLS: after close_notify) and
-                # read until the peer's EOF, so that unread data does not turn our close frame
-                # into a reset. The give-up timer bounds the wait.
-                with contextlib.suppress(ConnectionClosed):
-                    send.flush(self._closed_error)
-                io.shutdown(socket.SHUT_WR)
-                while io.recv_into(buffer):  # -1 (idle) too: wait on, until EOF or give-up
-                    pass
-        except Exception:
-            logger.exception("internal error in the WebSocket reader thread; closing with 1011")
-            self._internal_error()
-        finally:
-            if not parked:
-                self._finish()
+    # ------------------------------------------------------------------ reading (the reader)
 
     def _process(self, data: Buffer) -> bool:
         """Feed received bytes; return True once the TCP connection should be closed."""
@@ -564,33 +488,14 @@ class Connection:
         with self.status_changed:
             self.status_changed.wait_for(lambda: self._state >= _State.CLOSED)
 
-    def _park(self) -> bool:
-        """Hand the idle socket to the parking watcher (reader thread); False to read on."""
+    def _receive_eof(self) -> None:
         with self.lock:
-            if self._state is not _State.OPEN or self.conn is None:
-                return False  # a closing connection keeps its reader until the end
-            try:
-                parking.park(self.conn, self._unpark)
-            except (OSError, RuntimeError) as error:
-                # Out of file descriptors or threads for the watcher: keep this reader, the
-                # connection stays open and simply does not save memory while idle.
-                logger.debug("cannot park an idle WebSocket connection: %s", error)
-                return False
-            self._reader = None
-            self.status_changed.notify_all()  # lets tests observe parking
-            return True
+            assert self._protocol is not None
+            self._protocol.receive_eof()
+            self._sync_locked()
 
-    def _unpark(self) -> None:
-        """The parked socket is readable (watcher thread): start a reader thread again."""
-        with self.lock:
-            reader = self._new_reader(b"")
-        try:
-            reader.start()
-        except RuntimeError:
-            logger.exception("cannot start a WebSocket reader thread; aborting the connection")
-            assert self._send is not None
-            self._send.io.shutdown(socket.SHUT_RDWR)
-            self._finish()
+    def _may_park(self) -> bool:
+        return self._state is _State.OPEN
 
     def _internal_error(self) -> None:
         """A bug in our code: close with 1011 and no detail for the peer (reader thread)."""
@@ -745,24 +650,6 @@ def open_connection(
         sock, options.make_protocol(role), initial_data=initial_data, subprotocol=subprotocol
     )
     return connection
-
-
-def _tune_socket(sock: socket.socket, options: ConnectionOptions) -> None:
-    """TCP_NODELAY, and TCP keepalive derived from the ping options (not TCP: nothing to do)."""
-    with contextlib.suppress(OSError):
-        # Frames are written whole; Nagle's algorithm would only delay small ones.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    settings = tcp_keepalive(options.ping_interval, options.ping_timeout)
-    if settings is None or not hasattr(socket, "TCP_KEEPIDLE"):
-        return
-    # The kernel keeps probing a silent peer while our reader is paused by a full channel
-    # (WebSocket pings are suspended then): a vanished peer fails the socket all the same.
-    idle, interval, count = settings
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 
 
 def _check_message(message: object, function: str) -> None:

@@ -28,7 +28,9 @@ import sys
 import threading
 import time
 
-__all__ = ["TLSIO", "BaseIO", "PlainIO", "make_io"]
+from ..core.keepalive import tcp_keepalive
+
+__all__ = ["TLSIO", "BaseIO", "PlainIO", "make_io", "tune_socket"]
 
 _MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 # One TLS record holds at most 16 KiB of plaintext; writing record-sized chunks keeps each SSL
@@ -195,6 +197,15 @@ class TLSIO(BaseIO):
         self._write_wants_read = False
         return sent
 
+    def shutdown(self, how: int) -> None:
+        if how == socket.SHUT_WR:
+            # Send TLS close_notify first (RFC 8446 §6.1), so that the peer sees the TLS stream
+            # end cleanly rather than truncated. Non-blocking: one attempt, never a wait; if the
+            # send buffer is full the peer is not reading and a truncation is all it can get.
+            with self._io_lock, contextlib.suppress(OSError, ValueError):
+                self.sock.unwrap()  # type: ignore[attr-defined]
+        super().shutdown(how)
+
     def wait_writable(self, deadline: float | None) -> bool:
         if not self._write_wants_read:
             return super().wait_writable(deadline)
@@ -219,3 +230,23 @@ def make_io(sock: socket.socket, idle_timeout: float | None = None) -> BaseIO:
     if isinstance(sock, ssl.SSLSocket):
         return TLSIO(sock, idle_timeout)
     return PlainIO(sock, idle_timeout)
+
+
+def tune_socket(
+    sock: socket.socket, ping_interval: float | None, ping_timeout: float | None
+) -> None:
+    """TCP_NODELAY, and TCP keepalive derived from the ping options (not TCP: nothing to do)."""
+    with contextlib.suppress(OSError):
+        # Frames are written whole; Nagle's algorithm would only delay small ones.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    settings = tcp_keepalive(ping_interval, ping_timeout)
+    if settings is None or not hasattr(socket, "TCP_KEEPIDLE"):
+        return
+    # The kernel keeps probing a silent peer while our reader is paused by a full channel
+    # (WebSocket pings are suspended then): a vanished peer fails the socket all the same.
+    idle, interval, count = settings
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)

@@ -47,14 +47,11 @@ class _Watcher:
         with self._lock:
             self._pending.append((sock, on_ready))
             if self._thread is None:
-                receiver, sender = socket.socketpair()
-                receiver.setblocking(False)
-                sender.setblocking(False)
-                self._wake_send = sender
-                self._thread = threading.Thread(
-                    target=self._run, args=(receiver,), name="tube-parking", daemon=True
-                )
-                self._thread.start()
+                # Everything the watcher needs is made here, in the caller's thread, so that a
+                # failure (EMFILE at the descriptor limit, no thread left) raises to the caller,
+                # which then keeps its reader; only these three descriptors exist per watcher,
+                # none per parked connection.
+                self._start_locked()
             elif self._wake_send is not None:
                 # The selector belongs to the watcher thread (selectors are not thread-safe):
                 # wake it so that it registers the socket itself. Under the lock, so that the
@@ -62,9 +59,32 @@ class _Watcher:
                 with contextlib.suppress(OSError):  # a full buffer already wakes it
                     self._wake_send.send(b"\0")
 
-    def _run(self, receiver: socket.socket) -> None:
+    def _start_locked(self) -> None:
         selector = selectors.DefaultSelector()
-        selector.register(receiver, selectors.EVENT_READ)
+        try:
+            receiver, sender = socket.socketpair()
+        except BaseException:
+            self._pending.pop()
+            selector.close()
+            raise
+        try:
+            receiver.setblocking(False)
+            sender.setblocking(False)
+            selector.register(receiver, selectors.EVENT_READ)
+            thread = threading.Thread(
+                target=self._run, args=(selector, receiver), name="tube-parking", daemon=True
+            )
+            thread.start()
+        except BaseException:
+            self._pending.pop()
+            selector.close()
+            receiver.close()
+            sender.close()
+            raise
+        self._wake_send = sender
+        self._thread = thread
+
+    def _run(self, selector: selectors.BaseSelector, receiver: socket.socket) -> None:
         parked = 0
         idle = False
         try:
