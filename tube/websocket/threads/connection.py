@@ -120,7 +120,7 @@ class Connection:
         "subprotocol",
     )
 
-    def __init__(self, options: ConnectionOptions | None = None, **kwargs: Any) -> None:
+    def __init__(self, options: ConnectionOptions | None = None, /, **kwargs: Any) -> None:
         if options is None:
             options = ConnectionOptions.from_kwargs(**kwargs) if kwargs else DEFAULTS
         elif kwargs:

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-def create_connection(options: ConnectionOptions | None = None, **kwargs: Any) -> Connection:
+def create_connection(options: ConnectionOptions | None = None, /, **kwargs: Any) -> Connection:
     """Create a :class:`Connection` not yet linked to a socket (the seed's ``CreateConnection``).
 
     Args:
