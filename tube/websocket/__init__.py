@@ -23,6 +23,7 @@ from .core.errors import (
     ProtocolError,
     WebSocketError,
 )
+from .core.options import ConnectionOptions
 from .integrations.http_server import WebSocketRequestHandler, upgrade_connection
 from .threads.channel import Incoming
 from .threads.client import connect
@@ -44,6 +45,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionOptions",
     "HandshakeError",
     "HandshakeRejected",
     "Incoming",
