@@ -252,6 +252,11 @@ class Connection:
             protocol = self._protocol
             if protocol is None or self._state is not _State.OPEN:
                 return  # already closing, closed, or never opened: nothing to start
+            if self._failure is not None:
+                # The peer broke the protocol and the reader has stopped: its close frame could
+                # never be read. Close with the violation's code now instead.
+                self._commit_failure()
+                return
             protocol.send_close(code, reason)
             send = self._sync_locked()
             self._timers.start_close_retry()
@@ -484,6 +489,7 @@ class Connection:
         with self.lock:
             self._failure = error
             self._timers.start_failure_bound()
+            self.status_changed.notify_all()  # lets tests observe the deferral
         self.incoming._end_when_drained(self._commit_failure)
         with self.status_changed:
             self.status_changed.wait_for(lambda: self._state >= _State.CLOSED)
