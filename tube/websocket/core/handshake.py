@@ -18,8 +18,12 @@ Choices worth knowing (see the function docstrings for the details):
   single case lets a client tell the two failures apart from the status alone.
 * The ``Origin`` check (protection against cross-site WebSocket hijacking) is on by default with a
   same-host policy; see :func:`accept_request`.
-* No extension is negotiated: ``Sec-WebSocket-Extensions`` in a request is ignored, the server never
-  answers with one, and the client refuses a response that carries one (it offered none).
+* The one extension negotiated is permessage-deflate (RFC 7692), and only when the caller passes
+  ``compression=`` options (see :mod:`.deflate`). The agreed parameters are handed back through a
+  :class:`Negotiated` object passed as ``negotiated=`` (an out-parameter, so that the return
+  values of :func:`accept_request` and :func:`validate_response` stay what existing callers
+  unpack); give them to :class:`~.protocol.Protocol` as ``deflate=``. A server declines offers it
+  cannot accept (no compression, not an error); a client fails on any extension it did not offer.
 """
 
 from __future__ import annotations
@@ -30,8 +34,17 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
+from .deflate import (
+    DeflateOptions,
+    DeflateParameters,
+    client_accept,
+    client_offer,
+    server_negotiate,
+)
 from .errors import HandshakeError, HandshakeRejected, InvalidHandshake, printable
+from .extensions import parse_extensions
 from .http import (
     _BAD_TARGET_RE,
     Headers,
@@ -50,6 +63,7 @@ __all__ = [
     "RESERVED_RESPONSE_HEADERS",
     "WEBSOCKET_GUID",
     "WEBSOCKET_VERSION",
+    "Negotiated",
     "SubprotocolSelector",
     "accept_key",
     "accept_request",
@@ -124,8 +138,39 @@ _WANTED = frozenset(
         "sec-websocket-key",
         "origin",
         "sec-websocket-protocol",
+        "sec-websocket-extensions",
     }
 )
+
+
+@dataclass(slots=True)
+class Negotiated:
+    """Receives what the handshake negotiated beyond the subprotocol (an out-parameter).
+
+    Pass a fresh one as ``negotiated=`` to :func:`accept_request` or :func:`validate_response`;
+    once the call returns, :attr:`deflate` holds the permessage-deflate parameters to give to
+    :class:`~.protocol.Protocol` (``deflate=``), or None when the connection is uncompressed.
+
+    Attributes:
+        deflate: The negotiated permessage-deflate parameters, or None.
+    """
+
+    deflate: DeflateParameters | None = None
+
+
+def _check_compression(
+    compression: DeflateOptions | None, negotiated: Negotiated | None, function: str
+) -> None:
+    """Refuse compression options that the caller could not learn the outcome of."""
+    if compression is None:
+        return
+    if not isinstance(compression, DeflateOptions):
+        raise TypeError(f"compression must be DeflateOptions or None, got {compression!r}")
+    if not isinstance(negotiated, Negotiated):
+        raise ValueError(
+            f"{function}(compression=...) needs negotiated=Negotiated() to hand back the "
+            "parameters the Protocol must use"
+        )
 
 
 def accept_key(key: str) -> str:
@@ -412,6 +457,8 @@ def accept_request(
     origins: Sequence[str] | None = None,
     check_origin: bool = True,
     extra_headers: Sequence[tuple[str, str]] = (),
+    compression: DeflateOptions | None = None,
+    negotiated: Negotiated | None = None,
 ) -> tuple[Response, str | None]:
     """Validate a WebSocket opening handshake request and build the 101 response (RFC 6455 §4.2).
 
@@ -441,8 +488,11 @@ def accept_request(
     With a callable, it is called with the offered list (only when the client offered some) and
     returns one of them or None. No match means no ``Sec-WebSocket-Protocol`` header, not an error.
 
-    ``Sec-WebSocket-Extensions`` is ignored: no extension is negotiated, so the response never holds
-    one (RFC 6455 §9.1 lets the server decline every offered extension).
+    Extensions: without ``compression``, ``Sec-WebSocket-Extensions`` is ignored and the response
+    never holds one (RFC 6455 §9.1 lets the server decline every offered extension). With it, the
+    first acceptable permessage-deflate offer is accepted (RFC 7692 §5) and answered in the
+    response; offers with unknown or repeated parameters or invalid values, and a header that
+    does not parse, are declined (the connection is then uncompressed, not refused).
 
     Args:
         request: The parsed request head.
@@ -453,6 +503,9 @@ def accept_request(
         check_origin: Set False to skip the origin check entirely (for example behind a proxy that
             already does it, or for a public API that uses no cookies).
         extra_headers: Headers appended to the 101 response.
+        compression: permessage-deflate options, or None to decline compression.
+        negotiated: Required with ``compression``: receives the negotiated parameters
+            (``negotiated.deflate``, None when no offer was accepted).
 
     Returns:
         ``(response, subprotocol)``: the 101 response to send and the selected subprotocol or None.
@@ -460,11 +513,12 @@ def accept_request(
     Raises:
         HandshakeError: The request is not an acceptable handshake; send
             :func:`rejection_response` of it and close the connection.
-        ValueError: Local misuse: an option is invalid, or the callback chose a subprotocol the
-            client did not offer.
+        ValueError: Local misuse: an option is invalid, the callback chose a subprotocol the
+            client did not offer, or ``compression`` came without ``negotiated``.
         TypeError: ``origins`` or ``subprotocols`` is a single string instead of a sequence.
     """
     # Validate the local configuration first: misuse must fail identically for every request.
+    _check_compression(compression, negotiated, "accept_request")
     extra = list(check_extra_headers(extra_headers))
     checked_origins = check_origins(origins)
     allowed = None if checked_origins is None else frozenset(o.lower() for o in checked_origins)
@@ -549,6 +603,18 @@ def accept_request(
     ]
     if subprotocol is not None:
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    if negotiated is not None:
+        negotiated.deflate = None
+    extension_values = index.get("sec-websocket-extensions")
+    if compression is not None and negotiated is not None and extension_values:
+        try:
+            offers = parse_extensions(extension_values)
+        except ValueError:
+            offers = []  # a malformed header: decline every extension rather than refuse
+        accepted = server_negotiate(offers, compression)
+        if accepted is not None:
+            headers.append(("Sec-WebSocket-Extensions", accepted[0]))
+            negotiated.deflate = accepted[1]
     headers.extend(extra)
     return Response(101, "Switching Protocols", headers), subprotocol
 
@@ -643,6 +709,7 @@ def build_request(
     origin: str | None = None,
     extra_headers: Sequence[tuple[str, str]] = (),
     key: str | None = None,
+    compression: DeflateOptions | None = None,
 ) -> tuple[Request, str]:
     """Build a client opening handshake request (RFC 6455 §4.1).
 
@@ -654,6 +721,8 @@ def build_request(
         origin: The ``Origin`` header to send, if any.
         extra_headers: More headers to send; they may not set a header the handshake sets.
         key: The ``Sec-WebSocket-Key`` to use, for tests; by default a fresh random one.
+        compression: permessage-deflate options to offer (RFC 7692), or None to offer none; pass
+            the same to :func:`validate_response`.
 
     Returns:
         ``(request, key)``; keep the key for :func:`validate_response`.
@@ -694,6 +763,10 @@ def build_request(
         if not origin.isascii() or not origin.isprintable():
             raise ValueError(f"invalid Origin {origin!r}: expected printable ASCII")
         headers.append(("Origin", origin))
+    if compression is not None:
+        if not isinstance(compression, DeflateOptions):
+            raise TypeError(f"compression must be DeflateOptions or None, got {compression!r}")
+        headers.append(("Sec-WebSocket-Extensions", client_offer(compression)))
     # Refuse CR, LF and NUL in what the caller gave us (host, origin): header injection.
     for name, value in headers:
         _check_field(name, value)
@@ -702,7 +775,12 @@ def build_request(
 
 
 def validate_response(
-    response: Response, key: str, *, subprotocols: Sequence[str] | None = None
+    response: Response,
+    key: str,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    compression: DeflateOptions | None = None,
+    negotiated: Negotiated | None = None,
 ) -> str | None:
     """Check the server's answer to a request made by :func:`build_request` (RFC 6455 §4.1).
 
@@ -710,6 +788,9 @@ def validate_response(
         response: The parsed response head (with whatever body bytes the caller has, for errors).
         key: The key returned by :func:`build_request`.
         subprotocols: The subprotocols that were offered.
+        compression: The permessage-deflate options that were offered, if any.
+        negotiated: Required with ``compression``: receives the negotiated parameters
+            (``negotiated.deflate``, None when the server declined).
 
     Returns:
         The subprotocol the server selected, or None.
@@ -719,8 +800,11 @@ def validate_response(
         InvalidHandshake: The 101 is invalid: ``Upgrade`` lacks ``websocket``, ``Connection``
             lacks ``upgrade``, ``Sec-WebSocket-Accept`` is wrong, the server selected a
             subprotocol that was not offered (or several), or it answered with an extension
-            (none was offered). The error carries the response's status, headers and body.
+            that was not offered or with invalid or unoffered permessage-deflate parameters
+            (RFC 7692 §7.1). The error carries the response's status, headers and body.
+        ValueError: ``compression`` came without ``negotiated``.
     """
+    _check_compression(compression, negotiated, "validate_response")
 
     def fail(reason: str) -> HandshakeError:
         return InvalidHandshake(
@@ -745,11 +829,23 @@ def validate_response(
     expected = accept_key(key)
     if accepts is None or len(accepts) != 1 or accepts[0] != expected:
         raise fail(f"expected Sec-WebSocket-Accept: {expected}, got {_describe(accepts)}")
-    if "sec-websocket-extensions" in index:
-        raise fail(
-            "expected no Sec-WebSocket-Extensions (none was offered), got "
-            + _describe(index["sec-websocket-extensions"])
-        )
+    extension_values = index.get("sec-websocket-extensions")
+    if negotiated is not None:
+        negotiated.deflate = None
+    if extension_values is not None:
+        if compression is None or negotiated is None:
+            raise fail(
+                "expected no Sec-WebSocket-Extensions (none was offered), got "
+                + _describe(extension_values)
+            )
+        try:
+            # RFC 7692 §7.1: the client MUST fail the connection on an answer it cannot accept.
+            answer = parse_extensions(extension_values)
+            negotiated.deflate = client_accept(answer, compression) if answer else None
+        except ValueError as error:
+            raise fail(
+                f"invalid Sec-WebSocket-Extensions {_describe(extension_values)}: {error}"
+            ) from None
     protocols = index.get("sec-websocket-protocol")
     if protocols is None:
         return None

@@ -15,6 +15,11 @@ The state machine::
 
 CLOSED means that no frame will be sent or accepted any more; the TCP connection may still be
 open (a client waits for the server to close it first, RFC 6455 §7.1.1).
+
+With permessage-deflate negotiated (RFC 7692, ``deflate=`` at construction), a frame with RSV1
+starts a compressed message. Such frames leave the main parse loop at its one existing RSV
+check for :meth:`Protocol._parse_compressed`, so uncompressed traffic runs exactly the code it
+ran before; decompressed bytes count against ``max_message_size`` as they are produced.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import enum
 from collections.abc import Callable
 
 from .codes import Opcode, is_valid_received_close_code
+from .deflate import DeflateParameters, PerMessageDeflate
 from .errors import ConnectionClosed, MessageTooBig, ProtocolError, closed_error
 from .events import (
     BinaryMessage,
@@ -100,6 +106,10 @@ class Protocol:
             or no limit when ``max_message_size`` is ``None``.
         mask_key_source: In the client role, a callable returning 4 fresh random bytes per
             frame (tests inject a fixed key); defaults to a batched ``os.urandom``.
+        deflate: The permessage-deflate parameters negotiated in the opening handshake
+            (:class:`~.deflate.DeflateParameters`, from :func:`~.handshake.accept_request` or
+            :func:`~.handshake.validate_response`), or a ready codec; ``None`` (default): no
+            compression, and RSV1 is a protocol error.
 
     Raises:
         ValueError: If a limit is not a positive integer or ``None``.
@@ -109,9 +119,11 @@ class Protocol:
 
     __slots__ = (
         "_buffer",
+        "_deflate",
         "_eof",
         "_failed",
         "_fragment_count",
+        "_inflated",
         "_mask_key",
         "_masked_bit",
         "_max_fragments",
@@ -137,6 +149,7 @@ class Protocol:
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         max_fragments: int | object | None = _UNSET,
         mask_key_source: Callable[[], bytes] | None = None,
+        deflate: DeflateParameters | PerMessageDeflate | None = None,
     ) -> None:
         if not isinstance(role, Role):
             raise TypeError(f"role must be a Role, got {role!r}")
@@ -177,6 +190,14 @@ class Protocol:
         self._receiving_done = False
         self._failed = False
         self._eof = False
+        if isinstance(deflate, DeflateParameters):
+            deflate = PerMessageDeflate(deflate, is_server=role is Role.SERVER)
+        elif deflate is not None and not isinstance(deflate, PerMessageDeflate):
+            raise TypeError(f"deflate must be DeflateParameters or None, got {deflate!r}")
+        self._deflate = deflate
+        # The decompressed part of a compressed message being received (None when no
+        # compressed message is open); its frames' compressed payloads are never kept.
+        self._inflated: bytearray | None = None
 
     # ------------------------------------------------------------------ receiving
 
@@ -238,6 +259,8 @@ class Protocol:
         if len(buffer) < 2:
             return
         first = buffer[0]
+        if first & 0x40 or self._inflated is not None:
+            return  # compressed: validated once decompressed, in _receive_compressed
         second = buffer[1]
         opcode = first & 0x0F
         if opcode != _TEXT and not (opcode == _CONTINUATION and self._utf8 is not None):
@@ -304,9 +327,16 @@ class Protocol:
             # Header checks come before waiting for the payload, so a declared length that is
             # too large is refused at once and never allocated.
             if first & 0x70:
-                # RFC 6455 §5.2: RSV1-3 MUST be 0 unless an extension defines them; none is
-                # negotiated yet.
-                raise ProtocolError("reserved bits RSV1-3 set but no extension was negotiated")
+                # RFC 6455 §5.2: RSV1-3 MUST be 0 unless an extension defines them; RFC 7692
+                # §6 defines RSV1 (the first frame of a compressed message). Such a frame is
+                # parsed apart, so the common frames pay no extra check.
+                stop = self._parse_compressed(
+                    view, position, available, first, length, header_length, events, in_buffer
+                )
+                if stop < 0:
+                    return position
+                position = stop
+                continue
             if masked != masked_bit:
                 if masked_bit:
                     raise ProtocolError("frames from a client must be masked")
@@ -397,6 +427,97 @@ class Protocol:
                 # RFC 6455 §5.5.1: nothing that follows a close frame is processed.
                 return end
 
+    def _parse_compressed(
+        self,
+        view: memoryview,
+        position: int,
+        available: int,
+        first: int,
+        length: int,
+        header_length: int,
+        events: list[Event],
+        in_buffer: bool,
+    ) -> int:
+        """Check and handle a frame with RSV bits set, at ``position``.
+
+        Returns:
+            The offset after the frame, or -1 while its payload is incomplete.
+
+        Raises:
+            ProtocolError: RSV bits not allowed here (1002), a frame of the wrong kind, too
+                large a message (1009), invalid compressed data or UTF-8.
+        """
+        opcode = first & 0x0F
+        if self._deflate is None:
+            raise ProtocolError("reserved bits RSV1-3 set but no extension was negotiated")
+        if first & 0x30:
+            raise ProtocolError("reserved bits RSV2-3 set (only RSV1 is defined by deflate)")
+        if opcode != _TEXT and opcode != _BINARY:
+            # RFC 7692 §6.1: RSV1 only on the first frame of a data message; §6: control
+            # frames are never compressed.
+            raise ProtocolError(f"RSV1 set on a {_opcode_name(opcode)} frame")
+        masked = view[position + 1] & 0x80
+        if masked != self._masked_bit:
+            if self._masked_bit:
+                raise ProtocolError("frames from a client must be masked")
+            raise ProtocolError("frames from a server must not be masked")
+        if self._message_opcode:
+            raise ProtocolError(f"expected a continuation frame, got {_opcode_name(opcode)}")
+        limit = self._max_message_size
+        if limit is not None and length > limit:
+            raise MessageTooBig(f"message of {length} bytes is larger than the {limit}-byte limit")
+        if available < header_length + length:
+            return -1
+        start = position + header_length
+        stop = start + length
+        payload: Buffer
+        if masked:
+            key = bytes(view[start - 4 : start])
+            if in_buffer and length > _IN_PLACE_THRESHOLD:
+                unmask_in_place(self._buffer, key, start, stop)
+                payload = view[start:stop]
+            else:
+                payload = apply_mask(view[start:stop], key)
+        else:
+            payload = view[start:stop]
+        fin = bool(first & 0x80)
+        data = self._deflate.decompress(payload, fin=fin, max_size=limit)
+        del payload
+        if fin:
+            if opcode == _TEXT:
+                try:
+                    events.append(TextMessage(data.decode()))
+                except UnicodeDecodeError:
+                    raise ProtocolError("invalid UTF-8 in a text message", 1007) from None
+            else:
+                events.append(BinaryMessage(data))
+            return stop
+        self._message_opcode = opcode
+        self._inflated = bytearray(data)
+        self._fragment_count = 1
+        if opcode == _TEXT:
+            validator = Utf8Validator()
+            if not validator.feed(data):
+                raise ProtocolError("invalid UTF-8 in a text message", 1007)
+            self._utf8 = validator
+        return stop
+
+    def _continue_compressed(self, inflated: bytearray, payload: bytes, fin: int) -> bytes | None:
+        """Decompress a continuation frame of a compressed message; return it when complete."""
+        assert self._deflate is not None
+        limit = self._max_message_size
+        data = self._deflate.decompress(
+            payload, fin=bool(fin), max_size=None if limit is None else limit - len(inflated)
+        )
+        validator = self._utf8
+        if validator is not None and (not validator.feed(data) or (fin and not validator.finish())):
+            raise ProtocolError("invalid UTF-8 in a text message", 1007)
+        inflated += data
+        if not fin:
+            return None
+        self._inflated = None
+        return bytes(inflated)
+
     def _start_message(self, opcode: int, payload: bytes) -> None:
         self._message_opcode = opcode
         self._message_buffer = bytearray(payload)
@@ -408,18 +529,26 @@ class Protocol:
             self._utf8 = validator
 
     def _continue_message(self, payload: bytes, fin: int, events: list[Event]) -> None:
-        self._message_buffer += payload
         self._fragment_count += 1
-        validator = self._utf8
-        # Fail as soon as the fragments seen so far cannot begin valid UTF-8.
-        if validator is not None and (
-            not validator.feed(payload) or (fin and not validator.finish())
-        ):
-            raise ProtocolError("invalid UTF-8 in a text message", 1007)
-        if not fin:
-            return
-        message = self._message_buffer
-        if validator is not None:
+        inflated = self._inflated
+        if inflated is not None:
+            complete = self._continue_compressed(inflated, payload, fin)
+            if complete is None:
+                return
+            # Validated piece by piece above; the decode cannot fail.
+            message: bytes | bytearray = complete
+        else:
+            self._message_buffer += payload
+            validator = self._utf8
+            # Fail as soon as the fragments seen so far cannot begin valid UTF-8.
+            if validator is not None and (
+                not validator.feed(payload) or (fin and not validator.finish())
+            ):
+                raise ProtocolError("invalid UTF-8 in a text message", 1007)
+            if not fin:
+                return
+            message = self._message_buffer
+        if self._utf8 is not None:
             events.append(TextMessage(message.decode()))
         else:
             events.append(BinaryMessage(bytes(message)))
@@ -459,6 +588,7 @@ class Protocol:
         self._receiving_done = True
         self._buffer = bytearray()
         self._message_buffer = bytearray()
+        self._inflated = None
         self._partial_validator = None
         return ProtocolFailure(error)
 
@@ -472,6 +602,7 @@ class Protocol:
         self._receiving_done = True
         self._buffer = bytearray()
         self._message_buffer = bytearray()
+        self._inflated = None
         self.state = State.CLOSED
         return []
 
@@ -482,13 +613,19 @@ class Protocol:
         if self.close_sent is not None or self.state is State.CLOSED:
             raise self.closed_error()
 
-    def send_text(self, text: str, *, fragment_size: int | None = None) -> None:
+    def send_text(
+        self, text: str, *, fragment_size: int | None = None, compress: bool | None = None
+    ) -> None:
         """Queue a text message.
 
         Args:
             text: The message.
             fragment_size: Split the encoded message into frames of at most this many bytes
-                (a character may be split across frames, as RFC 6455 allows).
+                (a character may be split across frames, as RFC 6455 allows); with
+                compression, the compressed payload is split.
+            compress: With permessage-deflate negotiated: ``None`` (default) compresses
+                messages of at least ``min_size`` bytes, ``True`` every message, ``False``
+                none. Without the extension, messages are never compressed.
 
         Raises:
             ConnectionClosed: If a close frame was already sent or the connection is closed.
@@ -497,15 +634,18 @@ class Protocol:
         if not isinstance(text, str):
             raise TypeError(f"send_text takes a str, got {type(text).__name__}")
         self._check_can_send()
-        self._send_message(_TEXT, text.encode(), fragment_size)
+        self._send_message(_TEXT, text.encode(), fragment_size, compress)
 
-    def send_binary(self, data: Buffer, *, fragment_size: int | None = None) -> None:
+    def send_binary(
+        self, data: Buffer, *, fragment_size: int | None = None, compress: bool | None = None
+    ) -> None:
         """Queue a binary message.
 
         Args:
             data: The message; a ``memoryview`` or ``bytearray`` is not copied in the server
                 role, so it must not change until :meth:`data_to_send` has been written.
             fragment_size: Split the message into frames of at most this many bytes.
+            compress: As for :meth:`send_text`.
 
         Raises:
             ConnectionClosed: If a close frame was already sent or the connection is closed.
@@ -513,9 +653,21 @@ class Protocol:
         """
         data = byte_payload(data, "send_binary")
         self._check_can_send()
-        self._send_message(_BINARY, data, fragment_size)
+        self._send_message(_BINARY, data, fragment_size, compress)
 
-    def _send_message(self, opcode: int, payload: Buffer, fragment_size: int | None) -> None:
+    def _send_message(
+        self, opcode: int, payload: Buffer, fragment_size: int | None, compress: bool | None
+    ) -> None:
+        deflate = self._deflate
+        if (
+            deflate is not None
+            and compress is not False
+            and deflate.can_compress
+            and (compress or len(payload) >= deflate.min_size)
+        ):
+            # RFC 7692 §6: RSV1 (0x40) on the first frame only, which is where `opcode` goes.
+            payload = deflate.compress(payload)
+            opcode |= 0x40
         if fragment_size is None or len(payload) <= fragment_size:
             serialize_frame(self._outgoing, opcode, payload, mask_key=self._mask_key)
             return
@@ -612,6 +764,7 @@ class Protocol:
         self._receiving_done = True
         self._buffer = bytearray()
         self._message_buffer = bytearray()
+        self._inflated = None
         self._partial_validator = None
         self.state = State.CLOSED
 
