@@ -190,6 +190,19 @@ def test_request_head() -> None:
     assert get_header(headers, "Origin") == "https://example.com"
     assert get_header(headers, "Authorization") == "Bearer t"
     assert get_header(headers, "X-Custom") == "yes"
+    # Like browsers, the client offers permessage-deflate by default (RFC 7692).
+    assert get_header(headers, "Sec-WebSocket-Extensions") == (
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    )
+
+
+def test_request_head_without_compression() -> None:
+    with (
+        raw_server(answer(refusal("403 Forbidden", b"captured"))) as server,
+        pytest.raises(HandshakeError),
+    ):
+        connect(server.url("/"), open_timeout=5, compression=None)
+    (headers,) = server.requests
     assert get_header(headers, "Sec-WebSocket-Extensions") is None
 
 

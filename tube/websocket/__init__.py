@@ -9,6 +9,7 @@ Everything public is listed in ``__all__``; other modules are internal.
 from __future__ import annotations
 
 from .core.codes import CloseCode, Opcode
+from .core.deflate import DeflateOptions
 from .core.errors import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -46,6 +47,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "ConnectionOptions",
+    "DeflateOptions",
     "HandshakeError",
     "HandshakeRejected",
     "Incoming",

@@ -35,6 +35,7 @@ __all__ = [
     "PerMessageDeflate",
     "client_accept",
     "client_offer",
+    "compression_options",
     "server_negotiate",
 ]
 
@@ -130,6 +131,22 @@ class DeflateParameters:
     server_max_window_bits: int
     client_max_window_bits: int
     options: DeflateOptions
+
+
+def compression_options(compression: object) -> DeflateOptions | None:
+    """Turn a transport's ``compression`` option into options: ``"deflate"`` means defaults.
+
+    Args:
+        compression: ``"deflate"``, a :class:`DeflateOptions`, or None (no compression).
+
+    Raises:
+        ValueError: Any other value.
+    """
+    if compression is None or isinstance(compression, DeflateOptions):
+        return compression
+    if compression == "deflate":
+        return DeflateOptions()
+    raise ValueError(f'compression must be "deflate", DeflateOptions or None, got {compression!r}')
 
 
 # --- negotiation ----------------------------------------------------------------------------------

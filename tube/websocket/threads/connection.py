@@ -175,10 +175,13 @@ class Connection:
 
     # ------------------------------------------------------------------ public operations
 
-    def send(self, message: str | Buffer) -> None:
+    def send(self, message: str | Buffer, *, compress: bool | None = None) -> None:
         """Send one message: a text message for ``str``, a binary one for bytes-like data.
 
-        Returns once the frame is written to the socket.
+        Returns once the frame is written to the socket. ``compress`` matters only when
+        permessage-deflate was negotiated: ``None`` compresses messages of at least
+        ``min_size`` bytes, ``False`` sends this one uncompressed (say, one holding a secret
+        next to attacker-chosen data), ``True`` compresses it whatever its size.
 
         Raises:
             ConnectionClosed: The connection is not open (closing or closed), or no byte could
@@ -188,7 +191,7 @@ class Connection:
             UnicodeEncodeError: ``message`` is a ``str`` with lone surrogates.
         """
         _check_message(message, "send")
-        self._send_messages((message,))
+        self._send_messages((message,), compress)
 
     def send_text(self, text: str) -> None:
         """Send ``text`` as one text message (see :meth:`send`)."""
@@ -312,16 +315,18 @@ class Connection:
 
     # ------------------------------------------------------------------ sending internals
 
-    def _send_messages(self, messages: Sequence[str | Buffer]) -> None:
+    def _send_messages(
+        self, messages: Sequence[str | Buffer], compress: bool | None = None
+    ) -> None:
         """Queue ``messages`` (types already checked: ``str`` is text) and write them."""
         with self.lock:
             protocol = self._open_protocol_locked()
             try:
                 for message in messages:
                     if isinstance(message, str):
-                        protocol.send_text(message)
+                        protocol.send_text(message, compress=compress)
                     else:
-                        protocol.send_binary(message)
+                        protocol.send_binary(message, compress=compress)
             except ConnectionClosed:
                 raise self._closed_error() from None
             send = self._sync_locked()
