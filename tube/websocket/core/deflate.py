@@ -167,7 +167,12 @@ def _params_of(offer: ExtensionOffer) -> dict[str, str | None]:
         if name in (_SERVER_NO_TAKEOVER, _CLIENT_NO_TAKEOVER):
             if value is not None:
                 raise ValueError(f"{name} takes no value, got {value!r}")
-        elif value is not None and not _BITS_RE.fullmatch(value):
+        elif value is None:
+            # §7.1.2.1: server_max_window_bits always has a value (client_max_window_bits
+            # may go without one in an offer, which the caller checks in an answer).
+            if name == _SERVER_BITS:
+                raise ValueError(f"{name} needs a value")
+        elif not _BITS_RE.fullmatch(value):
             raise ValueError(f"{name} must be 8-15, got {value!r}")
         params[name] = value
     return params
@@ -224,8 +229,6 @@ def client_accept(extensions: list[ExtensionOffer], options: DeflateOptions) -> 
             raise ValueError(
                 f"{_SERVER_BITS}={server_value} is larger than the {offered_server_bits} offered"
             )
-    elif _SERVER_BITS in params and server_value is None:
-        raise ValueError(f"{_SERVER_BITS} needs a value in an answer")
     client_bits = max(9, options.client_max_window_bits)
     if _CLIENT_BITS in params:
         value = params[_CLIENT_BITS]
@@ -417,8 +420,9 @@ class PerMessageDeflate:
                     raise MessageTooBig("message larger than the size limit once decompressed")
         except zlib.error as error:
             raise ProtocolError(f"invalid compressed data: {error}") from None
-        if decompressor.unused_data:
-            # Data after the end of a deflate stream (BFINAL) would be silently lost.
+        if decompressor.eof and decompressor.unused_data not in (b"", _TAIL):
+            # RFC 7692 §7.2.3.4 allows ending a message with a BFINAL block (our tail then
+            # lands after it), but data after it would be silently lost.
             raise ProtocolError("compressed data continues after the end of the deflate stream")
         if fin and (self._remote_reset or decompressor.eof):
             # Without context takeover the next message starts afresh; a sender that ended the

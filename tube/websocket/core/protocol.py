@@ -481,8 +481,13 @@ class Protocol:
         else:
             payload = view[start:stop]
         fin = bool(first & 0x80)
-        data = self._deflate.decompress(payload, fin=fin, max_size=limit)
-        del payload
+        try:
+            data = self._deflate.decompress(payload, fin=fin, max_size=limit)
+        finally:
+            # A view into the receive buffer must not outlive this call (an error's traceback
+            # would keep it, and the buffer could no longer be resized).
+            if isinstance(payload, memoryview):
+                payload.release()
         if fin:
             if opcode == _TEXT:
                 try:
