@@ -663,16 +663,8 @@ class Protocol:
     def _send_message(
         self, opcode: int, payload: Buffer, fragment_size: int | None, compress: bool | None
     ) -> None:
-        deflate = self._deflate
-        if (
-            deflate is not None
-            and compress is not False
-            and deflate.can_compress
-            and (compress or len(payload) >= deflate.min_size)
-        ):
-            # RFC 7692 §6: RSV1 (0x40) on the first frame only, which is where `opcode` goes.
-            payload = deflate.compress(payload)
-            opcode |= 0x40
+        if self._deflate is not None and compress is not False:
+            opcode, payload = self._compress(opcode, payload, compress)
         if fragment_size is None or len(payload) <= fragment_size:
             serialize_frame(self._outgoing, opcode, payload, mask_key=self._mask_key)
             return
@@ -689,6 +681,15 @@ class Protocol:
                 fin=stop >= total,
                 mask_key=self._mask_key,
             )
+
+    def _compress(self, opcode: int, payload: Buffer, compress: bool | None) -> tuple[int, Buffer]:
+        """Compress a message unless it is too short (``compress`` None) or we cannot."""
+        deflate = self._deflate
+        assert deflate is not None
+        if deflate.can_compress and (compress or len(payload) >= deflate.min_size):
+            # RFC 7692 §6: RSV1 (0x40) on the first frame only, which is where `opcode` goes.
+            return opcode | 0x40, deflate.compress(payload)
+        return opcode, payload
 
     def send_ping(self, payload: Buffer = b"") -> None:
         """Queue a ping.
