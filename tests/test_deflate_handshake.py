@@ -332,3 +332,32 @@ def test_bomb_closes_with_1009_in_flat_memory(
     assert [frame.close_code for frame in frames if frame.opcode == 0x8] == [1009]
     assert codes == [1009]
     assert peak < 32 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+
+
+# ---------------------------------------------------------------- the echo server
+
+
+@pytest.mark.parametrize("flag", ["deflate", "none"])
+def test_echo_server_compression_flag(flag: str) -> None:
+    from tube.websocket.echo import EchoServer, _parse_args
+
+    args = _parse_args(["--port", "0", "--compression", flag])
+    server = EchoServer(
+        ("127.0.0.1", 0), compression="deflate" if args.compression == "deflate" else None
+    )
+    thread = threading.Thread(target=server.serve_forever, name="test-echo-deflate")
+    thread.start()
+    try:
+        with connect(f"ws://127.0.0.1:{server.server_address[1]}/", ping_interval=None) as client:
+            assert (client._protocol is not None and client._protocol._deflate is not None) == (
+                flag == "deflate"
+            )
+            client.send_many(["x" * 1000, b"\x00" * 1000])
+            assert [client.incoming.get(timeout=5) for _ in range(2)] == [
+                "x" * 1000,
+                b"\x00" * 1000,
+            ]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

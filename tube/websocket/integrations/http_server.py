@@ -73,8 +73,8 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
     Args:
         handler: The ``http.server.BaseHTTPRequestHandler`` serving the request.
         connection: A connection from :func:`~tube.websocket.create_connection`, not yet used;
-            its ``subprotocols``, ``origins``, ``check_origin`` and ``extra_headers`` options
-            decide the handshake.
+            its ``subprotocols``, ``origins``, ``check_origin``, ``extra_headers`` and
+            ``compression`` options decide the handshake.
 
     Raises:
         HandshakeError: The request is not an acceptable WebSocket handshake. The client has
