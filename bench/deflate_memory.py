@@ -28,9 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tube.websocket import create_connection
 from tube.websocket.core.deflate import DeflateOptions, DeflateParameters
+from tube.websocket.core.options import ConnectionOptions
 from tube.websocket.core.protocol import Protocol, Role
+from tube.websocket.threads.connection import open_connection
 
 MODES: dict[str, DeflateOptions | None] = {
     "off": None,
@@ -72,8 +73,9 @@ def run(mode: str, count: int) -> tuple[float, float]:
     kept = []
     for _ in range(count):
         ours, theirs = socket.socketpair()
-        connection = create_connection(ping_interval=None)
-        connection._attach(ours, connection._make_protocol(Role.SERVER, parameters))
+        connection = open_connection(
+            ours, Role.SERVER, ConnectionOptions(ping_interval=None), deflate=parameters
+        )
         peer = Protocol(Role.CLIENT, deflate=parameters)
         if mode != "never-used":
             peer.send_text(MESSAGE)

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+from ..core.deflate import DeflateParameters
 from ..core.errors import ConnectionClosed, ConnectionClosedError, InvalidState, ProtocolError
 from ..core.errors import closed_error as make_closed_error
 from ..core.events import BinaryMessage, CloseReceived, ProtocolFailure, TextMessage
@@ -648,17 +649,22 @@ def open_connection(
     *,
     initial_data: bytes = b"",
     subprotocol: str | None = None,
+    deflate: DeflateParameters | None = None,
 ) -> Connection:
     """Build a connection already attached to ``sock``, whose opening handshake is done.
 
-    The internal factory of the transports (and of tests, on a ``socket.socketpair()``).
+    The internal factory of the transports (and of tests, on a ``socket.socketpair()``);
+    ``deflate`` is what the handshake negotiated for permessage-deflate, if anything.
 
     Raises:
         RuntimeError: The reader thread could not be started (the socket is then closed).
     """
     connection = Connection(options)
     connection._open(
-        sock, options.make_protocol(role), initial_data=initial_data, subprotocol=subprotocol
+        sock,
+        options.make_protocol(role, deflate),
+        initial_data=initial_data,
+        subprotocol=subprotocol,
     )
     return connection
 
