@@ -8,6 +8,7 @@ import threading
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from typing import Literal
 
 import pytest
 
@@ -241,8 +242,8 @@ def _peek_first_byte(peer: RawPeer) -> int:
 )
 def test_tube_client_and_server_round_trip(
     ws_server: ServerFactory,
-    server_options: str | DeflateOptions,
-    client_options: str | DeflateOptions,
+    server_options: Literal["deflate"] | DeflateOptions,
+    client_options: Literal["deflate"] | DeflateOptions,
 ) -> None:
     server = ws_server(echo, compression=server_options, max_message_size=4 << 20)
     messages: list[str | bytes] = [
@@ -276,7 +277,7 @@ def test_client_default_offer_against_server_without_compression(ws_server: Serv
 
 def test_invalid_compression_option() -> None:
     with pytest.raises(ValueError, match="compression"):
-        create_connection(compression="gzip")  # type: ignore[arg-type]
+        create_connection(compression="gzip")
 
 
 # ---------------------------------------------------------------- bombs over the network
