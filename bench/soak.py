@@ -61,7 +61,7 @@ def load(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the soak")
-    parser.add_argument("--warmup-rounds", type=int, default=3, help="rounds before the baseline")
+    parser.add_argument("--warmup-rounds", type=int, default=10, help="rounds before the baseline")
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for the server's environment"
     )

@@ -19,6 +19,7 @@ import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tube.websocket.core.client_handshake import _explanation
 from tube.websocket.core.errors import (
     ConnectionClosed,
     HandshakeError,
@@ -28,7 +29,7 @@ from tube.websocket.core.errors import (
     OpenTimeout,
 )
 from tube.websocket.core.events import CloseReceived, Pong, TextMessage
-from tube.websocket.core.handshake import _explanation, accept_key
+from tube.websocket.core.handshake import accept_key
 from tube.websocket.core.http import decode_chunked, get_header, parse_request_head
 from tube.websocket.core.protocol import Protocol, Role
 from tube.websocket.core.uri import MAX_REDIRECTS

@@ -20,14 +20,9 @@ from tube.websocket import (
     connect,
     create_connection,
 )
+from tube.websocket.core.client_handshake import build_request, validate_response
 from tube.websocket.core.deflate import DeflateParameters
-from tube.websocket.core.handshake import (
-    Negotiated,
-    accept_key,
-    accept_request,
-    build_request,
-    validate_response,
-)
+from tube.websocket.core.handshake import Negotiated, accept_key, accept_request
 from tube.websocket.core.http import Request, Response, get_header
 
 from .conftest import RawPeer, WsServer, build_frame

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from .deflate import DeflateOptions, DeflateParameters, compression_options
-from .handshake import (
+from .handshake_checks import (
     SubprotocolSelector,
     check_extra_headers,
     check_origins,

@@ -30,16 +30,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from ..core.client_handshake import build_request, refusal_error, validate_response
 from ..core.deflate import DeflateOptions
 from ..core.errors import InvalidHandshake, OpenTimeout
-from ..core.handshake import (
-    Negotiated,
-    build_request,
-    check_extra_headers,
-    check_subprotocols,
-    refusal_error,
-    validate_response,
-)
+from ..core.handshake import Negotiated
+from ..core.handshake_checks import check_extra_headers, check_subprotocols
 from ..core.http import Response, decode_chunked, get_header, parse_response_head
 from ..core.options import DEFAULTS
 from ..core.protocol import Role
