@@ -260,9 +260,9 @@ def test_buffered_input_is_bounded_by_one_frame() -> None:
     data = frame(BINARY, bytes(1000))
     for index in range(len(data) - 1):
         assert server.receive_data(data[index : index + 1]) == []
-    assert len(server._buffer) == len(data) - 1
+    assert len(server._receiver._buffer) == len(data) - 1
     assert server.receive_data(data[-1:]) == [BinaryMessage(bytes(1000))]
-    assert len(server._buffer) == 0
+    assert len(server._receiver._buffer) == 0
 
 
 # ---------------------------------------------------------------- closing
