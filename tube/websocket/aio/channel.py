@@ -1,0 +1,232 @@
+"""The bounded channel of received messages of an asyncio :class:`~.connection.Connection`.
+
+The connection's protocol callbacks put every message of one socket read in at once and wake
+the waiting consumer once per read, not once per message. The channel is bounded by a message
+count and by bytes, with high and low water marks: at a high mark the connection pauses reading
+the transport (TCP then slows the peer down), under both low marks it resumes.
+
+Besides messages, the channel ends in one of two ways: :meth:`Incoming._end` (the closing
+handshake completed, or the connection failed or was lost) or :meth:`Incoming._fail_after`, a
+peer's protocol violation that takes effect only when the application asks for the message
+after the last good one (RFC 6455 §7.1.7 with the order of issue 8 §2): the violation is, in
+effect, the next item of the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from ..core.errors import ConnectionClosed, ProtocolError
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = ["Incoming", "Message"]
+
+Message = str | bytes
+"""A received message: ``str`` for a text message, ``bytes`` for a binary one."""
+
+
+def message_size(message: Message) -> int:
+    """The size a message counts for in the byte bound: its UTF-8 size for text."""
+    if type(message) is bytes or message.isascii():  # isascii() is O(1) on str
+        return len(message)
+    assert isinstance(message, str)
+    return len(message.encode())
+
+
+class Incoming:
+    """The messages received on a connection, in order.
+
+    ``async for message in connection.incoming:`` yields every message (``bytes`` for binary,
+    ``str`` for text) and ends once the closing handshake is complete (or the connection failed
+    or was lost) and every message received before was delivered. :meth:`get` returns the next
+    message and raises :class:`~tube.websocket.ConnectionClosed` at the end.
+
+    Concurrency: asyncio only, on the connection's event loop. Several tasks may wait at once;
+    each message goes to exactly one of them. Only the connection puts messages in.
+    """
+
+    __slots__ = (
+        "_connection",
+        "_ended",
+        "_error",
+        "_high_bytes",
+        "_high_count",
+        "_low_bytes",
+        "_low_count",
+        "_messages",
+        "_nbytes",
+        "_paused",
+        "_violation",
+        "_waiter",
+    )
+
+    def __init__(self, connection: Connection, max_messages: int, max_bytes: int) -> None:
+        self._connection = connection
+        self._messages: deque[Message] = deque()
+        self._nbytes = 0
+        self._high_count = max_messages
+        self._low_count = max_messages // 2
+        self._high_bytes = max_bytes
+        self._low_bytes = max_bytes // 4
+        # Reading is paused because the channel is over a high mark.
+        self._paused = False
+        # One future shared by every waiting task, resolved once per batch put in.
+        self._waiter: asyncio.Future[None] | None = None
+        # A peer's violation waiting behind the messages: committed when it is reached.
+        self._violation: ProtocolError | None = None
+        self._ended = False
+        self._error: Callable[[], ConnectionClosed] | None = None
+
+    # ------------------------------------------------------------------ consumer side
+
+    async def get(self, timeout: float | None = None) -> Message:
+        """Return the next message, waiting for one if needed.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits as long as the connection lives.
+
+        Raises:
+            ConnectionClosed: The channel ended and every message has been taken; it carries
+                the connection's close code and reason.
+            TimeoutError: No message arrived within ``timeout``.
+        """
+        messages = self._messages
+        if not messages:
+            await self._wait(timeout)
+        message = messages.popleft()
+        self._nbytes -= message_size(message)
+        if self._paused:
+            self._taken()
+        return message
+
+    async def get_many(
+        self, max_count: int | None = None, timeout: float | None = None
+    ) -> list[Message]:
+        """Return every message waiting (at least one), waiting for the first if needed.
+
+        An echo or a relay answers the batch with one :meth:`Connection.send_many`.
+
+        Args:
+            max_count: Return at most this many; ``None`` takes all that wait.
+            timeout: Seconds to wait for the first message; ``None``: as long as it lives.
+
+        Raises:
+            ConnectionClosed: As for :meth:`get`.
+            TimeoutError: No message arrived within ``timeout``.
+            ValueError: ``max_count`` is not positive.
+        """
+        if max_count is not None and max_count < 1:
+            raise ValueError(f"max_count must be positive, got {max_count}")
+        messages = self._messages
+        if not messages:
+            await self._wait(timeout)
+        if max_count is None or max_count >= len(messages):
+            batch = list(messages)
+            messages.clear()
+            self._nbytes = 0
+        else:
+            batch = [messages.popleft() for _ in range(max_count)]
+            self._nbytes -= sum(map(message_size, batch))
+        if self._paused:
+            self._taken()
+        return batch
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Wait until a message is there; raise at the end of the channel."""
+        if timeout is None:
+            while not self._messages:
+                self._check_end()
+                await self._next_batch()
+            return
+        async with asyncio.timeout(timeout):
+            while not self._messages:
+                self._check_end()
+                await self._next_batch()
+
+    def _next_batch(self) -> asyncio.Future[None]:
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = self._connection._loop.create_future()
+        return waiter
+
+    def _check_end(self) -> None:
+        # Called with the channel empty: every message before the end has been delivered.
+        violation = self._violation
+        if violation is not None:
+            self._violation = None
+            # The application asks for the item after the last good message: commit the
+            # failure now; its replies to the earlier messages are already queued before it.
+            self._connection._commit_violation(violation)
+        if self._ended:
+            assert self._error is not None
+            raise self._error()
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.get()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    def __len__(self) -> int:
+        """The number of messages waiting."""
+        return len(self._messages)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """The bytes of the messages waiting (UTF-8 bytes for text)."""
+        return self._nbytes
+
+    @property
+    def ended(self) -> bool:
+        """True once no message can arrive any more (some may still wait to be taken)."""
+        return self._ended
+
+    # ------------------------------------------------------------------ producer side
+
+    def _put(self, batch: list[Message]) -> None:
+        """Append the messages of one read and wake the waiting tasks once (the connection)."""
+        self._messages.extend(batch)
+        for message in batch:
+            self._nbytes += message_size(message)
+        self._wake()
+        if not self._paused and (
+            len(self._messages) >= self._high_count or self._nbytes >= self._high_bytes
+        ):
+            self._paused = True
+            self._connection._pause_reading()
+
+    def _taken(self) -> None:
+        # Resume reading once the application has taken the channel below both low marks.
+        if len(self._messages) <= self._low_count and self._nbytes <= self._low_bytes:
+            self._paused = False
+            self._connection._resume_reading()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fail_after(self, violation: ProtocolError) -> None:
+        """Queue a peer's violation behind the messages already in (the connection, once)."""
+        self._violation = violation
+        self._wake()
+
+    def _end(self, error: Callable[[], ConnectionClosed]) -> None:
+        """Mark the end: once drained, :meth:`get` raises ``error()`` (the connection, once)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._violation = None
+        self._error = error
+        self._paused = False
+        self._wake()

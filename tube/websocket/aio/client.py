@@ -1,0 +1,288 @@
+"""The asyncio client: :func:`connect` opens a WebSocket connection to a ``ws://``/``wss://`` URL.
+
+What the threaded ``connect()`` does, on asyncio: resolve (bounded), connect TCP to each address
+in turn, TLS for ``wss://``, the request built by the core, the response read with the core's
+bounded parser and validated by the core, redirects by the same rules. One ``open_timeout``
+bounds all of it, DNS resolution included.
+
+Concurrency: :func:`connect` shares nothing between calls; the connection it returns belongs to
+the calling task's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl as ssl_module
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from ..core.errors import HandshakeError, OpenTimeout
+from ..core.handshake import build_request, validate_response
+from ..core.http import Response, get_header, parse_response_head
+from ..core.options import ConnectionOptions
+from ..core.protocol import Role
+
+# The URL and redirect rules are not about threads; they are moving to core/uri.py, and this
+# import will point there once they have (the same code, never a copy).
+from ..threads.client import (
+    _CREDENTIAL_HEADERS,
+    _REDIRECT_STATUSES,
+    _SERVER_ONLY_OPTIONS,
+    WebSocketURI,
+    _check_headers,
+    _dechunk,
+    _redirect_target,
+    _refusal,
+    parse_uri,
+)
+from .connection import Connection
+
+__all__ = ["connect"]
+
+logger = logging.getLogger("tube.websocket.aio")
+
+# How much of a refusal's body is kept, and how long it may take once the head arrived.
+_MAX_ERROR_BODY = 4096
+_ERROR_BODY_GRACE = 1.0
+
+
+class _Step:
+    """What the opening is doing, for the message of an :class:`OpenTimeout`."""
+
+    __slots__ = ("doing",)
+
+    def __init__(self) -> None:
+        self.doing = "before starting"
+
+
+async def _open(
+    url: str,
+    subprotocols: Sequence[str] | None,
+    origin: str | None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    ssl: ssl_module.SSLContext | None,
+    open_timeout: float | None,
+    follow_redirects: bool,
+    connection_options: dict[str, Any],
+) -> Connection:
+    uri = parse_uri(url)
+    if ssl is not None and not uri.secure:
+        raise ValueError("ssl is only used with wss:// URLs, got a ws:// URL")
+    extra_headers = _check_headers(headers)
+    if isinstance(subprotocols, str):
+        raise TypeError("subprotocols must be a sequence of strings, not one string")
+    offered = list(subprotocols) if subprotocols is not None else None
+    server_only = sorted(_SERVER_ONLY_OPTIONS.intersection(connection_options))
+    if server_only:
+        raise TypeError(f"connect() does not take the server-side options {server_only}")
+    options = ConnectionOptions.from_kwargs(
+        open_timeout=open_timeout, subprotocols=offered, **connection_options
+    )
+    # A dry run checks the handshake arguments (tokens, Origin, values) before any network I/O.
+    build_request(uri.host_header, uri.resource, subprotocols=offered, origin=origin,
+                  extra_headers=extra_headers)  # fmt: skip
+    step = _Step()
+    timeout = asyncio.timeout(open_timeout)
+    try:
+        async with timeout:
+            redirects = 0
+            while True:  # _redirect_target stops after MAX_REDIRECTS
+                connection = await _open_transport(uri, ssl, options, step)
+                try:
+                    request, key = build_request(
+                        uri.host_header,
+                        uri.resource,
+                        subprotocols=offered,
+                        origin=origin,
+                        extra_headers=extra_headers,
+                    )
+                    connection.request = request
+                    connection._write_head(request.to_bytes())
+                    step.doing = "waiting for the handshake response"
+                    response, consumed = await _read_response(connection)
+                    if response.status == 101:
+                        subprotocol = validate_response(response, key, subprotocols=offered)
+                        connection._open(consumed, subprotocol)
+                        logger.debug("connected to %s (subprotocol %r)", uri.url, subprotocol)
+                        return connection
+                    location = get_header(response.headers, "Location")
+                    if not (
+                        follow_redirects and location and response.status in _REDIRECT_STATUSES
+                    ):
+                        response.body = await _read_error_body(connection, response, consumed)
+                        raise _refusal(response, location)
+                    target = _redirect_target(uri, response, location, redirects)
+                except BaseException:
+                    connection._abort("the opening handshake failed")
+                    raise
+                connection._abort("redirected")
+                if target.origin != uri.origin:  # credentials were meant for the first origin
+                    extra_headers = [
+                        pair for pair in extra_headers if pair[0].lower() not in _CREDENTIAL_HEADERS
+                    ]
+                logger.debug("redirected from %s to %s", uri.url, target.url)
+                uri = target
+                redirects += 1
+    except TimeoutError:
+        if timeout.expired():
+            raise OpenTimeout(f"timed out after {open_timeout} s {step.doing}") from None
+        raise
+
+
+async def _open_transport(
+    uri: WebSocketURI, ssl: ssl_module.SSLContext | None, options: ConnectionOptions, step: _Step
+) -> Connection:
+    """Resolve, connect TCP to each address in turn, then TLS for ``wss://``."""
+    loop = asyncio.get_running_loop()
+    where = f"[{uri.host}]:{uri.port}" if uri.is_ipv6 else f"{uri.host}:{uri.port}"
+    step.doing = f"during DNS resolution of {uri.host}"
+    try:
+        addresses = await loop.getaddrinfo(uri.host, uri.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise socket.gaierror(
+            exc.errno, f"cannot resolve host {uri.host!r}: {exc.strerror}"
+        ) from exc
+    failures: list[OSError] = []
+    for family, kind, proto, _, address in addresses:
+        step.doing = f"connecting to {where}"
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+            if uri.secure:
+                step.doing = f"during the TLS handshake with {uri.host_header}"
+            context = (ssl or ssl_module.create_default_context()) if uri.secure else None
+            _, connection = await loop.create_connection(
+                lambda: Connection(Role.CLIENT, options),
+                sock=sock,
+                ssl=context,
+                server_hostname=uri.host if context is not None else None,
+            )
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, ssl_module.SSLError):
+                raise
+            failures.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return connection
+    if failures and all(isinstance(exc, ConnectionRefusedError) for exc in failures):
+        raise ConnectionRefusedError(failures[0].errno, f"connection refused by {where}")
+    if failures:
+        first = failures[0]
+        raise type(first)(first.errno, f"cannot connect to {where}: {first.strerror}") from first
+    raise OSError(f"cannot connect to {where}: no address found")
+
+
+async def _read_response(connection: Connection) -> tuple[Response, int]:
+    """Read until the response head is complete; the core's parser bounds it."""
+    while True:
+        parsed = parse_response_head(connection._head_bytes())
+        if parsed is not None:
+            return parsed
+        if not await connection._more_head():
+            received = bytes(connection._head_bytes())
+            how = "in the middle of its handshake response" if received else "without answering"
+            raise HandshakeError(
+                0, f"the server closed the connection {how}", body=received[:_MAX_ERROR_BODY]
+            )
+
+
+async def _read_error_body(connection: Connection, response: Response, consumed: int) -> bytes:
+    """The start of a refusal's body (at most 4 KiB), best effort within a short grace."""
+    if response.status in (204, 304) or response.status < 200:
+        return b""
+    chunked = "chunked" in (get_header(response.headers, "Transfer-Encoding") or "").lower()
+    declared = get_header(response.headers, "Content-Length")
+    want = _MAX_ERROR_BODY
+    if declared is not None and declared.isdigit() and not chunked:
+        want = min(int(declared), want)
+    head = connection._head_bytes()
+
+    def complete() -> bool:
+        body = head[consumed:]
+        return len(body) >= want or (chunked and b"0\r\n\r\n" in body)
+
+    try:
+        async with asyncio.timeout(_ERROR_BODY_GRACE):
+            while not complete() and await connection._more_head():
+                pass
+    except TimeoutError:
+        pass  # the refusal is certain; only its explanation is shorter
+    body = bytes(head[consumed : consumed + want])
+    return _dechunk(body) if chunked else body
+
+
+class _Connecting:
+    """What :func:`connect` returns: awaitable, and an async context manager."""
+
+    __slots__ = ("_arguments", "_connection")
+
+    def __init__(self, arguments: tuple[Any, ...]) -> None:
+        self._arguments = arguments
+        self._connection: Connection | None = None
+
+    def __await__(self) -> Generator[Any, None, Connection]:
+        return _open(*self._arguments).__await__()
+
+    async def __aenter__(self) -> Connection:
+        self._connection = await _open(*self._arguments)
+        return self._connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the connection: 1000, or 1011 if the block raised."""
+        assert self._connection is not None
+        await self._connection.__aexit__(exc_type, exc, traceback)
+
+
+def connect(
+    url: str,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    origin: str | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    open_timeout: float | None = 10.0,
+    follow_redirects: bool = False,
+    **connection_options: Any,
+) -> _Connecting:
+    """Open a WebSocket connection to ``url``: ``await connect(...)`` or ``async with``.
+
+    The arguments mean what they mean for the threaded :func:`tube.websocket.connect` (``ssl``
+    is its ``ssl_context``), except that ``open_timeout`` also bounds DNS resolution.
+
+    Returns:
+        An awaitable giving the open :class:`Connection`; as an async context manager it
+        closes the connection on exit (1000, or 1011 if the block raised).
+
+    Raises:
+        InvalidURI: ``url`` (or a redirect's ``Location``) is not a valid WebSocket URL.
+        ValueError, TypeError: An invalid option or header (before any network I/O).
+        socket.gaierror: The host name cannot be resolved.
+        ConnectionRefusedError, OSError: The TCP connection failed.
+        ssl.SSLError: The TLS handshake failed (e.g. an unverifiable certificate).
+        OpenTimeout: ``open_timeout`` expired; the message says during which step.
+        HandshakeError: The server refused the upgrade (status, headers, start of the body).
+    """
+    return _Connecting(
+        (
+            url,
+            subprotocols,
+            origin,
+            headers,
+            ssl,
+            open_timeout,
+            follow_redirects,
+            connection_options,
+        )
+    )

@@ -1,0 +1,614 @@
+"""The asyncio WebSocket connection: one ``asyncio.BufferedProtocol`` per connection.
+
+The transport reads straight into a receive buffer shared by every connection of the thread
+(the core copies what it keeps, so the buffer is free again when ``buffer_updated`` returns: an
+idle connection owns no receive buffer). Each read is parsed whole by the sans-I/O
+:class:`~tube.websocket.core.protocol.Protocol`; its messages go into :attr:`Connection.incoming`
+as one batch, with one wake-up of the waiting task.
+
+Parts composed in, each owning its state: :class:`~.sending.Sender` (the send path: coalescing,
+backpressure, ``send_timeout``), :class:`~.timers.Timers` (open deadline, keepalive, close retry,
+give-up, the bound on a pending violation) and :class:`~.channel.Incoming` (the channel).
+
+Order of the end (issue 8 §1 and §2), the same as on threads:
+
+* :attr:`Connection.incoming` ends as soon as the closing handshake is complete, the connection
+  failed, or the peer's close frame arrived and ours was sent, after every message received
+  before; ``close_code``, ``close_reason`` and ``connected`` are final then. The TCP teardown
+  (server: write EOF, then wait for the peer's EOF; client: wait for the server's EOF) goes on
+  in the background, bounded by ``close_give_up_time``; :meth:`Connection.wait_closed` waits
+  for it.
+* A peer's protocol violation (or a message over ``max_message_size``) is committed -- the
+  close frame queued -- only when the application asks for the message after the last good one,
+  or ``close_give_up_time`` after the violation, whichever comes first: replies the application
+  sent to the earlier messages go out before the close frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from ..core.errors import ConnectionClosed, ProtocolError, closed_error
+from ..core.events import BinaryMessage, CloseReceived, Pong, ProtocolFailure, TextMessage
+from ..core.frames import Buffer
+from ..core.http import Request
+from ..core.keepalive import tcp_keepalive
+from ..core.options import ConnectionOptions
+from ..core.protocol import Protocol, Role, State
+from .channel import Incoming, Message
+from .sending import Sender
+from .timers import Timers
+
+__all__ = ["Connection"]
+
+logger = logging.getLogger("tube.websocket.aio")
+
+# The receive buffer every connection of a thread shares (one event loop per thread).
+_RECEIVE_BUFFER_SIZE = 256 * 1024
+_local = threading.local()
+
+
+def _receive_buffer() -> memoryview:
+    view: memoryview | None = getattr(_local, "view", None)
+    if view is None:
+        view = _local.view = memoryview(bytearray(_RECEIVE_BUFFER_SIZE))
+    return view
+
+
+def _payload(data: Any) -> Buffer:
+    """Check a binary message; make any memoryview one contiguous run of bytes."""
+    if type(data) is bytes or type(data) is bytearray:
+        return data
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"a message is str or bytes-like, got {type(data).__name__}")
+    if isinstance(data, memoryview) and not (data.c_contiguous and data.itemsize == 1):
+        # The frame length counts bytes, and the transport needs one contiguous buffer.
+        return data.tobytes()
+    return data
+
+
+class Connection(asyncio.BufferedProtocol):
+    """One WebSocket connection on asyncio (server or client side).
+
+    Created by :func:`~tube.websocket.aio.serve` (handed to the handler once open) or by
+    :func:`~tube.websocket.aio.connect`; never directly.
+
+    Attributes:
+        options: The :class:`~tube.websocket.core.options.ConnectionOptions` (frozen).
+        incoming: The bounded channel of received messages (:class:`~.channel.Incoming`).
+        connected: True from the opening handshake until :attr:`incoming` ended.
+        closing: True from the moment a close frame is sent (ours or the echo of the peer's)
+            or the connection fails; stays True.
+        close_code: Once :attr:`incoming` ended, how the connection ended (as on threads: the
+            peer's code, 1005 for none, the code we failed with, or 1006); ``None`` before.
+        close_reason: The reason that came with :attr:`close_code`.
+        subprotocol: The subprotocol selected in the opening handshake, or ``None``.
+        request: The opening request (method, target with path and query, headers): received
+            on a server, sent by a client. ``None`` before the handshake.
+        remote_address: The peer's address as the socket gives it.
+        transport: The asyncio transport (the seed's ``conn``).
+
+    Concurrency contract: asyncio only. Every method runs on the connection's event loop (the
+    one that created it); from another thread use ``asyncio.run_coroutine_threadsafe``. Any
+    number of tasks may send at once (frames never interleave; one task's messages keep their
+    order) and may wait on :attr:`incoming` (each message goes to one of them). Protocol
+    callbacks never run application code and never wait.
+    """
+
+    def __init__(self, role: Role, options: ConnectionOptions) -> None:
+        self.options = options
+        self.role = role
+        self._loop = asyncio.get_running_loop()
+        self.incoming = Incoming(self, options.incoming_size, options.incoming_bytes)
+        self._sender = Sender(self)
+        self._timers = Timers(self)
+        self.connected = False
+        self.closing = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.subprotocol: str | None = None
+        self.request: Request | None = None
+        self.remote_address: Any = None
+        self.transport: asyncio.Transport | None = None
+        self._transport: asyncio.Transport | None = None
+        self._protocol: Protocol | None = None  # None until the opening handshake is done
+        self._close_initiator: str | None = None
+        self._abort_reason = ""
+        self._lost = False
+        self._reading_paused = False
+        # The opening handshake: the head as received so far, a waiter woken on each read.
+        self._head: bytearray | None = bytearray()
+        self._head_waiter: asyncio.Future[None] | None = None
+        self._eof = False
+        self._violation: ProtocolError | None = None
+        self._pong_waiters: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._opened: asyncio.Future[bool] = self._loop.create_future()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._recv = _receive_buffer()
+
+    def __repr__(self) -> str:
+        state = "new" if self._protocol is None else self._protocol.state.name.lower()
+        return f"<aio.Connection {self.role.value} {state} {self._peer_name()}>"
+
+    # ------------------------------------------------------------------ seed fields, options
+
+    @property
+    def close_retry_time(self) -> float | None:
+        """Seconds after :func:`initiate_close` before the close frame is sent again."""
+        return self.options.close_retry_time
+
+    @property
+    def close_give_up_time(self) -> float:
+        """Seconds after the closing started before TCP is closed whatever happens."""
+        return self.options.close_give_up_time
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The TCP (and TLS) connection is up: start the opening handshake's clock."""
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = self.transport = transport
+        self.remote_address = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to tune
+                # Frames are written whole; Nagle's algorithm would only delay small ones.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.role is Role.SERVER:
+            self._timers.start_open(self.options.open_timeout)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the transport reads into: the thread's shared receive buffer."""
+        return self._recv
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` arrived in the receive buffer: parse them (the hot path)."""
+        if self._protocol is None:
+            self._head_received(nbytes)
+            return
+        policy = self._timers.policy
+        if policy is not None:
+            policy.last_received = self._loop.time()
+        self._process(self._recv[:nbytes])
+
+    def eof_received(self) -> bool:
+        """The peer closed its side: record it; returning False lets the transport close."""
+        self._eof = True
+        protocol = self._protocol
+        if protocol is None:
+            self._wake_head()
+            return False
+        if protocol.state is not State.CLOSED:
+            logger.debug("WebSocket peer %s closed TCP without a close frame", self._peer_name())
+        protocol.receive_eof()
+        self._sync()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The TCP connection is closed: everything ends."""
+        self._lost = True
+        protocol = self._protocol
+        if protocol is not None and protocol.state is not State.CLOSED:
+            protocol.receive_eof()
+        if protocol is not None and not self.incoming.ended:
+            self._finish()
+        self.connected = False
+        self.closing = True
+        self._timers.cancel_all()
+        self._sender.release()
+        self._wake_head()
+        if not self._opened.done():
+            self._opened.set_result(False)
+        if protocol is None:
+            self.close_code = 1006
+            self.incoming._end(lambda: ConnectionClosed(1006, "the opening handshake failed"))
+        if not self._closed.done():
+            self._closed.set_result(None)
+        logger.debug("WebSocket connection to %s ended: %s", self._peer_name(), self.close_code)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is over its high-water mark: senders wait."""
+        self._sender.pause()
+
+    def resume_writing(self) -> None:
+        """The transport's buffer drained: waiting senders go on."""
+        self._sender.resume()
+
+    # ------------------------------------------------------------------ opening handshake
+
+    def _head_received(self, nbytes: int) -> None:
+        head = self._head
+        if head is None:
+            return  # between the head and the switch to WebSocket: reading is paused
+        head += self._recv[:nbytes]
+        self._wake_head()
+
+    def _wake_head(self) -> None:
+        waiter = self._head_waiter
+        if waiter is not None:
+            self._head_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _more_head(self) -> bool:
+        """Wait for more bytes of the opening handshake; False at EOF or once lost."""
+        if self._eof or self._lost:
+            return False
+        self._head_waiter = waiter = self._loop.create_future()
+        await waiter
+        return not (self._eof or self._lost)
+
+    def _head_bytes(self) -> bytearray:
+        assert self._head is not None
+        return self._head
+
+    def _write_head(self, data: bytes) -> None:
+        """Write an HTTP head (and body) of the opening handshake."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _open(self, consumed: int, subprotocol: str | None) -> None:
+        """The opening handshake succeeded: become a WebSocket (internal API).
+
+        Args:
+            consumed: The size of the HTTP head; bytes after it are the first frames.
+            subprotocol: The negotiated subprotocol.
+        """
+        head = self._head_bytes()
+        rest = bytes(head[consumed:])
+        self._head = None
+        # The compression option (its own issue) reaches the protocol through `options`.
+        self._protocol = self.options.make_protocol(self.role)
+        self.subprotocol = subprotocol
+        self.connected = True
+        self._timers.stop_open()
+        self._timers.start_keepalive()
+        self._set_tcp_keepalive()
+        self._opened.set_result(True)
+        self._resume_reading()  # paused by the server once the head was complete
+        if rest:
+            self._process(rest)
+
+    def _set_tcp_keepalive(self) -> None:
+        # Detects a vanished peer while reading is paused (issue 8 §6), without a read.
+        settings = tcp_keepalive(self.options.ping_interval, self.options.ping_timeout)
+        sock = self._transport.get_extra_info("socket") if self._transport else None
+        if settings is None or sock is None or not hasattr(socket, "TCP_KEEPIDLE"):
+            return
+        idle, interval, count = settings
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+
+    # ------------------------------------------------------------------ public operations
+
+    async def send(self, message: str | Buffer) -> None:
+        """Send one message: a text message for ``str``, a binary one for bytes-like data.
+
+        Returns at once unless the transport's buffer is over its high-water mark (a peer
+        that reads slower than we send); then waits until it drains.
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed, or no byte could be written
+                for ``send_timeout`` seconds (the connection is then aborted, code 1006).
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+        """
+        protocol = self._open_protocol()
+        if type(message) is str:
+            protocol.send_text(message)
+        else:
+            protocol.send_binary(_payload(message))
+        self._sync()
+        if type(message) is not bytes and type(message) is not str:
+            # The protocol may hold the caller's mutable buffer: the transport copies it now.
+            self._sender.flush()
+        if self._sender.paused:
+            await self._drain()
+
+    async def send_many(self, messages: Iterable[str | Buffer]) -> None:
+        """Send several messages in order, as one write when they are small.
+
+        Atomic: every message is checked and encoded before any frame is queued; if one is
+        invalid, nothing is sent and the connection stays usable.
+
+        Raises:
+            ConnectionClosed: As for :meth:`send`.
+            TypeError: A message is neither ``str`` nor bytes-like (nothing is sent).
+            UnicodeEncodeError: A text message is not encodable (a lone surrogate; nothing sent).
+        """
+        protocol = self._open_protocol()
+        try:
+            for message in messages:
+                if type(message) is str:
+                    protocol.send_text(message)
+                else:
+                    protocol.send_binary(_payload(message))
+        except BaseException:
+            protocol.data_to_send()  # drop this batch's frames: every earlier output was synced
+            raise
+        self._sync()
+        self._sender.flush()
+        if self._sender.paused:
+            await self._drain()
+
+    async def ping(self, data: Buffer = b"", *, timeout: float | None = None) -> None:
+        """Send a ping and wait for the pong that answers it.
+
+        Args:
+            data: Up to 125 bytes of payload.
+            timeout: Seconds to wait for the pong; ``None`` uses ``ping_timeout`` (and waits
+                as long as the connection lives if that is ``None`` too).
+
+        Raises:
+            TypeError: ``data`` is not bytes-like.
+            ValueError: ``data`` is longer than 125 bytes.
+            ConnectionClosed: The connection is not open, or ended before the pong.
+            TimeoutError: No pong within the timeout.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"ping takes bytes-like data, got {type(data).__name__}")
+        payload = bytes(_payload(data))
+        protocol = self._open_protocol()
+        protocol.send_ping(payload)
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._pong_waiters.append((payload, waiter))
+        self._sync()
+        if timeout is None:
+            timeout = self.options.ping_timeout
+        async with asyncio.timeout(timeout):
+            await waiter
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (see :func:`initiate_close`) and wait for the end.
+
+        Waits until the TCP connection is closed, at most ``close_give_up_time`` plus one
+        second. Does only the waiting if the connection is already closing.
+
+        Raises:
+            ValueError: ``code`` may not be sent or ``reason`` is too long.
+        """
+        await self.initiate_close(code, reason)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.options.close_give_up_time + 1.0):
+                await self.wait_closed()
+
+    async def initiate_close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame; return once it is written (see :func:`initiate_close`).
+
+        Raises:
+            ValueError: ``code`` may not be sent or ``reason`` is too long.
+        """
+        if self._start_close(code, reason):
+            self._sender.flush()
+            if self._sender.paused:
+                with contextlib.suppress(ConnectionClosed):
+                    await self._drain()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed (the background teardown is over)."""
+        await asyncio.shield(self._closed)
+
+    async def wait_until_connected(self, timeout: float | None = None) -> bool:
+        """Wait until the opening handshake is done; False if it failed or on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self._opened)
+        except TimeoutError:
+            return False
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the connection (1000, or 1011 if the block raised) and wait for the end."""
+        await self.close(1000 if exc_type is None else 1011)
+
+    # ------------------------------------------------------------------ sending internals
+
+    def _open_protocol(self) -> Protocol:
+        protocol = self._protocol
+        if protocol is None or self.close_code is not None or self._lost:
+            raise self._closed_error()
+        if protocol.close_sent is not None or protocol.state is State.CLOSED:
+            raise self._closed_error()
+        return protocol
+
+    def _closed_error(self) -> ConnectionClosed:
+        if self.close_code is not None:
+            return closed_error(self.close_code, self.close_reason, self._close_initiator)
+        if self._protocol is None:
+            return ConnectionClosed(1006, "the connection is not open")
+        if self._abort_reason:
+            return ConnectionClosed(1006, self._abort_reason)
+        return self._protocol.closed_error()
+
+    async def _drain(self) -> None:
+        send_timeout = self.options.send_timeout
+        if not await self._sender.drain(send_timeout):
+            reason = f"send timed out: no byte could be written for {send_timeout} s"
+            logger.info("aborting %s: %s (the peer is not reading)", self._peer_name(), reason)
+            self._abort(reason)
+            raise ConnectionClosed(1006, reason)
+        if self._lost:
+            raise self._closed_error()
+
+    def _sync(self) -> None:
+        """After a protocol call: queue its output; notice the closing and the end."""
+        protocol = self._protocol
+        assert protocol is not None
+        chunks = protocol.data_to_send()
+        if chunks:
+            self._sender.queue(chunks)
+        if not self.closing and (protocol.close_sent is not None or protocol.state is State.CLOSED):
+            self.closing = True
+            self._timers.start_give_up()
+        if protocol.state is State.CLOSED and not self.incoming.ended:
+            self._finish()
+
+    def _start_close(self, code: int, reason: str) -> bool:
+        """Queue a close frame (ours) unless the closing already started; True if queued."""
+        protocol = self._protocol
+        if protocol is None or self._lost:
+            return False
+        if protocol.close_sent is not None or protocol.state is State.CLOSED:
+            return False
+        protocol.send_close(code, reason)
+        self._sync()
+        self._timers.start_close_retry(self.options.close_retry_time)
+        return True
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection for a local reason (keepalive timeout 1011, internal error)."""
+        protocol = self._protocol
+        if protocol is None or self._lost or protocol.state is State.CLOSED:
+            return
+        protocol.fail(code, reason)
+        self._sync()
+
+    def _abort(self, reason: str) -> None:
+        """Close TCP at once, without a closing handshake (close code 1006 locally)."""
+        if not self._abort_reason:
+            self._abort_reason = reason
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _pause_reading(self) -> None:
+        self._reading_paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._violation is None:
+            self._reading_paused = False
+            if self._transport is not None:
+                self._transport.resume_reading()
+
+    def _peer_name(self) -> str:
+        peer = self.remote_address
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return "(unknown peer)"
+
+    # ------------------------------------------------------------------ receiving internals
+
+    def _process(self, data: Buffer) -> None:
+        """Feed received bytes to the protocol; deliver the messages as one batch."""
+        protocol = self._protocol
+        assert protocol is not None
+        events = protocol.receive_data(data)
+        if not events:
+            return
+        messages: list[Message] = []
+        other = False
+        for event in events:
+            kind = type(event)
+            if kind is BinaryMessage or kind is TextMessage:
+                messages.append(event.data)  # type: ignore[union-attr]
+                continue
+            other = True
+            if kind is Pong:
+                assert isinstance(event, Pong)
+                self._pong_received(event.payload)
+            elif kind is ProtocolFailure:
+                assert isinstance(event, ProtocolFailure)
+                self._violation_received(event.error)
+            elif kind is CloseReceived and logger.isEnabledFor(logging.DEBUG):
+                assert isinstance(event, CloseReceived)
+                logger.debug(
+                    "close frame from %s: %d %r", self._peer_name(), event.code, event.reason
+                )
+            # Ping: the protocol has queued the pong.
+        if messages:
+            self.incoming._put(messages)
+        if self._violation is not None:
+            self.incoming._fail_after(self._violation)
+        if other:
+            self._sync()
+
+    def _pong_received(self, payload: bytes) -> None:
+        # A pong answers the ping with its payload and every ping sent before it.
+        waiters = self._pong_waiters
+        for index, (sent, _) in enumerate(waiters):
+            if sent == payload:
+                for _, waiter in waiters[: index + 1]:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                del waiters[: index + 1]
+                return
+
+    def _violation_received(self, error: ProtocolError) -> None:
+        logger.info("WebSocket peer %s broke the protocol: %s", self._peer_name(), error)
+        self._violation = error
+        # Nothing after the violation is parsed; stop reading until the close.
+        self._pause_reading()
+        self._timers.start_violation()
+
+    def _commit_violation(self, error: ProtocolError) -> None:
+        """Send the violation's close frame now (the channel reached it, or its bound expired)."""
+        if self._violation is None:
+            return
+        self._violation = None
+        self._fail(error.close_code, error.reason)
+
+    def _commit_pending_violation(self) -> None:
+        if self._violation is not None:
+            self._commit_violation(self._violation)
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self) -> None:
+        """The WebSocket is over: end :attr:`incoming` now; TCP is torn down in the background."""
+        protocol = self._protocol
+        assert protocol is not None
+        code = protocol.close_code
+        reason = protocol.close_reason
+        if code == 1006 and self._abort_reason:
+            reason = self._abort_reason
+        initiator = protocol.close_initiator
+        self.close_code = code
+        self.close_reason = reason
+        self._close_initiator = initiator
+        self.connected = False
+        self.closing = True
+        self._violation = None
+        self.incoming._end(lambda: closed_error(code, reason, initiator))
+        error = self._closed_error()
+        for _, waiter in self._pong_waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+                waiter.exception()  # retrieved: nobody may be waiting any more
+        self._pong_waiters.clear()
+        self._timers.start_give_up()
+        # Read on until the peer's EOF (the channel no longer holds reading back).
+        self._reading_paused = True
+        self._resume_reading()
+        if protocol.should_close_transport() and not self._lost:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        """Close TCP as RFC 6455 §7.1.1 asks, after the last frame is written."""
+        transport = self._transport
+        assert transport is not None
+        self._sender.flush()
+        if self._eof or self._protocol is None or self._protocol.role is Role.CLIENT:
+            transport.close()  # the peer is gone, or a client fails: nothing to wait for
+        elif transport.can_write_eof():
+            # The server closes first: shut the write side down, then read until the peer's
+            # EOF (eof_received closes the transport), bounded by the give-up timer.
+            transport.write_eof()
+        else:
+            transport.close()  # TLS: close_notify, then asyncio waits for the peer's
