@@ -51,6 +51,11 @@ SERVERS: dict[str, dict[str, Any]] = {
         "mode": "ws",
         "about": "Tube, threaded (http.server + upgrade_connection)",
     },
+    "tube-asyncio": {
+        "cmd": [PY, "-m", "tube.websocket.echo", "--transport", "asyncio"],
+        "mode": "ws",
+        "about": "Tube, asyncio (tube.websocket.aio.serve)",
+    },
     "websockets-sync": {
         "cmd": [PY, str(BENCH / "servers" / "websockets_sync.py")],
         "mode": "ws",
@@ -649,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         nofile = raise_nofile(args.idle_connections + 200)
         log(f"RLIMIT_NOFILE: {nofile}")
     server_prefix, loadgen_prefix = pinning()
-    if "tube" in servers or "tube-1thread" in servers:
+    if any(s.startswith("tube") for s in servers):
         reason = tube_available()
         if reason is not None:
             log(f"skipping tube: its echo server does not import ({reason})")

@@ -1,9 +1,10 @@
-"""An echo server on Tube's threaded transport, for the benchmark suite (``bench/run.py``).
+"""An echo server on Tube's threaded or asyncio transport, for the benchmarks (``bench/run.py``).
 
 Run it with::
 
     python -m tube.websocket.echo --host 127.0.0.1 --port 8765 [--max-message-size BYTES]
         [--compression deflate|none]
+    python -m tube.websocket.echo --transport asyncio ...   # tube.websocket.aio.serve instead
 
 It serves every GET on :class:`http.server.ThreadingHTTPServer` with a
 :class:`~tube.websocket.WebSocketRequestHandler`, upgrades it with
@@ -18,12 +19,14 @@ line is the only output; everything else goes through :mod:`logging` (logger
 
 Threads: the HTTP server gives each connection a thread, which runs the echo loop (blocked in
 ``connection.incoming`` while the client is silent); the connection's own reader thread feeds
-that channel, and is parked by the transport while the connection is idle.
+that channel, and is parked by the transport while the connection is idle. With
+``--transport asyncio``: one event loop, one handler task per connection (:func:`echo_handler`).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import socket
@@ -36,11 +39,12 @@ from tube.websocket import (
     ConnectionClosed,
     HandshakeError,
     WebSocketRequestHandler,
+    aio,
     create_connection,
     upgrade_connection,
 )
 
-__all__ = ["EchoHandler", "EchoServer", "main"]
+__all__ = ["EchoHandler", "EchoServer", "echo_handler", "main"]
 
 logger = logging.getLogger("tube.websocket.echo")
 
@@ -123,10 +127,48 @@ class EchoHandler(WebSocketRequestHandler):
         logger.debug("%s - %s", self.address_string(), format % args)
 
 
+async def echo_handler(connection: aio.Connection) -> None:
+    """The asyncio echo: every batch of messages that waits is sent back with one write."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await connection.send_many(await connection.incoming.get_many())
+
+
+async def _serve_asyncio(
+    host: str, port: int, max_message_size: int, compression: str | None
+) -> None:
+    server = aio.serve(
+        echo_handler,
+        host,
+        port,
+        max_message_size=max_message_size,
+        ping_interval=None,
+        compression=compression,
+    )
+    async with server:
+        _announce(server.sockets[0])
+        await server.serve_forever()
+
+
+def _announce(sock: socket.socket) -> None:
+    host, port = sock.getsockname()[:2]
+    if sock.family == socket.AF_INET6:
+        host = f"[{host}]"
+    # The documented readiness line (the runner waits for it): stdout, not logging.
+    sys.stdout.write(f"listening on {host}:{port}\n")
+    sys.stdout.flush()
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tube.websocket.echo",
-        description="WebSocket echo server on Tube's threaded transport (for benchmarks).",
+        description="WebSocket echo server on Tube's threaded or asyncio transport (benchmarks).",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("threads", "asyncio"),
+        default="threads",
+        help="threads: http.server + upgrade_connection (default); asyncio: tube.websocket.aio",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks one")
@@ -164,15 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     compression = "deflate" if args.compression == "deflate" else None
+    if args.transport == "asyncio":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve_asyncio(args.host, args.port, args.max_message_size, compression))
+        return 0
     with EchoServer(
         (args.host, args.port), max_message_size=args.max_message_size, compression=compression
     ) as server:
-        host, port = server.socket.getsockname()[:2]
-        if server.socket.family == socket.AF_INET6:
-            host = f"[{host}]"
-        # The documented readiness line (the runner waits for it): stdout, not logging.
-        sys.stdout.write(f"listening on {host}:{port}\n")
-        sys.stdout.flush()
+        _announce(server.socket)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -181,12 +181,14 @@ async def _open_transport(
 
 async def _read_response(connection: Connection) -> tuple[Response, int]:
     """Read until the response head is complete; the core's parser bounds it."""
+    head = connection._head
+    assert head is not None
     while True:
-        parsed = parse_response_head(connection._head_bytes())
+        parsed = parse_response_head(head.data)
         if parsed is not None:
             return parsed
-        if not await connection._more_head():
-            received = bytes(connection._head_bytes())
+        if not await head.more():
+            received = bytes(head.data)
             how = "in the middle of its handshake response" if received else "without answering"
             raise HandshakeError(
                 0, f"the server closed the connection {how}", body=received[:_MAX_ERROR_BODY]
@@ -202,19 +204,20 @@ async def _read_error_body(connection: Connection, response: Response, consumed:
     want = _MAX_ERROR_BODY
     if declared is not None and declared.isdigit() and not chunked:
         want = min(int(declared), want)
-    head = connection._head_bytes()
+    head = connection._head
+    assert head is not None
 
     def complete() -> bool:
-        body = head[consumed:]
+        body = head.data[consumed:]
         return len(body) >= want or (chunked and b"0\r\n\r\n" in body)
 
     try:
         async with asyncio.timeout(_ERROR_BODY_GRACE):
-            while not complete() and await connection._more_head():
+            while not complete() and await head.more():
                 pass
     except TimeoutError:
         pass  # the refusal is certain; only its explanation is shorter
-    body = bytes(head[consumed : consumed + want])
+    body = bytes(head.data[consumed : consumed + want])
     return _dechunk(body) if chunked else body
 
 

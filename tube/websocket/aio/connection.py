@@ -39,11 +39,11 @@ from ..core.errors import ConnectionClosed, ProtocolError, closed_error
 from ..core.events import BinaryMessage, CloseReceived, Pong, ProtocolFailure, TextMessage
 from ..core.frames import Buffer
 from ..core.http import Request
-from ..core.keepalive import tcp_keepalive
 from ..core.options import ConnectionOptions
 from ..core.protocol import Protocol, Role, State
 from .channel import Incoming, Message
-from .sending import Sender
+from .opening import HeadBuffer
+from .sending import Sender, payload_of
 from .timers import Timers
 
 __all__ = ["Connection"]
@@ -60,18 +60,6 @@ def _receive_buffer() -> memoryview:
     if view is None:
         view = _local.view = memoryview(bytearray(_RECEIVE_BUFFER_SIZE))
     return view
-
-
-def _payload(data: Any) -> Buffer:
-    """Check a binary message; make any memoryview one contiguous run of bytes."""
-    if type(data) is bytes or type(data) is bytearray:
-        return data
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"a message is str or bytes-like, got {type(data).__name__}")
-    if isinstance(data, memoryview) and not (data.c_contiguous and data.itemsize == 1):
-        # The frame length counts bytes, and the transport needs one contiguous buffer.
-        return data.tobytes()
-    return data
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -123,9 +111,8 @@ class Connection(asyncio.BufferedProtocol):
         self._abort_reason = ""
         self._lost = False
         self._reading_paused = False
-        # The opening handshake: the head as received so far, a waiter woken on each read.
-        self._head: bytearray | None = bytearray()
-        self._head_waiter: asyncio.Future[None] | None = None
+        # The opening handshake's bytes, until it is done.
+        self._head: HeadBuffer | None = HeadBuffer(self._loop)
         self._eof = False
         self._violation: ProtocolError | None = None
         self._pong_waiters: list[tuple[bytes, asyncio.Future[None]]] = []
@@ -171,7 +158,8 @@ class Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` arrived in the receive buffer: parse them (the hot path)."""
         if self._protocol is None:
-            self._head_received(nbytes)
+            if self._head is not None:  # else: between the head and the switch; paused
+                self._head.feed(self._recv[:nbytes])
             return
         policy = self._timers.policy
         if policy is not None:
@@ -183,7 +171,8 @@ class Connection(asyncio.BufferedProtocol):
         self._eof = True
         protocol = self._protocol
         if protocol is None:
-            self._wake_head()
+            if self._head is not None:
+                self._head.end()
             return False
         if protocol.state is not State.CLOSED:
             logger.debug("WebSocket peer %s closed TCP without a close frame", self._peer_name())
@@ -203,7 +192,8 @@ class Connection(asyncio.BufferedProtocol):
         self.closing = True
         self._timers.cancel_all()
         self._sender.release()
-        self._wake_head()
+        if self._head is not None:
+            self._head.end()
         if not self._opened.done():
             self._opened.set_result(False)
         if protocol is None:
@@ -223,32 +213,6 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ opening handshake
 
-    def _head_received(self, nbytes: int) -> None:
-        head = self._head
-        if head is None:
-            return  # between the head and the switch to WebSocket: reading is paused
-        head += self._recv[:nbytes]
-        self._wake_head()
-
-    def _wake_head(self) -> None:
-        waiter = self._head_waiter
-        if waiter is not None:
-            self._head_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def _more_head(self) -> bool:
-        """Wait for more bytes of the opening handshake; False at EOF or once lost."""
-        if self._eof or self._lost:
-            return False
-        self._head_waiter = waiter = self._loop.create_future()
-        await waiter
-        return not (self._eof or self._lost)
-
-    def _head_bytes(self) -> bytearray:
-        assert self._head is not None
-        return self._head
-
     def _write_head(self, data: bytes) -> None:
         """Write an HTTP head (and body) of the opening handshake."""
         if self._transport is not None and not self._transport.is_closing():
@@ -261,8 +225,8 @@ class Connection(asyncio.BufferedProtocol):
             consumed: The size of the HTTP head; bytes after it are the first frames.
             subprotocol: The negotiated subprotocol.
         """
-        head = self._head_bytes()
-        rest = bytes(head[consumed:])
+        assert self._head is not None
+        rest = bytes(self._head.data[consumed:])
         self._head = None
         # The compression option (its own issue) reaches the protocol through `options`.
         self._protocol = self.options.make_protocol(self.role)
@@ -270,24 +234,10 @@ class Connection(asyncio.BufferedProtocol):
         self.connected = True
         self._timers.stop_open()
         self._timers.start_keepalive()
-        self._set_tcp_keepalive()
         self._opened.set_result(True)
         self._resume_reading()  # paused by the server once the head was complete
         if rest:
             self._process(rest)
-
-    def _set_tcp_keepalive(self) -> None:
-        # Detects a vanished peer while reading is paused (issue 8 §6), without a read.
-        settings = tcp_keepalive(self.options.ping_interval, self.options.ping_timeout)
-        sock = self._transport.get_extra_info("socket") if self._transport else None
-        if settings is None or sock is None or not hasattr(socket, "TCP_KEEPIDLE"):
-            return
-        idle, interval, count = settings
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 
     # ------------------------------------------------------------------ public operations
 
@@ -306,7 +256,7 @@ class Connection(asyncio.BufferedProtocol):
         if type(message) is str:
             protocol.send_text(message)
         else:
-            protocol.send_binary(_payload(message))
+            protocol.send_binary(payload_of(message))
         self._sync()
         if type(message) is not bytes and type(message) is not str:
             # The protocol may hold the caller's mutable buffer: the transport copies it now.
@@ -331,7 +281,7 @@ class Connection(asyncio.BufferedProtocol):
                 if type(message) is str:
                     protocol.send_text(message)
                 else:
-                    protocol.send_binary(_payload(message))
+                    protocol.send_binary(payload_of(message))
         except BaseException:
             protocol.data_to_send()  # drop this batch's frames: every earlier output was synced
             raise
@@ -356,7 +306,7 @@ class Connection(asyncio.BufferedProtocol):
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"ping takes bytes-like data, got {type(data).__name__}")
-        payload = bytes(_payload(data))
+        payload = bytes(payload_of(data))
         protocol = self._open_protocol()
         protocol.send_ping(payload)
         waiter: asyncio.Future[None] = self._loop.create_future()

@@ -264,12 +264,14 @@ class Server:
 
     async def _handshake(self, connection: Connection) -> bool:
         """Read and answer the opening request; True once the connection is a WebSocket."""
+        head = connection._head
+        assert head is not None
         try:
             while True:
-                parsed = parse_request_head(connection._head_bytes())
+                parsed = parse_request_head(head.data)
                 if parsed is not None:
                     break
-                if not await connection._more_head():
+                if not await head.more():
                     connection._abort("the client left during the opening handshake")
                     return False
             request, consumed = parsed
