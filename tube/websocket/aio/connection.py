@@ -1,27 +1,19 @@
 """The asyncio WebSocket connection: one ``asyncio.BufferedProtocol`` per connection.
 
 The transport reads straight into a receive buffer shared by every connection of the thread
-(the core copies what it keeps, so the buffer is free again when ``buffer_updated`` returns: an
-idle connection owns no receive buffer). Each read is parsed whole by the sans-I/O
-:class:`~tube.websocket.core.protocol.Protocol`; its messages go into :attr:`Connection.incoming`
-as one batch, with one wake-up of the waiting task.
+(the core copies what it keeps, so an idle connection owns no receive buffer); each read is
+parsed whole by the sans-I/O :class:`~tube.websocket.core.protocol.Protocol`, and its messages
+enter :attr:`Connection.incoming` as one batch with one wake-up. Parts composed in, each owning
+its state: :class:`~.sending.Sender` (send path), :class:`~.timers.Timers` (every timer),
+:class:`~.channel.Incoming` (the channel), :class:`~.opening.HeadBuffer` (the opening bytes),
+:class:`~.pings.PongWaiters`.
 
-Parts composed in, each owning its state: :class:`~.sending.Sender` (the send path: coalescing,
-backpressure, ``send_timeout``), :class:`~.timers.Timers` (open deadline, keepalive, close retry,
-give-up, the bound on a pending violation) and :class:`~.channel.Incoming` (the channel).
-
-Order of the end (issue 8 §1 and §2), the same as on threads:
-
-* :attr:`Connection.incoming` ends as soon as the closing handshake is complete, the connection
-  failed, or the peer's close frame arrived and ours was sent, after every message received
-  before; ``close_code``, ``close_reason`` and ``connected`` are final then. The TCP teardown
-  (server: write EOF, then wait for the peer's EOF; client: wait for the server's EOF) goes on
-  in the background, bounded by ``close_give_up_time``; :meth:`Connection.wait_closed` waits
-  for it.
-* A peer's protocol violation (or a message over ``max_message_size``) is committed -- the
-  close frame queued -- only when the application asks for the message after the last good one,
-  or ``close_give_up_time`` after the violation, whichever comes first: replies the application
-  sent to the earlier messages go out before the close frame.
+The order of the end is issue 8's, as on threads: ``incoming`` ends once the closing handshake
+is complete (or the connection failed, or the peer's close arrived and ours was sent), after
+every message received before, with ``close_code``/``close_reason``/``connected`` final; the
+TCP teardown goes on in the background, bounded by ``close_give_up_time``. A peer's violation
+is committed (its close frame queued) when the application asks for the message after the last
+good one, or ``close_give_up_time`` after it: replies to earlier messages go out first.
 """
 
 from __future__ import annotations
@@ -43,6 +35,7 @@ from ..core.options import ConnectionOptions
 from ..core.protocol import Protocol, Role, State
 from .channel import Incoming, Message
 from .opening import HeadBuffer
+from .pings import PongWaiters
 from .sending import Sender, payload_of
 from .timers import Timers
 
@@ -60,6 +53,13 @@ def _receive_buffer() -> memoryview:
     if view is None:
         view = _local.view = memoryview(bytearray(_RECEIVE_BUFFER_SIZE))
     return view
+
+
+# Why reading is paused: the channel is full; the transport's write buffer is full; the
+# server holds frames back until the handshake is answered, or a violation stopped parsing.
+PAUSED_BY_CHANNEL = 1
+PAUSED_BY_WRITING = 2
+PAUSED_TO_HOLD = 4
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -110,12 +110,13 @@ class Connection(asyncio.BufferedProtocol):
         self._close_initiator: str | None = None
         self._abort_reason = ""
         self._lost = False
-        self._reading_paused = False
+        # Why reading is paused (0: it is not): a bit per reason, below.
+        self._paused_by = 0
         # The opening handshake's bytes, until it is done.
         self._head: HeadBuffer | None = HeadBuffer(self._loop)
         self._eof = False
         self._violation: ProtocolError | None = None
-        self._pong_waiters: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._pongs = PongWaiters()
         self._opened: asyncio.Future[bool] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._recv = _receive_buffer()
@@ -204,12 +205,19 @@ class Connection(asyncio.BufferedProtocol):
         logger.debug("WebSocket connection to %s ended: %s", self._peer_name(), self.close_code)
 
     def pause_writing(self) -> None:
-        """The transport's buffer is over its high-water mark: senders wait."""
+        """The transport's buffer is over its high-water mark: senders wait, reading stops.
+
+        Reading stops too because what we read may make us write (pongs, a flood of pings
+        from a peer that does not read): TCP then slows that peer down, memory stays bounded.
+        """
         self._sender.pause()
+        if self._protocol is not None:
+            self._pause_reading(PAUSED_BY_WRITING)
 
     def resume_writing(self) -> None:
-        """The transport's buffer drained: waiting senders go on."""
+        """The transport's buffer drained: waiting senders go on, reading resumes."""
         self._sender.resume()
+        self._resume_reading(PAUSED_BY_WRITING)
 
     # ------------------------------------------------------------------ opening handshake
 
@@ -235,7 +243,7 @@ class Connection(asyncio.BufferedProtocol):
         self._timers.stop_open()
         self._timers.start_keepalive()
         self._opened.set_result(True)
-        self._resume_reading()  # paused by the server once the head was complete
+        self._resume_reading(PAUSED_TO_HOLD)  # by the server, once the head was complete
         if rest:
             self._process(rest)
 
@@ -310,7 +318,7 @@ class Connection(asyncio.BufferedProtocol):
         protocol = self._open_protocol()
         protocol.send_ping(payload)
         waiter: asyncio.Future[None] = self._loop.create_future()
-        self._pong_waiters.append((payload, waiter))
+        self._pongs.add(payload, waiter)
         self._sync()
         if timeout is None:
             timeout = self.options.ping_timeout
@@ -436,15 +444,15 @@ class Connection(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def _pause_reading(self) -> None:
-        self._reading_paused = True
-        if self._transport is not None:
+    def _pause_reading(self, why: int = PAUSED_BY_CHANNEL) -> None:
+        if not self._paused_by and self._transport is not None:
             self._transport.pause_reading()
+        self._paused_by |= why
 
-    def _resume_reading(self) -> None:
-        if self._reading_paused and self._violation is None:
-            self._reading_paused = False
-            if self._transport is not None:
+    def _resume_reading(self, why: int = PAUSED_BY_CHANNEL) -> None:
+        if self._paused_by & why:
+            self._paused_by &= ~why
+            if not self._paused_by and self._transport is not None:
                 self._transport.resume_reading()
 
     def _peer_name(self) -> str:
@@ -472,7 +480,7 @@ class Connection(asyncio.BufferedProtocol):
             other = True
             if kind is Pong:
                 assert isinstance(event, Pong)
-                self._pong_received(event.payload)
+                self._pongs.received(event.payload)
             elif kind is ProtocolFailure:
                 assert isinstance(event, ProtocolFailure)
                 self._violation_received(event.error)
@@ -489,22 +497,11 @@ class Connection(asyncio.BufferedProtocol):
         if other:
             self._sync()
 
-    def _pong_received(self, payload: bytes) -> None:
-        # A pong answers the ping with its payload and every ping sent before it.
-        waiters = self._pong_waiters
-        for index, (sent, _) in enumerate(waiters):
-            if sent == payload:
-                for _, waiter in waiters[: index + 1]:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                del waiters[: index + 1]
-                return
-
     def _violation_received(self, error: ProtocolError) -> None:
         logger.info("WebSocket peer %s broke the protocol: %s", self._peer_name(), error)
         self._violation = error
         # Nothing after the violation is parsed; stop reading until the close.
-        self._pause_reading()
+        self._pause_reading(PAUSED_TO_HOLD)
         self._timers.start_violation()
 
     def _commit_violation(self, error: ProtocolError) -> None:
@@ -536,16 +533,10 @@ class Connection(asyncio.BufferedProtocol):
         self.closing = True
         self._violation = None
         self.incoming._end(lambda: closed_error(code, reason, initiator))
-        error = self._closed_error()
-        for _, waiter in self._pong_waiters:
-            if not waiter.done():
-                waiter.set_exception(error)
-                waiter.exception()  # retrieved: nobody may be waiting any more
-        self._pong_waiters.clear()
+        self._pongs.fail_all(self._closed_error())
         self._timers.start_give_up()
-        # Read on until the peer's EOF (the channel no longer holds reading back).
-        self._reading_paused = True
-        self._resume_reading()
+        # Read on until the peer's EOF: nothing holds reading back any more.
+        self._resume_reading(self._paused_by)
         if protocol.should_close_transport() and not self._lost:
             self._teardown()
 

@@ -117,7 +117,7 @@ class Timers:
         if policy is None or protocol is None or connection.closing or connection._lost:
             return
         loop = connection._loop
-        action, when = policy.check(loop.time(), reading_paused=connection._reading_paused)
+        action, when = policy.check(loop.time(), reading_paused=bool(connection._paused_by))
         if action is KeepaliveAction.TIMEOUT:
             logger.info(
                 "WebSocket peer %s did not answer a ping within %s s; closing with 1011",
