@@ -1,0 +1,180 @@
+"""Helpers for the asyncio transport's tests: a runner, a raw peer, an echo handler.
+
+* :func:`run` runs a coroutine in a fresh event loop (``asyncio.run``) with an overall bound,
+  and fails the test if a task is still pending once the coroutine returned (a leak).
+* :class:`RawPeer` is a WebSocket client written by hand on asyncio streams, which can
+  misbehave on purpose (stop reading, never answer, break the protocol, keep TCP open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from tests.conftest import GUID, Frame, build_frame, mask_bytes
+from tube.websocket import ConnectionClosed, aio
+
+T = TypeVar("T")
+
+# Seconds a whole test coroutine may take.
+TEST_TIMEOUT = 20.0
+PEER_TIMEOUT = 5.0
+
+
+def run(main: Callable[[], Awaitable[T]], timeout: float = TEST_TIMEOUT) -> T:
+    """Run ``main()`` in a new loop; fail if it leaves a task pending."""
+
+    async def wrapper() -> T:
+        async with asyncio.timeout(timeout):
+            result = await main()
+        # Give callbacks scheduled by closing transports one turn.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not leftover, f"tasks still pending after the test: {leftover}"
+        return result
+
+    return asyncio.run(wrapper())
+
+
+async def echo(connection: aio.Connection) -> None:
+    """Echo every message back; the text ``close CODE`` makes the server close with CODE."""
+    async for message in connection.incoming:
+        if isinstance(message, str) and message.startswith("close "):
+            await connection.initiate_close(int(message.split()[1]), "asked")
+            continue
+        await connection.send(message)
+
+
+class RawPeer:
+    """A hand-written WebSocket client on asyncio streams, for hostile or odd behaviour."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.response_head = b""
+
+    @classmethod
+    async def connect(
+        cls,
+        port: int,
+        *,
+        handshake: bool = True,
+        headers: Sequence[tuple[str, str]] = (),
+        after: bytes = b"",
+        rcvbuf: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> RawPeer:
+        """Connect to 127.0.0.1:``port`` and (by default) do the opening handshake."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            # A small read limit, so that not reading really leaves bytes in the kernel.
+            reader, writer = await asyncio.open_connection(
+                sock=sock,
+                limit=4096,
+                ssl=ssl_context,
+                server_hostname="localhost" if ssl_context else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        peer = cls(reader, writer)
+        if handshake:
+            try:
+                await peer.handshake(headers, after)
+            except BaseException:
+                peer.abort()
+                raise
+        return peer
+
+    async def handshake(self, headers: Sequence[tuple[str, str]] = (), after: bytes = b"") -> None:
+        """Send the request (plus ``after``) and check the 101 response."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            "GET / HTTP/1.1",
+            "Host: 127.0.0.1",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            *(f"{name}: {value}" for name, value in headers),
+        ]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + after)
+        async with asyncio.timeout(PEER_TIMEOUT):
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        self.response_head = head
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        assert f"Sec-WebSocket-Accept: {accept}".encode() in head, head
+
+    def send_frame(self, opcode: int, payload: bytes = b"", **options: Any) -> None:
+        """Write one frame (masked unless ``mask=False``); see ``tests.conftest.build_frame``."""
+        self.writer.write(build_frame(opcode, payload, **options))
+
+    def send_close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Write a close frame."""
+        self.send_frame(0x8, b"" if code is None else struct.pack("!H", code) + reason.encode())
+
+    async def recv_frame(self, timeout: float = PEER_TIMEOUT) -> Frame:
+        """Read one frame; ``asyncio.IncompleteReadError`` at EOF, TimeoutError after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            first, second = await self.reader.readexactly(2)
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            key = await self.reader.readexactly(4) if second & 0x80 else b""
+            payload = await self.reader.readexactly(length)
+        if key:
+            payload = mask_bytes(payload, key)
+        return Frame(bool(first & 0x80), first & 0x0F, payload, bool(key))
+
+    async def recv_data_frame(self, timeout: float = PEER_TIMEOUT) -> Frame:
+        """Read frames, skipping pings and pongs, until a data or close frame arrives."""
+        while True:
+            frame = await self.recv_frame(timeout)
+            if frame.opcode not in (0x9, 0xA):
+                return frame
+
+    async def expect_eof(self, timeout: float = PEER_TIMEOUT) -> bytes:
+        """Read until EOF (or a reset); return what arrived before it."""
+        data = b""
+        async with asyncio.timeout(timeout):
+            try:
+                while chunk := await self.reader.read(65536):
+                    data += chunk
+            except ConnectionResetError:
+                pass
+        return data
+
+    def abort(self) -> None:
+        """Close the socket at once."""
+        self.writer.transport.abort()
+
+    async def close(self) -> None:
+        """Close the socket and wait until it is closed."""
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+
+async def next_message(connection: aio.Connection, timeout: float = PEER_TIMEOUT) -> Any:
+    """The next message of ``connection``, or the ConnectionClosed that ended it."""
+    try:
+        return await connection.incoming.get(timeout=timeout)
+    except ConnectionClosed as closed:
+        return closed
