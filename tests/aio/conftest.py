@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import socket
@@ -127,7 +128,7 @@ class RawPeer:
         self.send_frame(0x8, b"" if code is None else struct.pack("!H", code) + reason.encode())
 
     async def recv_frame(self, timeout: float = PEER_TIMEOUT) -> Frame:
-        """Read one frame; ``asyncio.IncompleteReadError`` at EOF, TimeoutError after ``timeout``."""
+        """Read one frame; ``IncompleteReadError`` at EOF, ``TimeoutError`` after ``timeout``."""
         async with asyncio.timeout(timeout):
             first, second = await self.reader.readexactly(2)
             length = second & 0x7F
@@ -166,10 +167,8 @@ class RawPeer:
     async def close(self) -> None:
         """Close the socket and wait until it is closed."""
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
             await self.writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
-            pass
 
 
 async def next_message(connection: aio.Connection, timeout: float = PEER_TIMEOUT) -> Any:

@@ -110,7 +110,7 @@ def test_a_violation_after_a_good_message_lets_the_reply_out_first(
             echo, "127.0.0.1", 0, max_message_size=1000, max_fragments=32
         ) as server:
             peer = await RawPeer.connect(server.port)
-            data = b"".join(build(opcode, payload, **options) for opcode, payload, options in frames)
+            data = b"".join(build(opcode, payload, **opts) for opcode, payload, opts in frames)
             peer.writer.write(build(0x1, b"good") + data)  # one segment
             reply = await peer.recv_data_frame()
             assert (reply.opcode, reply.payload) == (0x1, b"good")
@@ -233,13 +233,9 @@ def test_close_retry_and_give_up_with_a_silent_peer() -> None:
 
 def test_keepalive_pings_and_times_out_with_1011() -> None:
     async def main() -> None:
-        async with aio.serve(
-            echo, "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.3
-        ) as server:
+        async with aio.serve(echo, "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.3) as server:
             # A live peer: answers pings (the client library does) and stays open.
-            async with aio.connect(
-                f"ws://127.0.0.1:{server.port}/", ping_interval=None
-            ) as client:
+            async with aio.connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None) as client:
                 await asyncio.sleep(0.8)  # keepalive has time to ping twice, bounded
                 await client.send("still here")
                 assert await client.incoming.get(timeout=5) == "still here"
