@@ -156,7 +156,7 @@ class RawPeer:
             try:
                 while chunk := await self.reader.read(65536):
                     data += chunk
-            except ConnectionResetError:
+            except ConnectionError:  # reset, or a broken pipe seen by an earlier write
                 pass
         return data
 
