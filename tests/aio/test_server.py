@@ -1,0 +1,247 @@
+"""The asyncio server: process_request, shutdown, handler endings, TLS, many sockets, fd limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import ssl
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+from tube.websocket import ConnectionClosed, HandshakeError, aio
+
+from .conftest import RawPeer, echo, next_message, run
+
+
+async def _get(port: int, target: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    async with asyncio.timeout(5):
+        response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return response
+
+
+def test_process_request_answers_instead_of_upgrading() -> None:
+    def process(request: aio.Request) -> aio.Response | None:
+        if request.target == "/health":
+            return aio.http_response(200, "ok\n")
+        if request.target == "/secret":
+            return aio.http_response(401, "token needed", headers=[("WWW-Authenticate", "Bearer")])
+        if request.target == "/old":
+            return aio.http_response(302, "", headers=[("Location", "/")])
+        if request.target == "/boom":
+            raise RuntimeError("bug")
+        return None
+
+    async def process_async(request: aio.Request) -> aio.Response | None:
+        await asyncio.sleep(0)
+        return process(request)
+
+    async def main() -> None:
+        for hook in (process, process_async):
+            async with aio.serve(echo, "127.0.0.1", 0, process_request=hook) as server:
+                health = await _get(server.port, "/health")
+                assert health.startswith(b"HTTP/1.1 200 OK\r\n") and health.endswith(b"\r\nok\n")
+                assert (await _get(server.port, "/boom")).startswith(b"HTTP/1.1 500 ")
+                url = f"ws://127.0.0.1:{server.port}"
+                with pytest.raises(HandshakeError) as refused:
+                    await aio.connect(url + "/secret")
+                assert refused.value.status == 401 and refused.value.body == b"token needed"
+                assert "token needed" in str(refused.value)
+                with pytest.raises(HandshakeError, match="redirected to /"):
+                    await aio.connect(url + "/old")
+                async with aio.connect(url + "/old", follow_redirects=True) as client:
+                    await client.send("via redirect")
+                    assert await client.incoming.get(timeout=5) == "via redirect"
+                async with aio.connect(url + "/chat?room=1") as client:
+                    await client.send("x")
+                    await client.incoming.get(timeout=5)
+
+    run(main)
+
+
+def test_origin_policy_and_subprotocols() -> None:
+    async def main() -> None:
+        async with aio.serve(
+            echo,
+            "127.0.0.1",
+            0,
+            subprotocols=["chat.v2", "chat.v1"],
+            origins=["https://ok.example"],
+        ) as server:
+            url = f"ws://127.0.0.1:{server.port}/"
+            with pytest.raises(HandshakeError) as refused:
+                await aio.connect(url, origin="https://evil.example")
+            assert refused.value.status == 403
+            async with aio.connect(
+                url, origin="https://ok.example", subprotocols=["chat.v1", "chat.v2"]
+            ) as client:
+                assert client.subprotocol == "chat.v2"
+
+    run(main)
+
+
+def test_server_close_closes_with_1001_and_cancels_stuck_handlers() -> None:
+    async def main() -> None:
+        forever = asyncio.Event()
+        cancelled: list[int | None] = []
+
+        async def stuck(connection: aio.Connection) -> None:
+            try:
+                await forever.wait()
+            except asyncio.CancelledError:
+                cancelled.append(connection.close_code)
+                raise
+
+        async with aio.serve(echo, "127.0.0.1", 0) as server:
+            clients = [await aio.connect(f"ws://127.0.0.1:{server.port}/") for _ in range(3)]
+            await server.close()
+            for client in clients:
+                closed = await next_message(client)
+                assert isinstance(closed, ConnectionClosed) and closed.code == 1001
+                await client.wait_closed()
+        async with aio.serve(stuck, "127.0.0.1", 0, close_give_up_time=0.3) as server:
+            client = await aio.connect(f"ws://127.0.0.1:{server.port}/")
+            started = asyncio.get_running_loop().time()
+            await server.close()
+            assert asyncio.get_running_loop().time() - started < 3
+            assert (await next_message(client)).code == 1001
+            assert len(cancelled) == 1
+            await client.wait_closed()
+
+    run(main)
+
+
+def test_handler_cancelled_or_raising_closes_with_1011_and_returning_with_1000() -> None:
+    async def cancelled(connection: aio.Connection) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+
+    async def raising(connection: aio.Connection) -> None:
+        raise RuntimeError("a bug in the application")
+
+    async def returning(connection: aio.Connection) -> None:
+        return
+
+    async def main() -> None:
+        for handler, code in ((cancelled, 1011), (raising, 1011), (returning, 1000)):
+            async with aio.serve(handler, "127.0.0.1", 0) as server:
+                client = await aio.connect(f"ws://127.0.0.1:{server.port}/")
+                closed = await next_message(client)
+                assert isinstance(closed, ConnectionClosed) and closed.code == code, handler
+                assert closed.reason == ""  # internal errors tell the peer nothing more
+                await client.wait_closed()
+
+    run(main)
+
+
+@pytest.fixture
+def tls() -> Iterator[tuple[ssl.SSLContext, ssl.SSLContext]]:
+    trustme = pytest.importorskip("trustme")
+    authority = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost", "127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    yield server, client
+
+
+def test_tls_echo_and_a_stalled_hello(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server_context, client_context = tls
+
+    async def main() -> None:
+        async with aio.serve(echo, "127.0.0.1", 0, ssl=server_context, open_timeout=1.0) as server:
+            stalled = await RawPeer.connect(server.port, handshake=False)  # never says hello
+            async with aio.connect(f"wss://127.0.0.1:{server.port}/", ssl=client_context) as client:
+                await client.send(b"x" * 200_000)
+                assert await client.incoming.get(timeout=5) == b"x" * 200_000
+            assert client.close_code == 1000
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await aio.connect(f"wss://127.0.0.1:{server.port}/")
+            await stalled.expect_eof(timeout=3)
+            stalled.abort()
+
+    run(main)
+
+
+def test_more_than_1024_sockets_at_once() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2600
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the hard RLIMIT_NOFILE ({hard}) is below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+
+    async def main() -> None:
+        async with aio.serve(echo, "127.0.0.1", 0) as server:
+            url = f"ws://127.0.0.1:{server.port}/"
+            clients: list[aio.Connection] = []
+            for _ in range(12):
+                clients += await asyncio.gather(*(aio.connect(url) for _ in range(50)))
+            assert len(clients) == 600  # 1,200 sockets in this process, plus the listener
+            assert max(c.transport.get_extra_info("socket").fileno() for c in clients) > 1024  # type: ignore[union-attr]
+            await asyncio.gather(*(c.send(str(i)) for i, c in enumerate(clients)))
+            answers = await asyncio.gather(*(c.incoming.get(timeout=10) for c in clients))
+            assert answers == [str(i) for i in range(len(clients))]
+            await asyncio.gather(*(c.close() for c in clients))
+
+    try:
+        run(main, timeout=60)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_at_the_fd_limit_the_server_backs_off_and_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The clients run in another process, so that only the server meets the limit.
+    script = textwrap.dedent(
+        """
+        import socket, sys
+        sys.stdin.readline()
+        socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(20)]
+        sys.stdout.write("connected\\n"); sys.stdout.flush()
+        sys.stdin.read()
+        """
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def main() -> None:
+        async with aio.serve(echo, "127.0.0.1", 0) as server:
+            async with aio.connect(f"ws://127.0.0.1:{server.port}/") as client:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    script,
+                    str(server.port),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
+                assert process.stdout is not None and process.stdin is not None
+                # Leave this process two descriptors to spare, then let 20 clients come.
+                in_use = len(os.listdir("/proc/self/fd"))
+                resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 2, hard))
+                try:
+                    process.stdin.write(b"go\n")
+                    assert await process.stdout.readline() == b"connected\n"
+                    await asyncio.sleep(0.3)  # accepting backs off meanwhile
+                    await client.send("still served")
+                    assert await client.incoming.get(timeout=5) == "still served"
+                finally:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                process.stdin.close()
+                await process.wait()
+
+    with caplog.at_level(logging.WARNING, logger="tube.websocket.aio"):
+        run(main)
+    warnings = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert len(warnings) == 1
