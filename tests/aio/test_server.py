@@ -216,30 +216,30 @@ def test_at_the_fd_limit_the_server_backs_off_and_keeps_serving(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 
     async def main() -> None:
-        async with aio.serve(echo, "127.0.0.1", 0) as server:
-            async with aio.connect(f"ws://127.0.0.1:{server.port}/") as client:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-c",
-                    script,
-                    str(server.port),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                )
-                assert process.stdout is not None and process.stdin is not None
-                # Leave this process two descriptors to spare, then let 20 clients come.
-                in_use = len(os.listdir("/proc/self/fd"))
-                resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 2, hard))
-                try:
-                    process.stdin.write(b"go\n")
-                    assert await process.stdout.readline() == b"connected\n"
-                    await asyncio.sleep(0.3)  # accepting backs off meanwhile
-                    await client.send("still served")
-                    assert await client.incoming.get(timeout=5) == "still served"
-                finally:
-                    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-                process.stdin.close()
-                await process.wait()
+        server = await aio.serve(echo, "127.0.0.1", 0)
+        async with server, aio.connect(f"ws://127.0.0.1:{server.port}/") as client:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                script,
+                str(server.port),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            assert process.stdout is not None and process.stdin is not None
+            # Leave this process two descriptors to spare, then let 20 clients come.
+            in_use = len(os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 2, hard))
+            try:
+                process.stdin.write(b"go\n")
+                assert await process.stdout.readline() == b"connected\n"
+                await asyncio.sleep(0.3)  # accepting backs off meanwhile
+                await client.send("still served")
+                assert await client.incoming.get(timeout=5) == "still served"
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            process.stdin.close()
+            await process.wait()
 
     with caplog.at_level(logging.WARNING, logger="tube.websocket.aio"):
         run(main)

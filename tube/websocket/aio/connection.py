@@ -25,7 +25,7 @@ import socket
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from ..core.errors import ConnectionClosed, ProtocolError, closed_error
 from ..core.events import BinaryMessage, CloseReceived, Pong, ProtocolFailure, TextMessage
@@ -141,8 +141,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """The TCP (and TLS) connection is up: start the opening handshake's clock."""
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = self.transport = transport
+        # A cast, not an isinstance check: uvloop's transports are no asyncio.Transport.
+        self._transport = self.transport = cast(asyncio.Transport, transport)
         self.remote_address = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None:

@@ -120,7 +120,9 @@ class Server:
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> Server:
-        """Bind and listen (``await serve(...)`` does it)."""
+        """Bind and listen (``await serve(...)`` does it); once only."""
+        if self._loop is not None:
+            return self
         loop = self._loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
         infos = await loop.getaddrinfo(

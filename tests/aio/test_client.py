@@ -1,0 +1,115 @@
+"""The asyncio client's errors, IPv6, frames right behind the 101, and uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from tube.websocket import HandshakeError, InvalidURI, OpenTimeout, aio
+
+from .conftest import echo, next_message, run
+
+
+def test_connect_errors() -> None:
+    async def main() -> None:
+        with pytest.raises(InvalidURI):
+            await aio.connect("http://127.0.0.1/")
+        with pytest.raises(ValueError, match="wss"):
+            await aio.connect("ws://127.0.0.1/", ssl=__import__("ssl").create_default_context())
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()
+        with pytest.raises(ConnectionRefusedError, match="refused"):
+            await aio.connect(f"ws://127.0.0.1:{port}/")
+        with pytest.raises(socket.gaierror, match="cannot resolve"):
+            await aio.connect("ws://does-not-exist.invalid/")
+
+        # A server that accepts TCP and never answers: OpenTimeout names the step.
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            with pytest.raises(OpenTimeout, match="waiting for the handshake response"):
+                await aio.connect(f"ws://127.0.0.1:{port}/", open_timeout=0.3)
+
+        # A server that answers something else than a WebSocket.
+        async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\nno such ws")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(http, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            with pytest.raises(HandshakeError) as refused:
+                await aio.connect(f"ws://127.0.0.1:{port}/")
+            assert refused.value.status == 404 and refused.value.body == b"no such ws"
+
+    run(main)
+
+
+def test_ipv6_and_a_message_right_behind_the_101() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+
+    async def greet(connection: aio.Connection) -> None:
+        await connection.send("welcome")  # may travel in the same segment as the 101
+        await echo(connection)
+
+    async def main() -> None:
+        try:
+            server = await aio.serve(greet, "::1", 0)
+        except OSError:
+            pytest.skip("no IPv6 loopback")
+        try:
+            async with aio.connect(f"ws://[::1]:{server.port}/") as client:
+                assert await client.incoming.get(timeout=5) == "welcome"
+                assert client.remote_address[0] == "::1"
+        finally:
+            await server.close()
+
+    run(main)
+
+
+def test_reuse_port_lets_two_servers_share_a_port() -> None:
+    async def main() -> None:
+        first = await aio.serve(echo, "127.0.0.1", 0, reuse_port=True)
+        async with (
+            first,
+            aio.serve(echo, "127.0.0.1", first.port, reuse_port=True) as second,
+            aio.connect(f"ws://127.0.0.1:{first.port}/") as client,
+        ):
+            assert second.port == first.port
+            await client.send("shared")
+            assert await client.incoming.get(timeout=5) == "shared"
+
+    run(main)
+
+
+def _with_uvloop(main: Callable[[], Awaitable[None]]) -> None:
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), 20))
+
+
+def test_on_uvloop() -> None:
+    async def main() -> None:
+        async with aio.serve(echo, "127.0.0.1", 0, incoming_size=2) as server:
+            async with aio.connect(f"ws://127.0.0.1:{server.port}/") as client:
+                await client.send_many([b"x" * 100_000, "text"] * 10)
+                got = [await client.incoming.get(timeout=5) for _ in range(20)]
+                assert got == [b"x" * 100_000, "text"] * 10
+                await client.ping(b"uv", timeout=5)
+                await client.send("close 4002")
+                assert (await next_message(client)).code == 4002
+            assert client.close_code == 4002
+
+    _with_uvloop(main)
