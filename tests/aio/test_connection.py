@@ -33,7 +33,7 @@ def test_echo_text_binary_batches_and_ping() -> None:
                 batch += await client.incoming.get_many(timeout=5)
             assert batch == ["a", b"b", "c"]
             await client.ping(b"abc", timeout=5)
-            await aio.ping(client)
+            await client.ping()
             large = bytes(3 * 1024 * 1024 // 4) * 4
             await client.send(large[: 1 << 20])
             assert await client.incoming.get(timeout=10) == large[: 1 << 20]

@@ -46,13 +46,15 @@ class Incoming:
     or was lost) and every message received before was delivered. :meth:`get` returns the next
     message and raises :class:`~tube.websocket.ConnectionClosed` at the end.
 
+    Attributes:
+        ended: True once no message can arrive any more (some may still wait to be taken).
+
     Concurrency: asyncio only, on the connection's event loop. Several tasks may wait at once;
     each message goes to exactly one of them. Only the connection puts messages in.
     """
 
     __slots__ = (
         "_connection",
-        "_ended",
         "_error",
         "_high_bytes",
         "_high_count",
@@ -63,23 +65,25 @@ class Incoming:
         "_paused",
         "_violation",
         "_waiter",
+        "ended",
     )
 
     def __init__(self, connection: Connection, max_messages: int, max_bytes: int) -> None:
         self._connection = connection
         self._messages: deque[Message] = deque()
         self._nbytes = 0
-        self._high_count = max_messages
-        self._low_count = max_messages // 2
-        self._high_bytes = max_bytes
-        self._low_bytes = max_bytes // 4
+        # High and low water marks, as documented for the options: reading resumes at half
+        # the count and a quarter of the bytes.
+        self._high_count, self._low_count = max_messages, max_messages // 2
+        self._high_bytes, self._low_bytes = max_bytes, max_bytes // 4
         # Reading is paused because the channel is over a high mark.
         self._paused = False
         # One future shared by every waiting task, resolved once per batch put in.
         self._waiter: asyncio.Future[None] | None = None
         # A peer's violation waiting behind the messages: committed when it is reached.
         self._violation: ProtocolError | None = None
-        self._ended = False
+        # True once no message can arrive any more (some may still wait to be taken).
+        self.ended = False
         self._error: Callable[[], ConnectionClosed] | None = None
 
     # ------------------------------------------------------------------ consumer side
@@ -116,22 +120,18 @@ class Incoming:
             timeout: Seconds to wait for the first message; ``None``: as long as it lives.
 
         Raises:
-            ConnectionClosed: As for :meth:`get`.
-            TimeoutError: No message arrived within ``timeout``.
-            ValueError: ``max_count`` is not positive.
+            ValueError: ``max_count`` is zero or negative.
+            ConnectionClosed: The channel ended and every message has been taken.
+            TimeoutError: Nothing arrived within ``timeout``.
         """
-        if max_count is not None and max_count < 1:
-            raise ValueError(f"max_count must be positive, got {max_count}")
+        if max_count is not None and max_count <= 0:
+            raise ValueError(f"max_count must be at least 1, got {max_count}")
         messages = self._messages
         if not messages:
             await self._wait(timeout)
-        if max_count is None or max_count >= len(messages):
-            batch = list(messages)
-            messages.clear()
-            self._nbytes = 0
-        else:
-            batch = [messages.popleft() for _ in range(max_count)]
-            self._nbytes -= sum(map(message_size, batch))
+        count = len(messages) if max_count is None else min(max_count, len(messages))
+        batch = [messages.popleft() for _ in range(count)]
+        self._nbytes -= sum(map(message_size, batch))
         if self._paused:
             self._taken()
         return batch
@@ -162,7 +162,7 @@ class Incoming:
             # The application asks for the item after the last good message: commit the
             # failure now; its replies to the earlier messages are already queued before it.
             self._connection._commit_violation(violation)
-        if self._ended:
+        if self.ended:
             assert self._error is not None
             raise self._error()
 
@@ -170,24 +170,22 @@ class Incoming:
         return self
 
     async def __anext__(self) -> Message:
-        try:
+        if self._messages:  # the common case under load: no await at all
             return await self.get()
+        try:
+            await self._wait(None)
         except ConnectionClosed:
             raise StopAsyncIteration from None
-
-    def __len__(self) -> int:
-        """The number of messages waiting."""
-        return len(self._messages)
+        return await self.get()
 
     @property
     def buffered_bytes(self) -> int:
         """The bytes of the messages waiting (UTF-8 bytes for text)."""
         return self._nbytes
 
-    @property
-    def ended(self) -> bool:
-        """True once no message can arrive any more (some may still wait to be taken)."""
-        return self._ended
+    def __len__(self) -> int:
+        """The number of messages waiting."""
+        return len(self._messages)
 
     # ------------------------------------------------------------------ producer side
 
@@ -223,9 +221,9 @@ class Incoming:
 
     def _end(self, error: Callable[[], ConnectionClosed]) -> None:
         """Mark the end: once drained, :meth:`get` raises ``error()`` (the connection, once)."""
-        if self._ended:
+        if self.ended:
             return
-        self._ended = True
+        self.ended = True
         self._violation = None
         self._error = error
         self._paused = False

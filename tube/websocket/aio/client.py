@@ -21,7 +21,7 @@ from typing import Any
 
 from ..core.errors import HandshakeError, OpenTimeout
 from ..core.handshake import build_request, validate_response
-from ..core.http import Response, get_header, parse_response_head
+from ..core.http import Request, Response, get_header, parse_response_head
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
 
@@ -71,19 +71,25 @@ async def _open(
     uri = parse_uri(url)
     if ssl is not None and not uri.secure:
         raise ValueError("ssl is only used with wss:// URLs, got a ws:// URL")
+    if refused := sorted(_SERVER_ONLY_OPTIONS & connection_options.keys()):
+        raise TypeError(f"connect() does not take the server-side options {refused}")
     extra_headers = _check_headers(headers)
-    if isinstance(subprotocols, str):
-        raise TypeError("subprotocols must be a sequence of strings, not one string")
-    offered = list(subprotocols) if subprotocols is not None else None
-    server_only = sorted(_SERVER_ONLY_OPTIONS.intersection(connection_options))
-    if server_only:
-        raise TypeError(f"connect() does not take the server-side options {server_only}")
+    # ConnectionOptions refuses a single string and checks every option, before any I/O.
     options = ConnectionOptions.from_kwargs(
-        open_timeout=open_timeout, subprotocols=offered, **connection_options
+        open_timeout=open_timeout, subprotocols=subprotocols, **connection_options
     )
-    # A dry run checks the handshake arguments (tokens, Origin, values) before any network I/O.
-    build_request(uri.host_header, uri.resource, subprotocols=offered, origin=origin,
-                  extra_headers=extra_headers)  # fmt: skip
+    offered = None if subprotocols is None else list(subprotocols)
+
+    def new_request() -> tuple[Request, str]:
+        return build_request(
+            uri.host_header,
+            uri.resource,
+            subprotocols=offered,
+            origin=origin,
+            extra_headers=extra_headers,
+        )
+
+    new_request()  # a dry run: bad tokens, Origin or header values fail before any I/O
     step = _Step()
     timeout = asyncio.timeout(open_timeout)
     try:
@@ -92,13 +98,7 @@ async def _open(
             while True:  # _redirect_target stops after MAX_REDIRECTS
                 connection = await _open_transport(uri, ssl, options, step)
                 try:
-                    request, key = build_request(
-                        uri.host_header,
-                        uri.resource,
-                        subprotocols=offered,
-                        origin=origin,
-                        extra_headers=extra_headers,
-                    )
+                    request, key = new_request()
                     connection.request = request
                     connection._write_head(request.to_bytes())
                     step.doing = "waiting for the handshake response"

@@ -526,12 +526,8 @@ class Connection(asyncio.BufferedProtocol):
         if code == 1006 and self._abort_reason:
             reason = self._abort_reason
         initiator = protocol.close_initiator
-        self.close_code = code
-        self.close_reason = reason
-        self._close_initiator = initiator
-        self.connected = False
-        self.closing = True
-        self._violation = None
+        self.close_code, self.close_reason, self._close_initiator = code, reason, initiator
+        self.connected, self.closing, self._violation = False, True, None
         self.incoming._end(lambda: closed_error(code, reason, initiator))
         self._pongs.fail_all(self._closed_error())
         self._timers.start_give_up()

@@ -1,9 +1,10 @@
 """The seed's functions for asyncio connections: coroutines where they wait.
 
-``await send_blob_data(c, data)``, ``await send_text(c, text)``, ``await ping(c, data)``,
+``await send_blob_data(c, data)``, ``await send_text(c, text)``,
 ``await initiate_close(c, code, reason)``, ``await wait_until_connected(c, timeout)``;
 :func:`is_connected` and :func:`is_closing` are plain functions. They mean what their threaded
-namesakes in :mod:`tube.websocket` mean.
+namesakes in :mod:`tube.websocket` mean (``await connection.ping(data)`` waits for a pong).
+The package's ``__all__`` lists them.
 
 Concurrency: as :class:`~.connection.Connection`: on the connection's event loop only.
 """
@@ -12,16 +13,6 @@ from __future__ import annotations
 
 from ..core.frames import Buffer
 from .connection import Connection
-
-__all__ = [
-    "initiate_close",
-    "is_closing",
-    "is_connected",
-    "ping",
-    "send_blob_data",
-    "send_text",
-    "wait_until_connected",
-]
 
 
 def is_connected(connection: Connection) -> bool:
@@ -42,8 +33,8 @@ async def send_blob_data(connection: Connection, data: Buffer) -> None:
             ``send_timeout`` (the connection is then aborted, close code 1006).
         TypeError: ``data`` is not bytes-like.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"send_blob_data takes bytes-like data, got {type(data).__name__}")
+    if isinstance(data, str):  # send() would make it a text message
+        raise TypeError("send_blob_data takes bytes-like data, got str (see send_text)")
     await connection.send(data)
 
 
@@ -57,11 +48,6 @@ async def send_text(connection: Connection, text: str) -> None:
     if not isinstance(text, str):
         raise TypeError(f"send_text takes a str, got {type(text).__name__}")
     await connection.send(text)
-
-
-async def ping(connection: Connection, data: Buffer = b"", *, timeout: float | None = None) -> None:
-    """Send a ping and wait for its pong; see :meth:`Connection.ping`."""
-    await connection.ping(data, timeout=timeout)
 
 
 async def initiate_close(connection: Connection, code: int = 1000, reason: str = "") -> None:

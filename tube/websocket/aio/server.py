@@ -98,17 +98,13 @@ class Server:
     ) -> None:
         self.options = options
         self.sockets: list[socket.socket] = []
-        self._handler = handler
-        self._host = host
-        self._port = port
-        self._ssl = ssl
-        self._process_request = process_request
-        self._reuse_port = reuse_port
-        self._backlog = backlog
+        self._handler, self._process_request, self._ssl = handler, process_request, ssl
+        # Where and how to listen: (host, port, reuse_port, backlog).
+        self._listen = (host, port, reuse_port, backlog)
+        # One task per accepted socket, and the connections whose TCP is not closed yet.
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[Connection] = set()
-        self._closing = False
-        self._warned = False
+        self._closing = self._warned = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed: asyncio.Future[None] | None = None
 
@@ -125,21 +121,20 @@ class Server:
             return self
         loop = self._loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
-        infos = await loop.getaddrinfo(
-            self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        host, port, reuse_port, backlog = self._listen
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         try:
             for family, kind, proto, _, address in dict.fromkeys(infos):
                 sock = socket.socket(family, kind, proto)
                 self.sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if self._reuse_port:
+                if reuse_port:
                     # Several processes accept on one port; the kernel spreads connections.
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind(address)
-                sock.listen(self._backlog)
+                sock.listen(backlog)
                 sock.setblocking(False)
         except BaseException:
             for sock in self.sockets:
@@ -206,7 +201,7 @@ class Server:
         loop = self._loop
         assert loop is not None
         # A bounded batch per wake-up, so that a flood of connections cannot starve the loop.
-        for _ in range(self._backlog):
+        for _ in range(self._listen[3]):
             try:
                 sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -288,14 +283,7 @@ class Server:
                     assert isinstance(answer, Response)
                     self._refuse(connection, answer)
                     return False
-            options = self.options
-            response, subprotocol = accept_request(
-                request,
-                subprotocols=options.subprotocols,
-                origins=options.origins,
-                check_origin=options.check_origin,
-                extra_headers=options.extra_headers,
-            )
+            response, subprotocol = accept_request(request, **self._policy())
         except HandshakeError as error:
             logger.info("refused a WebSocket upgrade from %s: %s", connection._peer_name(), error)
             self._refuse(connection, rejection_response(error))
@@ -309,6 +297,11 @@ class Server:
         connection._write_head(response.to_bytes())
         connection._open(consumed, subprotocol)
         return True
+
+    def _policy(self) -> dict[str, Any]:
+        """The handshake policy of the options: subprotocols, origins, extra headers."""
+        names = ("subprotocols", "origins", "check_origin", "extra_headers")
+        return {name: getattr(self.options, name) for name in names}
 
     @staticmethod
     def _refuse(connection: Connection, response: Response) -> None:
