@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from ..core.errors import ConnectionClosed, ProtocolError
+from .reading import PAUSED_BY_CHANNEL
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -156,12 +157,10 @@ class Incoming:
 
     def _check_end(self) -> None:
         # Called with the channel empty: every message before the end has been delivered.
-        violation = self._violation
-        if violation is not None:
-            self._violation = None
+        if self._violation is not None:
             # The application asks for the item after the last good message: commit the
             # failure now; its replies to the earlier messages are already queued before it.
-            self._connection._commit_violation(violation)
+            self._commit_violation()
         if self.ended:
             assert self._error is not None
             raise self._error()
@@ -199,13 +198,13 @@ class Incoming:
             len(self._messages) >= self._high_count or self._nbytes >= self._high_bytes
         ):
             self._paused = True
-            self._connection._pause_reading()
+            self._connection._reading.pause(PAUSED_BY_CHANNEL)
 
     def _taken(self) -> None:
         # Resume reading once the application has taken the channel below both low marks.
         if len(self._messages) <= self._low_count and self._nbytes <= self._low_bytes:
             self._paused = False
-            self._connection._resume_reading()
+            self._connection._reading.resume(PAUSED_BY_CHANNEL)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -218,6 +217,13 @@ class Incoming:
         """Queue a peer's violation behind the messages already in (the connection, once)."""
         self._violation = violation
         self._wake()
+
+    def _commit_violation(self) -> None:
+        """Send the pending violation's close frame (reached, or its bound expired)."""
+        violation = self._violation
+        if violation is not None:
+            self._violation = None
+            self._connection._fail(violation.close_code, violation.reason)
 
     def _end(self, error: Callable[[], ConnectionClosed]) -> None:
         """Mark the end: once drained, :meth:`get` raises ``error()`` (the connection, once)."""

@@ -22,12 +22,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-import threading
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
 
-from ..core.errors import ConnectionClosed, ProtocolError, closed_error
+from ..core.errors import ConnectionClosed, closed_error
 from ..core.events import BinaryMessage, CloseReceived, Pong, ProtocolFailure, TextMessage
 from ..core.frames import Buffer
 from ..core.http import Request
@@ -36,30 +35,19 @@ from ..core.protocol import Protocol, Role, State
 from .channel import Incoming, Message
 from .opening import HeadBuffer
 from .pings import PongWaiters
+from .reading import (
+    PAUSED_BY_WRITING,
+    PAUSED_TO_HOLD,
+    ReadGate,
+    peer_name,
+    receive_buffer,
+)
 from .sending import Sender, payload_of
 from .timers import Timers
 
 __all__ = ["Connection"]
 
 logger = logging.getLogger("tube.websocket.aio")
-
-# The receive buffer every connection of a thread shares (one event loop per thread).
-_RECEIVE_BUFFER_SIZE = 256 * 1024
-_local = threading.local()
-
-
-def _receive_buffer() -> memoryview:
-    view: memoryview | None = getattr(_local, "view", None)
-    if view is None:
-        view = _local.view = memoryview(bytearray(_RECEIVE_BUFFER_SIZE))
-    return view
-
-
-# Why reading is paused: the channel is full; the transport's write buffer is full; the
-# server holds frames back until the handshake is answered, or a violation stopped parsing.
-PAUSED_BY_CHANNEL = 1
-PAUSED_BY_WRITING = 2
-PAUSED_TO_HOLD = 4
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -110,16 +98,14 @@ class Connection(asyncio.BufferedProtocol):
         self._close_initiator: str | None = None
         self._abort_reason = ""
         self._lost = False
-        # Why reading is paused (0: it is not): a bit per reason, below.
-        self._paused_by = 0
+        self._reading = ReadGate()
         # The opening handshake's bytes, until it is done.
         self._head: HeadBuffer | None = HeadBuffer(self._loop)
         self._eof = False
-        self._violation: ProtocolError | None = None
         self._pongs = PongWaiters()
         self._opened: asyncio.Future[bool] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
-        self._recv = _receive_buffer()
+        self._recv = receive_buffer()
 
     def __repr__(self) -> str:
         state = "new" if self._protocol is None else self._protocol.state.name.lower()
@@ -142,7 +128,9 @@ class Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """The TCP (and TLS) connection is up: start the opening handshake's clock."""
         # A cast, not an isinstance check: uvloop's transports are no asyncio.Transport.
-        self._transport = self.transport = cast(asyncio.Transport, transport)
+        self._transport = self.transport = self._reading.transport = cast(
+            asyncio.Transport, transport
+        )
         self.remote_address = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -205,19 +193,16 @@ class Connection(asyncio.BufferedProtocol):
         logger.debug("WebSocket connection to %s ended: %s", self._peer_name(), self.close_code)
 
     def pause_writing(self) -> None:
-        """The transport's buffer is over its high-water mark: senders wait, reading stops.
-
-        Reading stops too because what we read may make us write (pongs, a flood of pings
-        from a peer that does not read): TCP then slows that peer down, memory stays bounded.
-        """
+        """The transport is full: senders wait, and reading stops (what we read may make us
+        write: a peer flooding pings without reading is slowed down by TCP)."""
         self._sender.pause()
         if self._protocol is not None:
-            self._pause_reading(PAUSED_BY_WRITING)
+            self._reading.pause(PAUSED_BY_WRITING)
 
     def resume_writing(self) -> None:
         """The transport's buffer drained: waiting senders go on, reading resumes."""
         self._sender.resume()
-        self._resume_reading(PAUSED_BY_WRITING)
+        self._reading.resume(PAUSED_BY_WRITING)
 
     # ------------------------------------------------------------------ opening handshake
 
@@ -243,7 +228,7 @@ class Connection(asyncio.BufferedProtocol):
         self._timers.stop_open()
         self._timers.start_keepalive()
         self._opened.set_result(True)
-        self._resume_reading(PAUSED_TO_HOLD)  # by the server, once the head was complete
+        self._reading.resume(PAUSED_TO_HOLD)  # by the server, once the head was complete
         if rest:
             self._process(rest)
 
@@ -253,62 +238,37 @@ class Connection(asyncio.BufferedProtocol):
         """Send one message: a text message for ``str``, a binary one for bytes-like data.
 
         Returns at once unless the transport's buffer is over its high-water mark (a peer
-        that reads slower than we send); then waits until it drains.
+        reading slower than we send); then waits until it drains.
 
         Raises:
             ConnectionClosed: The connection is closing or closed, or no byte could be written
                 for ``send_timeout`` seconds (the connection is then aborted, code 1006).
             TypeError: ``message`` is neither ``str`` nor bytes-like.
         """
-        protocol = self._open_protocol()
-        if type(message) is str:
-            protocol.send_text(message)
-        else:
-            protocol.send_binary(payload_of(message))
-        self._sync()
-        if type(message) is not bytes and type(message) is not str:
-            # The protocol may hold the caller's mutable buffer: the transport copies it now.
-            self._sender.flush()
+        self._queue((message,))
         if self._sender.paused:
-            await self._drain()
+            await self._sender.wait_writable()
 
     async def send_many(self, messages: Iterable[str | Buffer]) -> None:
         """Send several messages in order, as one write when they are small.
 
-        Atomic: every message is checked and encoded before any frame is queued; if one is
-        invalid, nothing is sent and the connection stays usable.
+        Atomic: if one message is invalid (``TypeError``, ``UnicodeEncodeError`` for a lone
+        surrogate), nothing is sent and the connection stays usable.
 
         Raises:
             ConnectionClosed: As for :meth:`send`.
-            TypeError: A message is neither ``str`` nor bytes-like (nothing is sent).
-            UnicodeEncodeError: A text message is not encodable (a lone surrogate; nothing sent).
         """
-        protocol = self._open_protocol()
-        try:
-            for message in messages:
-                if type(message) is str:
-                    protocol.send_text(message)
-                else:
-                    protocol.send_binary(payload_of(message))
-        except BaseException:
-            protocol.data_to_send()  # drop this batch's frames: every earlier output was synced
-            raise
-        self._sync()
-        self._sender.flush()
+        self._queue(messages)
         if self._sender.paused:
-            await self._drain()
+            await self._sender.wait_writable()
 
     async def ping(self, data: Buffer = b"", *, timeout: float | None = None) -> None:
         """Send a ping and wait for the pong that answers it.
 
-        Args:
-            data: Up to 125 bytes of payload.
-            timeout: Seconds to wait for the pong; ``None`` uses ``ping_timeout`` (and waits
-                as long as the connection lives if that is ``None`` too).
+        ``data``: up to 125 bytes; ``timeout``: seconds, ``None`` for ``ping_timeout``.
 
         Raises:
-            TypeError: ``data`` is not bytes-like.
-            ValueError: ``data`` is longer than 125 bytes.
+            TypeError, ValueError: ``data`` is not bytes-like, or longer than 125 bytes.
             ConnectionClosed: The connection is not open, or ended before the pong.
             TimeoutError: No pong within the timeout.
         """
@@ -349,7 +309,7 @@ class Connection(asyncio.BufferedProtocol):
             self._sender.flush()
             if self._sender.paused:
                 with contextlib.suppress(ConnectionClosed):
-                    await self._drain()
+                    await self._sender.wait_writable()
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed (the background teardown is over)."""
@@ -385,6 +345,25 @@ class Connection(asyncio.BufferedProtocol):
             raise self._closed_error()
         return protocol
 
+    def _queue(self, messages: Iterable[str | Buffer]) -> None:
+        """Encode messages into frames, all or none, and queue them for this loop iteration."""
+        protocol = self._open_protocol()
+        mutable = False
+        try:
+            for message in messages:
+                if type(message) is str:
+                    protocol.send_text(message)
+                else:
+                    protocol.send_binary(payload_of(message))
+                    mutable = mutable or type(message) is not bytes
+        except BaseException:
+            protocol.data_to_send()  # drop this batch's frames: every earlier output was synced
+            raise
+        self._sync()
+        if mutable:
+            # The protocol may hold the caller's mutable buffer: the transport copies it now.
+            self._sender.flush()
+
     def _closed_error(self) -> ConnectionClosed:
         if self.close_code is not None:
             return closed_error(self.close_code, self.close_reason, self._close_initiator)
@@ -393,16 +372,6 @@ class Connection(asyncio.BufferedProtocol):
         if self._abort_reason:
             return ConnectionClosed(1006, self._abort_reason)
         return self._protocol.closed_error()
-
-    async def _drain(self) -> None:
-        send_timeout = self.options.send_timeout
-        if not await self._sender.drain(send_timeout):
-            reason = f"send timed out: no byte could be written for {send_timeout} s"
-            logger.info("aborting %s: %s (the peer is not reading)", self._peer_name(), reason)
-            self._abort(reason)
-            raise ConnectionClosed(1006, reason)
-        if self._lost:
-            raise self._closed_error()
 
     def _sync(self) -> None:
         """After a protocol call: queue its output; notice the closing and the end."""
@@ -444,22 +413,8 @@ class Connection(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def _pause_reading(self, why: int = PAUSED_BY_CHANNEL) -> None:
-        if not self._paused_by and self._transport is not None:
-            self._transport.pause_reading()
-        self._paused_by |= why
-
-    def _resume_reading(self, why: int = PAUSED_BY_CHANNEL) -> None:
-        if self._paused_by & why:
-            self._paused_by &= ~why
-            if not self._paused_by and self._transport is not None:
-                self._transport.resume_reading()
-
     def _peer_name(self) -> str:
-        peer = self.remote_address
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            return f"{peer[0]}:{peer[1]}"
-        return "(unknown peer)"
+        return peer_name(self.remote_address)
 
     # ------------------------------------------------------------------ receiving internals
 
@@ -483,7 +438,14 @@ class Connection(asyncio.BufferedProtocol):
                 self._pongs.received(event.payload)
             elif kind is ProtocolFailure:
                 assert isinstance(event, ProtocolFailure)
-                self._violation_received(event.error)
+                logger.info(
+                    "WebSocket peer %s broke the protocol: %s", self._peer_name(), event.error
+                )
+                # Nothing after the violation is parsed: stop reading until the close. It is
+                # committed when the application reaches it, or after a bound.
+                self._reading.pause(PAUSED_TO_HOLD)
+                self.incoming._fail_after(event.error)
+                self._timers.start_violation()
             elif kind is CloseReceived and logger.isEnabledFor(logging.DEBUG):
                 assert isinstance(event, CloseReceived)
                 logger.debug(
@@ -492,28 +454,8 @@ class Connection(asyncio.BufferedProtocol):
             # Ping: the protocol has queued the pong.
         if messages:
             self.incoming._put(messages)
-        if self._violation is not None:
-            self.incoming._fail_after(self._violation)
         if other:
             self._sync()
-
-    def _violation_received(self, error: ProtocolError) -> None:
-        logger.info("WebSocket peer %s broke the protocol: %s", self._peer_name(), error)
-        self._violation = error
-        # Nothing after the violation is parsed; stop reading until the close.
-        self._pause_reading(PAUSED_TO_HOLD)
-        self._timers.start_violation()
-
-    def _commit_violation(self, error: ProtocolError) -> None:
-        """Send the violation's close frame now (the channel reached it, or its bound expired)."""
-        if self._violation is None:
-            return
-        self._violation = None
-        self._fail(error.close_code, error.reason)
-
-    def _commit_pending_violation(self) -> None:
-        if self._violation is not None:
-            self._commit_violation(self._violation)
 
     # ------------------------------------------------------------------ the end
 
@@ -527,12 +469,12 @@ class Connection(asyncio.BufferedProtocol):
             reason = self._abort_reason
         initiator = protocol.close_initiator
         self.close_code, self.close_reason, self._close_initiator = code, reason, initiator
-        self.connected, self.closing, self._violation = False, True, None
+        self.connected, self.closing = False, True
         self.incoming._end(lambda: closed_error(code, reason, initiator))
         self._pongs.fail_all(self._closed_error())
         self._timers.start_give_up()
         # Read on until the peer's EOF: nothing holds reading back any more.
-        self._resume_reading(self._paused_by)
+        self._reading.resume(self._reading.reasons)
         if protocol.should_close_transport() and not self._lost:
             self._teardown()
 

@@ -15,14 +15,18 @@ for ``send_timeout`` gets the connection aborted.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
+from ..core.errors import ConnectionClosed
 from ..core.frames import Buffer
 
 if TYPE_CHECKING:
     from .connection import Connection
 
 __all__ = ["FLUSH_AT", "Sender", "payload_of"]
+
+logger = logging.getLogger("tube.websocket.aio")
 
 #: Bytes pending in one loop iteration above which they are handed to the transport at once.
 FLUSH_AT = 64 * 1024
@@ -142,6 +146,25 @@ class Sender:
                 if transport.get_write_buffer_size() >= before:
                     return False
         return True
+
+    async def wait_writable(self) -> None:
+        """Wait while the transport is full (:meth:`drain`); abort after ``send_timeout``.
+
+        Raises:
+            ConnectionClosed: No progress for ``send_timeout`` (the connection is aborted),
+                or the connection ended meanwhile.
+        """
+        connection = self._connection
+        send_timeout = connection.options.send_timeout
+        if not await self.drain(send_timeout):
+            reason = f"send timed out: no byte could be written for {send_timeout} s"
+            logger.info(
+                "aborting %s: %s (the peer is not reading)", connection._peer_name(), reason
+            )
+            connection._abort(reason)
+            raise ConnectionClosed(1006, reason)
+        if connection._lost:
+            raise connection._closed_error()
 
     def release(self) -> None:
         """The connection is lost: wake every waiting sender (they see the end and raise)."""

@@ -29,7 +29,8 @@ from ..core.handshake import accept_request, rejection_response
 from ..core.http import Request, Response, parse_request_head
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
-from .connection import PAUSED_TO_HOLD, Connection
+from .connection import Connection
+from .reading import PAUSED_TO_HOLD
 
 __all__ = ["Handler", "ProcessRequest", "Server", "http_response", "serve"]
 
@@ -274,7 +275,7 @@ class Server:
             request, consumed = parsed
             connection.request = request
             # Hold further frames in the kernel until the WebSocket is open.
-            connection._pause_reading(PAUSED_TO_HOLD)
+            connection._reading.pause(PAUSED_TO_HOLD)
             if self._process_request is not None:
                 answer = self._process_request(request)
                 if inspect.isawaitable(answer):

@@ -117,7 +117,7 @@ class Timers:
         if policy is None or protocol is None or connection.closing or connection._lost:
             return
         loop = connection._loop
-        action, when = policy.check(loop.time(), reading_paused=bool(connection._paused_by))
+        action, when = policy.check(loop.time(), reading_paused=bool(connection._reading.reasons))
         if action is KeepaliveAction.TIMEOUT:
             logger.info(
                 "WebSocket peer %s did not answer a ping within %s s; closing with 1011",
@@ -177,4 +177,4 @@ class Timers:
 
     def _on_violation(self) -> None:
         self._violation = None
-        self._connection._commit_pending_violation()
+        self._connection.incoming._commit_violation()
