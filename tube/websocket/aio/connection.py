@@ -259,6 +259,7 @@ class Connection(asyncio.BufferedProtocol):
             ConnectionClosed: As for :meth:`send`.
         """
         self._queue(messages)
+        self._sender.flush()  # the caller made the batch: no reason to wait for more
         if self._sender.paused:
             await self._sender.wait_writable()
 

@@ -101,7 +101,9 @@ class Sender:
         elif size <= _JOIN_LIMIT:
             transport.write(b"".join(pending))
         else:
-            transport.writelines(pending)
+            # One write each: writelines() would join them first (a copy of every payload).
+            for chunk in pending:
+                transport.write(chunk)
 
     @property
     def paused(self) -> bool:
