@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hashlib
+import re
 import socket
+import struct
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
+from tests.conftest import GUID, build_frame, mask_bytes
 from tube.websocket import HandshakeError, InvalidURI, OpenTimeout, aio
 
 from .conftest import echo, next_message, run
@@ -113,3 +121,97 @@ def test_on_uvloop() -> None:
             assert client.close_code == 4002
 
     _with_uvloop(main)
+
+
+class RawServer:
+    """A hand-written WebSocket server on asyncio streams: answers the handshake, then
+    ``script(reader, writer)`` plays the server's part frame by frame."""
+
+    def __init__(self, script: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]):
+        self.script = script
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head)
+        assert key is not None
+        accept = base64.b64encode(hashlib.sha1(key.group(1) + GUID.encode()).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        try:
+            await self.script(reader, writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            self.done.set_result(None)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One (masked) client frame: (opcode, unmasked payload)."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), 5)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    key = await reader.readexactly(4)
+    return first & 0x0F, mask_bytes(await reader.readexactly(length), key)
+
+
+def test_client_incoming_ends_at_the_handshake_while_the_server_keeps_tcp_open() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(build_frame(0x1, b"hello", mask=False))
+            writer.write(build_frame(0x8, struct.pack("!H", 1000), mask=False))
+            assert await read_frame(reader) == (0x8, struct.pack("!H", 1000))
+            await release.wait()  # keeps TCP open: no EOF for the client
+
+        raw = RawServer(script)
+        server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            client = await aio.connect(f"ws://127.0.0.1:{port}/", close_give_up_time=0.5)
+            started = time.monotonic()
+            assert await client.incoming.get(timeout=5) == "hello"
+            closed = await next_message(client)
+            assert closed.code == 1000 and time.monotonic() - started < 0.3
+            assert client.close_code == 1000 and not client.connected
+            await client.wait_closed()  # the give-up bound closes TCP on our side
+            assert 0.3 < time.monotonic() - started < 3
+            release.set()
+            await raw.done
+
+    run(main)
+
+
+def test_client_replies_to_a_good_message_before_the_violation_close() -> None:
+    async def main() -> None:
+        frames: list[tuple[int, bytes]] = []
+
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(
+                build_frame(0x1, b"ping me", mask=False) + build_frame(0x1, b"x", mask=True)
+            )
+            frames.append(await read_frame(reader))
+            frames.append(await read_frame(reader))
+            writer.write(build_frame(0x8, struct.pack("!H", 1002), mask=False))
+            await reader.read()
+
+        raw = RawServer(script)
+        server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            client = await aio.connect(f"ws://127.0.0.1:{port}/")
+            message = await client.incoming.get(timeout=5)
+            await client.send(f"reply to {message}")
+            closed = await next_message(client)  # commits the violation: 1002
+            assert closed.code == 1002
+            await raw.done
+            await client.wait_closed()
+        assert frames[0] == (0x1, b"reply to ping me")
+        assert frames[1][0] == 0x8 and frames[1][1][:2] == struct.pack("!H", 1002)
+
+    run(main)
