@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GUID, build_frame, mask_bytes
-from tube.websocket import HandshakeError, InvalidURI, OpenTimeout, aio
+from tube.websocket import HandshakeRejected, InvalidURI, OpenTimeout, aio
 
 from .conftest import echo, next_message, run
 
@@ -57,7 +57,7 @@ def test_connect_errors() -> None:
         server = await asyncio.start_server(http, "127.0.0.1", 0)
         async with server:
             port = server.sockets[0].getsockname()[1]
-            with pytest.raises(HandshakeError) as refused:
+            with pytest.raises(HandshakeRejected) as refused:
                 await aio.connect(f"ws://127.0.0.1:{port}/")
             assert refused.value.status == 404 and refused.value.body == b"no such ws"
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tube.websocket import ConnectionClosed, HandshakeError, aio
+from tube.websocket import ConnectionClosed, HandshakeRejected, aio
 
 from .conftest import RawPeer, echo, next_message, run
 
@@ -52,11 +52,11 @@ def test_process_request_answers_instead_of_upgrading() -> None:
                 assert health.startswith(b"HTTP/1.1 200 OK\r\n") and health.endswith(b"\r\nok\n")
                 assert (await _get(server.port, "/boom")).startswith(b"HTTP/1.1 500 ")
                 url = f"ws://127.0.0.1:{server.port}"
-                with pytest.raises(HandshakeError) as refused:
+                with pytest.raises(HandshakeRejected) as refused:
                     await aio.connect(url + "/secret")
                 assert refused.value.status == 401 and refused.value.body == b"token needed"
                 assert "token needed" in str(refused.value)
-                with pytest.raises(HandshakeError, match="redirected to /"):
+                with pytest.raises(HandshakeRejected, match="redirected to /"):
                     await aio.connect(url + "/old")
                 async with aio.connect(url + "/old", follow_redirects=True) as client:
                     await client.send("via redirect")
@@ -78,7 +78,7 @@ def test_origin_policy_and_subprotocols() -> None:
             origins=["https://ok.example"],
         ) as server:
             url = f"ws://127.0.0.1:{server.port}/"
-            with pytest.raises(HandshakeError) as refused:
+            with pytest.raises(HandshakeRejected) as refused:
                 await aio.connect(url, origin="https://evil.example")
             assert refused.value.status == 403
             async with aio.connect(

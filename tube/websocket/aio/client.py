@@ -19,30 +19,20 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from ..core.errors import HandshakeError, OpenTimeout
-from ..core.handshake import build_request, validate_response
-from ..core.http import Request, Response, get_header, parse_response_head
+from ..core import handshake
+from ..core import uri as urls
+from ..core.errors import InvalidHandshake, OpenTimeout
+from ..core.http import Request, Response, decode_chunked, get_header, parse_response_head
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
-
-# The URL and redirect rules are not about threads; they are moving to core/uri.py, and this
-# import will point there once they have (the same code, never a copy).
-from ..threads.client import (
-    _CREDENTIAL_HEADERS,
-    _REDIRECT_STATUSES,
-    _SERVER_ONLY_OPTIONS,
-    WebSocketURI,
-    _check_headers,
-    _dechunk,
-    _redirect_target,
-    _refusal,
-    parse_uri,
-)
 from .connection import Connection
 
 __all__ = ["connect"]
 
 logger = logging.getLogger("tube.websocket.aio")
+
+# Options only a server uses: refused rather than silently ignored.
+_SERVER_ONLY = frozenset({"origins", "check_origin", "extra_headers"})
 
 # How much of a refusal's body is kept, and how long it may take once the head arrived.
 _MAX_ERROR_BODY = 4096
@@ -68,20 +58,23 @@ async def _open(
     follow_redirects: bool,
     connection_options: dict[str, Any],
 ) -> Connection:
-    uri = parse_uri(url)
+    uri = urls.parse_uri(url)
     if ssl is not None and not uri.secure:
         raise ValueError("ssl is only used with wss:// URLs, got a ws:// URL")
-    if refused := sorted(_SERVER_ONLY_OPTIONS & connection_options.keys()):
+    if refused := sorted(_SERVER_ONLY & connection_options.keys()):
         raise TypeError(f"connect() does not take the server-side options {refused}")
-    extra_headers = _check_headers(headers)
-    # ConnectionOptions refuses a single string and checks every option, before any I/O.
+    extra_headers = list(handshake.check_extra_headers(headers, request=True))
+    checked = handshake.check_subprotocols(subprotocols)  # refuses a single string
+    if callable(checked):
+        raise TypeError("connect() takes a sequence of subprotocols to offer, not a selector")
+    offered = None if checked is None else list(checked)
+    # Every option is checked before any I/O.
     options = ConnectionOptions.from_kwargs(
-        open_timeout=open_timeout, subprotocols=subprotocols, **connection_options
+        open_timeout=open_timeout, subprotocols=offered, **connection_options
     )
-    offered = None if subprotocols is None else list(subprotocols)
 
     def new_request() -> tuple[Request, str]:
-        return build_request(
+        return handshake.build_request(
             uri.host_header,
             uri.resource,
             subprotocols=offered,
@@ -104,25 +97,25 @@ async def _open(
                     step.doing = "waiting for the handshake response"
                     response, consumed = await _read_response(connection)
                     if response.status == 101:
-                        subprotocol = validate_response(response, key, subprotocols=offered)
+                        subprotocol = handshake.validate_response(
+                            response, key, subprotocols=offered
+                        )
                         connection._open(consumed, subprotocol)
                         logger.debug("connected to %s (subprotocol %r)", uri.url, subprotocol)
                         return connection
                     location = get_header(response.headers, "Location")
                     if not (
-                        follow_redirects and location and response.status in _REDIRECT_STATUSES
+                        follow_redirects and location and response.status in urls.REDIRECT_STATUSES
                     ):
                         response.body = await _read_error_body(connection, response, consumed)
-                        raise _refusal(response, location)
-                    target = _redirect_target(uri, response, location, redirects)
+                        raise handshake.refusal_error(response)
+                    target = urls.redirect_target(uri, response, redirects=redirects)
                 except BaseException:
                     connection._abort("the opening handshake failed")
                     raise
                 connection._abort("redirected")
-                if target.origin != uri.origin:  # credentials were meant for the first origin
-                    extra_headers = [
-                        pair for pair in extra_headers if pair[0].lower() not in _CREDENTIAL_HEADERS
-                    ]
+                # Credentials were meant for the first origin only.
+                extra_headers = urls.headers_for_redirect(extra_headers, uri, target)
                 logger.debug("redirected from %s to %s", uri.url, target.url)
                 uri = target
                 redirects += 1
@@ -133,7 +126,10 @@ async def _open(
 
 
 async def _open_transport(
-    uri: WebSocketURI, ssl: ssl_module.SSLContext | None, options: ConnectionOptions, step: _Step
+    uri: urls.WebSocketURI,
+    ssl: ssl_module.SSLContext | None,
+    options: ConnectionOptions,
+    step: _Step,
 ) -> Connection:
     """Resolve, connect TCP to each address in turn, then TLS for ``wss://``."""
     loop = asyncio.get_running_loop()
@@ -190,8 +186,8 @@ async def _read_response(connection: Connection) -> tuple[Response, int]:
         if not await head.more():
             received = bytes(head.data)
             how = "in the middle of its handshake response" if received else "without answering"
-            raise HandshakeError(
-                0, f"the server closed the connection {how}", body=received[:_MAX_ERROR_BODY]
+            raise InvalidHandshake(
+                None, f"the server closed the connection {how}", body=received[:_MAX_ERROR_BODY]
             )
 
 
@@ -218,7 +214,7 @@ async def _read_error_body(connection: Connection, response: Response, consumed:
     except TimeoutError:
         pass  # the refusal is certain; only its explanation is shorter
     body = bytes(head.data[consumed : consumed + want])
-    return _dechunk(body) if chunked else body
+    return decode_chunked(body) if chunked else body
 
 
 class _Connecting:
@@ -275,7 +271,9 @@ def connect(
         ConnectionRefusedError, OSError: The TCP connection failed.
         ssl.SSLError: The TLS handshake failed (e.g. an unverifiable certificate).
         OpenTimeout: ``open_timeout`` expired; the message says during which step.
-        HandshakeError: The server refused the upgrade (status, headers, start of the body).
+        HandshakeRejected: The server answered another status than 101 (its status, headers
+            and the start of its body), or a redirect that is not followed.
+        InvalidHandshake: No valid HTTP response arrived, or an invalid 101.
     """
     return _Connecting(
         (

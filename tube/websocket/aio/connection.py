@@ -107,16 +107,16 @@ class Connection(asyncio.BufferedProtocol):
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._recv = receive_buffer()
 
-    def __repr__(self) -> str:
-        state = "new" if self._protocol is None else self._protocol.state.name.lower()
-        return f"<aio.Connection {self.role.value} {state} {self._peer_name()}>"
-
     # ------------------------------------------------------------------ seed fields, options
 
     @property
     def close_retry_time(self) -> float | None:
         """Seconds after :func:`initiate_close` before the close frame is sent again."""
         return self.options.close_retry_time
+
+    def __repr__(self) -> str:
+        state = "new" if self._protocol is None else self._protocol.state.name.lower()
+        return f"<aio.Connection {self.role.value} {state} {self._peer_name()}>"
 
     @property
     def close_give_up_time(self) -> float:
