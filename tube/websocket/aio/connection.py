@@ -340,9 +340,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _open_protocol(self) -> Protocol:
         protocol = self._protocol
-        if protocol is None or self.close_code is not None or self._lost:
-            raise self._closed_error()
-        if protocol.close_sent is not None or protocol.state is State.CLOSED:
+        if protocol is None or self._lost or protocol.close_sent or protocol.state is State.CLOSED:
             raise self._closed_error()
         return protocol
 
@@ -390,9 +388,7 @@ class Connection(asyncio.BufferedProtocol):
     def _start_close(self, code: int, reason: str) -> bool:
         """Queue a close frame (ours) unless the closing already started; True if queued."""
         protocol = self._protocol
-        if protocol is None or self._lost:
-            return False
-        if protocol.close_sent is not None or protocol.state is State.CLOSED:
+        if protocol is None or self._lost or protocol.close_sent or protocol.state is State.CLOSED:
             return False
         protocol.send_close(code, reason)
         self._sync()
@@ -477,18 +473,6 @@ class Connection(asyncio.BufferedProtocol):
         # Read on until the peer's EOF: nothing holds reading back any more.
         self._reading.resume(self._reading.reasons)
         if protocol.should_close_transport() and not self._lost:
-            self._teardown()
-
-    def _teardown(self) -> None:
-        """Close TCP as RFC 6455 §7.1.1 asks, after the last frame is written."""
-        transport = self._transport
-        assert transport is not None
-        self._sender.flush()
-        if self._eof or self._protocol is None or self._protocol.role is Role.CLIENT:
-            transport.close()  # the peer is gone, or a client fails: nothing to wait for
-        elif transport.can_write_eof():
-            # The server closes first: shut the write side down, then read until the peer's
-            # EOF (eof_received closes the transport), bounded by the give-up timer.
-            transport.write_eof()
-        else:
-            transport.close()  # TLS: close_notify, then asyncio waits for the peer's
+            # RFC 6455 §7.1.1: the server closes TCP first, and waits for the peer's EOF (the
+            # give-up timer bounds it); a client does only after a failure, without waiting.
+            self._sender.shut(half=self.role is Role.SERVER and not self._eof)

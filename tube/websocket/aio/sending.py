@@ -168,6 +168,17 @@ class Sender:
         if connection._lost:
             raise connection._closed_error()
 
+    def shut(self, *, half: bool) -> None:
+        """Write what is pending, then close TCP: ``half`` shuts only the write side (the
+        transport closes once the peer's EOF arrives), when the transport can (TLS cannot)."""
+        self.flush()
+        transport = self._connection._transport
+        assert transport is not None
+        if half and transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()  # TLS: close_notify, then asyncio waits for the peer's, bounded
+
     def release(self) -> None:
         """The connection is lost: wake every waiting sender (they see the end and raise)."""
         self._pending = []
