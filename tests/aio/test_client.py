@@ -206,7 +206,8 @@ def test_client_replies_to_a_good_message_before_the_violation_close() -> None:
             port = server.sockets[0].getsockname()[1]
             client = await aio.connect(f"ws://127.0.0.1:{port}/")
             message = await client.incoming.get(timeout=5)
-            await client.send(f"reply to {message}")
+            assert message == "ping me"
+            await client.send(f"reply to {message!s}")
             closed = await next_message(client)  # commits the violation: 1002
             assert closed.code == 1002
             await raw.done

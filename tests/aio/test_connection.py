@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from typing import Any
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_options_are_checked_at_once() -> None:
     ],
 )
 def test_a_violation_after_a_good_message_lets_the_reply_out_first(
-    frames: list[tuple[int, bytes, dict[str, object]]], code: int
+    frames: list[tuple[int, bytes, dict[str, Any]]], code: int
 ) -> None:
     """Issue 8 §2: the reply to the good message, then the close frame with the right code."""
 
@@ -259,5 +260,23 @@ def test_unknown_close_reason_and_status_fields() -> None:
             assert close.close_code == 1007
             await peer.expect_eof()
             await peer.close()
+
+    run(main)
+
+
+def test_permessage_deflate_between_aio_server_and_client() -> None:
+    async def main() -> None:
+        async with (
+            aio.serve(echo, "127.0.0.1", 0, compression="deflate") as server,
+            aio.connect(f"ws://127.0.0.1:{server.port}/") as client,
+        ):
+            assert client.options.deflate_options is not None
+            text = "compressible " * 10_000
+            await client.send(text)
+            await client.send(b"\x00" * 100_000, compress=False)
+            await client.send_many(["a" * 5000, b"b" * 5000], compress=True)
+            got = [await client.incoming.get(timeout=5) for _ in range(4)]
+            assert got == [text, b"\x00" * 100_000, "a" * 5000, b"b" * 5000]
+        assert client.close_code == 1000
 
     run(main)

@@ -17,10 +17,11 @@ import socket
 import ssl as ssl_module
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from ..core import handshake
 from ..core import uri as urls
+from ..core.deflate import DeflateOptions
 from ..core.errors import InvalidHandshake, OpenTimeout
 from ..core.http import Request, Response, decode_chunked, get_header, parse_response_head
 from ..core.options import ConnectionOptions
@@ -56,6 +57,7 @@ async def _open(
     ssl: ssl_module.SSLContext | None,
     open_timeout: float | None,
     follow_redirects: bool,
+    compression: DeflateOptions | Literal["deflate"] | None,
     connection_options: dict[str, Any],
 ) -> Connection:
     uri = urls.parse_uri(url)
@@ -70,8 +72,12 @@ async def _open(
     offered = None if checked is None else list(checked)
     # Every option is checked before any I/O.
     options = ConnectionOptions.from_kwargs(
-        open_timeout=open_timeout, subprotocols=offered, **connection_options
+        open_timeout=open_timeout,
+        subprotocols=offered,
+        compression=compression,
+        **connection_options,
     )
+    offer = options.deflate_options
 
     def new_request() -> tuple[Request, str]:
         return handshake.build_request(
@@ -80,6 +86,7 @@ async def _open(
             subprotocols=offered,
             origin=origin,
             extra_headers=extra_headers,
+            compression=offer,
         )
 
     new_request()  # a dry run: bad tokens, Origin or header values fail before any I/O
@@ -97,10 +104,15 @@ async def _open(
                     step.doing = "waiting for the handshake response"
                     response, consumed = await _read_response(connection)
                     if response.status == 101:
+                        negotiated = handshake.Negotiated()
                         subprotocol = handshake.validate_response(
-                            response, key, subprotocols=offered
+                            response,
+                            key,
+                            subprotocols=offered,
+                            compression=offer,
+                            negotiated=negotiated,
                         )
-                        connection._open(consumed, subprotocol)
+                        connection._open(consumed, subprotocol, negotiated.deflate)
                         logger.debug("connected to %s (subprotocol %r)", uri.url, subprotocol)
                         return connection
                     location = get_header(response.headers, "Location")
@@ -253,12 +265,13 @@ def connect(
     ssl: ssl_module.SSLContext | None = None,
     open_timeout: float | None = 10.0,
     follow_redirects: bool = False,
+    compression: DeflateOptions | Literal["deflate"] | None = "deflate",
     **connection_options: Any,
 ) -> _Connecting:
     """Open a WebSocket connection to ``url``: ``await connect(...)`` or ``async with``.
 
     The arguments mean what they mean for the threaded :func:`tube.websocket.connect` (``ssl``
-    is its ``ssl_context``), except that ``open_timeout`` also bounds DNS resolution.
+    is its ``ssl_context``); like it, it offers permessage-deflate unless ``compression=None``.
 
     Returns:
         An awaitable giving the open :class:`Connection`; as an async context manager it
@@ -284,6 +297,7 @@ def connect(
             ssl,
             open_timeout,
             follow_redirects,
+            compression,
             connection_options,
         )
     )

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
 
+from ..core.deflate import DeflateParameters
 from ..core.errors import ConnectionClosed, closed_error
 from ..core.events import BinaryMessage, CloseReceived, Pong, ProtocolFailure, TextMessage
 from ..core.frames import Buffer
@@ -211,18 +212,20 @@ class Connection(asyncio.BufferedProtocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
-    def _open(self, consumed: int, subprotocol: str | None) -> None:
+    def _open(
+        self, consumed: int, subprotocol: str | None, deflate: DeflateParameters | None
+    ) -> None:
         """The opening handshake succeeded: become a WebSocket (internal API).
 
         Args:
             consumed: The size of the HTTP head; bytes after it are the first frames.
             subprotocol: The negotiated subprotocol.
+            deflate: The negotiated permessage-deflate parameters, or None.
         """
         assert self._head is not None
         rest = bytes(self._head.data[consumed:])
         self._head = None
-        # The compression option (its own issue) reaches the protocol through `options`.
-        self._protocol = self.options.make_protocol(self.role)
+        self._protocol = self.options.make_protocol(self.role, deflate)
         self.subprotocol = subprotocol
         self.connected = True
         self._timers.stop_open()
@@ -234,22 +237,26 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ public operations
 
-    async def send(self, message: str | Buffer) -> None:
+    async def send(self, message: str | Buffer, *, compress: bool | None = None) -> None:
         """Send one message: a text message for ``str``, a binary one for bytes-like data.
 
         Returns at once unless the transport's buffer is over its high-water mark (a peer
-        reading slower than we send); then waits until it drains.
+        reading slower than we send); then waits until it drains. ``compress`` matters only
+        when permessage-deflate was negotiated (as on threads: ``None`` compresses messages of
+        at least ``min_size`` bytes, ``False`` never, ``True`` always).
 
         Raises:
             ConnectionClosed: The connection is closing or closed, or no byte could be written
                 for ``send_timeout`` seconds (the connection is then aborted, code 1006).
             TypeError: ``message`` is neither ``str`` nor bytes-like.
         """
-        self._queue((message,))
+        self._queue((message,), compress)
         if self._sender.paused:
             await self._sender.wait_writable()
 
-    async def send_many(self, messages: Iterable[str | Buffer]) -> None:
+    async def send_many(
+        self, messages: Iterable[str | Buffer], *, compress: bool | None = None
+    ) -> None:
         """Send several messages in order, as one write when they are small.
 
         Atomic: if one message is invalid (``TypeError``, ``UnicodeEncodeError`` for a lone
@@ -258,7 +265,7 @@ class Connection(asyncio.BufferedProtocol):
         Raises:
             ConnectionClosed: As for :meth:`send`.
         """
-        self._queue(messages)
+        self._queue(messages, compress)
         self._sender.flush()  # the caller made the batch: no reason to wait for more
         if self._sender.paused:
             await self._sender.wait_writable()
@@ -344,16 +351,16 @@ class Connection(asyncio.BufferedProtocol):
             raise self._closed_error()
         return protocol
 
-    def _queue(self, messages: Iterable[str | Buffer]) -> None:
+    def _queue(self, messages: Iterable[str | Buffer], compress: bool | None) -> None:
         """Encode messages into frames, all or none, and queue them for this loop iteration."""
         protocol = self._open_protocol()
         mutable = False
         try:
             for message in messages:
                 if type(message) is str:
-                    protocol.send_text(message)
+                    protocol.send_text(message, compress=compress)
                 else:
-                    protocol.send_binary(payload_of(message))
+                    protocol.send_binary(payload_of(message), compress=compress)
                     mutable = mutable or type(message) is not bytes
         except BaseException:
             protocol.data_to_send()  # drop this batch's frames: every earlier output was synced

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from ..core.errors import HandshakeError
-from ..core.handshake import accept_request, rejection_response
+from ..core.handshake import Negotiated, accept_request, rejection_response
 from ..core.http import Request, Response, parse_request_head
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
@@ -284,7 +284,8 @@ class Server:
                     assert isinstance(answer, Response)
                     self._refuse(connection, answer)
                     return False
-            response, subprotocol = accept_request(request, **self._policy())
+            negotiated = Negotiated()
+            response, subprotocol = accept_request(request, **self._policy(), negotiated=negotiated)
         except HandshakeError as error:
             logger.info("refused a WebSocket upgrade from %s: %s", connection._peer_name(), error)
             self._refuse(connection, rejection_response(error))
@@ -296,13 +297,15 @@ class Server:
         if connection._lost:
             return False
         connection._write_head(response.to_bytes())
-        connection._open(consumed, subprotocol)
+        connection._open(consumed, subprotocol, negotiated.deflate)
         return True
 
     def _policy(self) -> dict[str, Any]:
-        """The handshake policy of the options: subprotocols, origins, extra headers."""
+        """The handshake policy of the options: subprotocols, origins, headers, compression."""
         names = ("subprotocols", "origins", "check_origin", "extra_headers")
-        return {name: getattr(self.options, name) for name in names}
+        policy: dict[str, Any] = {name: getattr(self.options, name) for name in names}
+        policy["compression"] = self.options.deflate_options
+        return policy
 
     @staticmethod
     def _refuse(connection: Connection, response: Response) -> None:
