@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
@@ -33,6 +32,9 @@ from ..core.frames import Buffer
 from ..core.http import Request
 from ..core.options import ConnectionOptions
 from ..core.protocol import Protocol, Role, State
+
+# Not about threads: plain socket options, shared with the threaded transport (import, not copy).
+from ..threads.io import tune_socket
 from .channel import Incoming, Message
 from .opening import HeadBuffer
 from .pings import PongWaiters
@@ -134,10 +136,8 @@ class Connection(asyncio.BufferedProtocol):
         )
         self.remote_address = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to tune
-                # Frames are written whole; Nagle's algorithm would only delay small ones.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None:  # uvloop and asyncio both expose it; TCP_NODELAY, TCP keepalive
+            tune_socket(sock, self.options.ping_interval, self.options.ping_timeout)
         if self.role is Role.SERVER:
             self._timers.start_open(self.options.open_timeout)
 

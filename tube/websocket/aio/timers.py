@@ -15,12 +15,10 @@ No task per connection: each timer is one ``TimerHandle``, re-armed from its own
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 from typing import TYPE_CHECKING
 
-from ..core.keepalive import Keepalive, KeepaliveAction, tcp_keepalive
+from ..core.keepalive import Keepalive, KeepaliveAction
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -92,22 +90,6 @@ class Timers:
         loop = self._connection._loop
         self.policy = Keepalive(options.ping_interval, options.ping_timeout, loop.time())
         self._keepalive = self._later(options.ping_interval, self._on_keepalive)
-        self._start_tcp_keepalive()
-
-    def _start_tcp_keepalive(self) -> None:
-        # Detects a vanished peer while reading is paused (issue 8 §6), without a read.
-        options = self._connection.options
-        settings = tcp_keepalive(options.ping_interval, options.ping_timeout)
-        transport = self._connection._transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if settings is None or sock is None or not hasattr(socket, "TCP_KEEPIDLE"):
-            return
-        idle, interval, count = settings
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 
     def _on_keepalive(self) -> None:
         self._keepalive = None
