@@ -19,10 +19,11 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
-from ..core import handshake
+from ..core import client_handshake, handshake_checks
 from ..core import uri as urls
 from ..core.deflate import DeflateOptions
 from ..core.errors import InvalidHandshake, OpenTimeout
+from ..core.handshake import Negotiated
 from ..core.http import Request, Response, decode_chunked, get_header, parse_response_head
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
@@ -65,8 +66,8 @@ async def _open(
         raise ValueError("ssl is only used with wss:// URLs, got a ws:// URL")
     if refused := sorted(_SERVER_ONLY & connection_options.keys()):
         raise TypeError(f"connect() does not take the server-side options {refused}")
-    extra_headers = list(handshake.check_extra_headers(headers, request=True))
-    checked = handshake.check_subprotocols(subprotocols)  # refuses a single string
+    extra_headers = list(handshake_checks.check_extra_headers(headers, request=True))
+    checked = handshake_checks.check_subprotocols(subprotocols)  # refuses a single string
     if callable(checked):
         raise TypeError("connect() takes a sequence of subprotocols to offer, not a selector")
     offered = None if checked is None else list(checked)
@@ -80,7 +81,7 @@ async def _open(
     offer = options.deflate_options
 
     def new_request() -> tuple[Request, str]:
-        return handshake.build_request(
+        return client_handshake.build_request(
             uri.host_header,
             uri.resource,
             subprotocols=offered,
@@ -104,8 +105,8 @@ async def _open(
                     step.doing = "waiting for the handshake response"
                     response, consumed = await _read_response(connection)
                     if response.status == 101:
-                        negotiated = handshake.Negotiated()
-                        subprotocol = handshake.validate_response(
+                        negotiated = Negotiated()
+                        subprotocol = client_handshake.validate_response(
                             response,
                             key,
                             subprotocols=offered,
@@ -120,7 +121,7 @@ async def _open(
                         follow_redirects and location and response.status in urls.REDIRECT_STATUSES
                     ):
                         response.body = await _read_error_body(connection, response, consumed)
-                        raise handshake.refusal_error(response)
+                        raise client_handshake.refusal_error(response)
                     target = urls.redirect_target(uri, response, redirects=redirects)
                 except BaseException:
                     connection._abort("the opening handshake failed")
