@@ -23,7 +23,9 @@ from .core.errors import (
     ProtocolError,
     WebSocketError,
 )
-from .integrations.http_server import WebSocketRequestHandler, upgrade_connection
+from .integrations.http_server import WebSocketRequestHandler
+from .integrations.upgrade import upgrade_connection
+from .integrations.wsgi import WebSocketResponse
 from .threads.channel import Incoming
 from .threads.client import connect
 from .threads.connection import Connection
@@ -56,6 +58,7 @@ __all__ = [
     "ProtocolError",
     "WebSocketError",
     "WebSocketRequestHandler",
+    "WebSocketResponse",
     "connect",
     "create_connection",
     "initiate_close",
