@@ -23,7 +23,9 @@ from .core.errors import (
     ProtocolError,
     WebSocketError,
 )
+from .core.http import Request, Response
 from .integrations.http_server import WebSocketRequestHandler
+from .integrations.server import Server, serve
 from .integrations.upgrade import upgrade_connection
 from .integrations.wsgi import WebSocketResponse
 from .threads.channel import Incoming
@@ -56,6 +58,9 @@ __all__ = [
     "Opcode",
     "OpenTimeout",
     "ProtocolError",
+    "Request",
+    "Response",
+    "Server",
     "WebSocketError",
     "WebSocketRequestHandler",
     "WebSocketResponse",
@@ -67,6 +72,7 @@ __all__ = [
     "ping",
     "send_blob_data",
     "send_text",
+    "serve",
     "upgrade_connection",
     "wait_until_connected",
 ]
