@@ -204,7 +204,7 @@ def test_shutdown_is_bounded_when_a_handler_ignores_it(running: Callable[..., Se
         release.wait(TIMEOUT)  # never looks at the connection
 
     server = running(handler, shutdown_timeout=0.5)
-    with connect(server.url) as client:
+    with connect(server.url):
         assert running_handler.wait(TIMEOUT)
         started = time.monotonic()
         assert server.shutdown() is False
