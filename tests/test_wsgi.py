@@ -318,6 +318,25 @@ def test_100_concurrent_connections(server: Server) -> None:
     )
 
 
+def test_werkzeug_debug_mode_logs_no_error(tmp_path: Path) -> None:
+    """``flask run --debug``: the debugger sees no exception, the client sees a clean end."""
+    require("flask")
+    command = [*flask_command(), "--debug", "--no-reload"]
+    server = start_server("werkzeug-debug", command, tmp_path / "server.log")
+    try:
+        with RawPeer(server.port, path="/echo") as peer:
+            peer.send_text("debug")
+            assert peer.recv_message(TIMEOUT) == "debug"
+            peer.send_close(1000)
+            frame = peer.recv_data_frame(TIMEOUT)
+            assert (frame.opcode, frame.close_code) == (0x8, 1000)
+            assert peer.expect_eof(TIMEOUT) == []
+            assert peer.buffer == b""
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output(), server.output()
+
+
 # ---------------------------------------------------------------------- gunicorn's sync worker
 
 
@@ -414,9 +433,10 @@ def test_upgrade_connection_dispatch_refuses_other_arguments() -> None:
 def test_the_response_finishes_the_connection_before_the_server_writes() -> None:
     """Iterated, called or closed, the response closes an open connection and reports EPIPE."""
     ours, theirs = socket.socketpair()
+    servers = ours.dup()  # what the server keeps of the socket
     connection = open_connection(ours, Role.SERVER)
     peer = RawPeer.on_socket(theirs, mask=True)
-    response = WebSocketResponse(connection)
+    response = WebSocketResponse(connection, servers)
     after_close: list[Any] = []
 
     def answer_close() -> None:
@@ -438,6 +458,13 @@ def test_the_response_finishes_the_connection_before_the_server_writes() -> None
         with pytest.raises(BrokenPipeError):
             response({}, lambda *args: None)
         response.close()
+        # The server's own descriptor is shut down too: whatever it writes fails.
+        with pytest.raises(OSError):
+            servers.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+        # Under werkzeug's debugger the response ends empty instead of raising.
+        quiet = WebSocketResponse(connection, servers, quiet=True)
+        assert list(quiet) == []
     finally:
         thread.join(TIMEOUT)
         peer.close()
+        servers.close()

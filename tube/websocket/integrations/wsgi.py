@@ -156,7 +156,11 @@ def upgrade_connection(
     # If no reader thread can be started, _open closes `ours` and raises; the server closes
     # its own descriptor as usual.
     connection._open(ours, protocol, initial_data=initial_data, subprotocol=subprotocol)
-    return WebSocketResponse(connection)
+    # werkzeug's debugger (flask run --debug) reports any exception from the response as an
+    # application error, with a traceback: there the response ends empty instead, and the
+    # server's attempt to write a status line meets the shut-down socket (a dropped client).
+    debugger = "werkzeug.debug.preserve_context" in environ
+    return WebSocketResponse(connection, sock, quiet=debugger)
 
 
 class WebSocketResponse:
@@ -168,18 +172,34 @@ class WebSocketResponse:
     Whichever way the server first touches it, it:
 
     1. closes the connection with code 1000 if the application left it open, and waits until
-       the TCP connection is shut down (at most ``close_give_up_time`` plus a second);
+       the TCP connection is shut down (at most ``close_give_up_time`` plus a second), then
+       shuts the server's socket down in both directions: from then on no byte can be sent;
     2. raises :class:`BrokenPipeError`: werkzeug and gunicorn treat it as a client that went
-       away and write nothing more (no status line, no body) on the socket.
+       away and write nothing (no status line, no body) on the socket.
+
+    Args:
+        connection: The upgraded connection.
+        server_socket: The server's socket for the request (shut down at the end), if any.
+        quiet: End as an empty body instead of raising (under werkzeug's debugger, which logs
+            any exception as an application error); the server's write then fails on the
+            shut-down socket, which it takes for a dropped client.
 
     Attributes:
         connection: The upgraded connection.
     """
 
-    __slots__ = ("_lock", "connection")
+    __slots__ = ("_lock", "_quiet", "_server_socket", "connection")
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        server_socket: socket.socket | None = None,
+        *,
+        quiet: bool = False,
+    ) -> None:
         self.connection = connection
+        self._server_socket = server_socket
+        self._quiet = quiet
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -199,7 +219,13 @@ class WebSocketResponse:
             except Exception:
                 logger.exception("error while closing a WebSocket after its application")
             if not connection.wait_closed(connection.options.close_give_up_time + _END_MARGIN):
-                logger.warning("a WebSocket connection did not end in time; the server closes it")
+                logger.warning("a WebSocket connection did not end in time; cutting it")
+            if self._server_socket is not None:
+                # RFC 6455 §7.1.1 ends with TCP closed: whatever the server or a middleware
+                # writes now fails (EPIPE) instead of reaching the client after our close frame.
+                # socket.socket.shutdown: for TLS, never an unwrap under another thread.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(self._server_socket, socket.SHUT_RDWR)
 
     def _skip(self) -> BrokenPipeError:
         self.finish()
@@ -212,13 +238,19 @@ class WebSocketResponse:
 
     def __next__(self) -> bytes:
         """Finish the WebSocket and raise :class:`BrokenPipeError` (the server's skip signal)."""
-        raise self._skip()
+        error = self._skip()
+        if self._quiet:
+            raise StopIteration
+        raise error
 
     def __call__(
         self, environ: Mapping[str, Any], start_response: StartResponse
     ) -> Iterator[bytes]:
         """As a WSGI application: finish the WebSocket and raise :class:`BrokenPipeError`."""
-        raise self._skip()
+        error = self._skip()
+        if self._quiet:
+            return iter(())
+        raise error
 
     def close(self) -> None:
         """WSGI ``close()``: finish the WebSocket (servers call it after the iteration)."""
