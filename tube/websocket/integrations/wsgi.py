@@ -61,7 +61,7 @@ from ..core.http import Headers, Request
 from ..core.protocol import Role
 from ..threads.connection import Connection
 
-__all__ = ["StartResponse", "WebSocketResponse", "upgrade_connection"]
+__all__ = ["StartResponse", "WebSocketResponse", "request_from_environ", "upgrade_connection"]
 
 logger = logging.getLogger("tube.websocket")
 
