@@ -19,6 +19,7 @@ import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tube.websocket.core.client_handshake import _explanation
 from tube.websocket.core.errors import (
     ConnectionClosed,
     HandshakeError,
@@ -28,7 +29,7 @@ from tube.websocket.core.errors import (
     OpenTimeout,
 )
 from tube.websocket.core.events import CloseReceived, Pong, TextMessage
-from tube.websocket.core.handshake import _explanation, accept_key
+from tube.websocket.core.handshake import accept_key
 from tube.websocket.core.http import decode_chunked, get_header, parse_request_head
 from tube.websocket.core.protocol import Protocol, Role
 from tube.websocket.core.uri import MAX_REDIRECTS
@@ -190,6 +191,19 @@ def test_request_head() -> None:
     assert get_header(headers, "Origin") == "https://example.com"
     assert get_header(headers, "Authorization") == "Bearer t"
     assert get_header(headers, "X-Custom") == "yes"
+    # Like browsers, the client offers permessage-deflate by default (RFC 7692).
+    assert get_header(headers, "Sec-WebSocket-Extensions") == (
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    )
+
+
+def test_request_head_without_compression() -> None:
+    with (
+        raw_server(answer(refusal("403 Forbidden", b"captured"))) as server,
+        pytest.raises(HandshakeError),
+    ):
+        connect(server.url("/"), open_timeout=5, compression=None)
+    (headers,) = server.requests
     assert get_header(headers, "Sec-WebSocket-Extensions") is None
 
 

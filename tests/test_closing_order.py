@@ -130,3 +130,23 @@ def test_a_violation_is_answered_after_the_bound_if_the_application_never_reads(
     with pytest.raises(ConnectionClosed) as info:
         connection.incoming.get(timeout=1)
     assert info.value.code == 1002 and not info.value.ok
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value)
+def test_closing_while_a_violation_waits_sends_the_violation_code(
+    socket_pair: Pair, role: Role
+) -> None:
+    connection, peer = socket_pair(role, ping_interval=None, close_give_up_time=30.0)
+    peer.send_text("unread")
+    peer.send_frame(0x1, b"\xff")  # invalid UTF-8
+    # The application closes before taking the message: the reader has stopped at the
+    # violation, so the close frame carries the violation's code and nothing waits for 30 s.
+    with connection.status_changed:
+        assert connection.status_changed.wait_for(lambda: connection._failure is not None, 5)
+    connection.close(1000, wait=False)
+    close = peer.recv_data_frame()
+    assert (close.opcode, close.close_code) == (0x8, 1007)
+    assert connection.incoming.get(timeout=1) == "unread"
+    with pytest.raises(ConnectionClosed):
+        connection.incoming.get(timeout=1)
+    assert connection.close_code == 1007

@@ -11,19 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tube.websocket.core.client_handshake import build_request, refusal_error, validate_response
 from tube.websocket.core.errors import HandshakeError, HandshakeRejected, InvalidHandshake
-from tube.websocket.core.handshake import (
+from tube.websocket.core.handshake import accept_key, accept_request, rejection_response
+from tube.websocket.core.handshake_checks import (
     RESERVED_REQUEST_HEADERS,
     RESERVED_RESPONSE_HEADERS,
-    accept_key,
-    accept_request,
-    build_request,
     check_extra_headers,
     check_origins,
     check_subprotocols,
-    refusal_error,
-    rejection_response,
-    validate_response,
 )
 from tube.websocket.core.http import (
     Request,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import pytest
 
@@ -26,7 +27,7 @@ def sent_frames(protocol: Protocol) -> list[tuple[int, int, bytes]]:
     return parse_frames(b"".join(bytes(b) for b in protocol.data_to_send()))
 
 
-def assert_failed_with(protocol: Protocol, events: list[object], code: int) -> ProtocolError:
+def assert_failed_with(protocol: Protocol, events: Sequence[object], code: int) -> ProtocolError:
     assert isinstance(events[-1], ProtocolFailure), events
     error = events[-1].error
     assert error.close_code == code
@@ -259,9 +260,9 @@ def test_buffered_input_is_bounded_by_one_frame() -> None:
     data = frame(BINARY, bytes(1000))
     for index in range(len(data) - 1):
         assert server.receive_data(data[index : index + 1]) == []
-    assert len(server._buffer) == len(data) - 1
+    assert len(server._receiver._buffer) == len(data) - 1
     assert server.receive_data(data[-1:]) == [BinaryMessage(bytes(1000))]
-    assert len(server._buffer) == 0
+    assert len(server._receiver._buffer) == 0
 
 
 # ---------------------------------------------------------------- closing
@@ -336,7 +337,8 @@ def test_local_close_then_remote_answer() -> None:
     assert server.receive_data(frame(TEXT, b"still")) == [TextMessage("still")]
     assert server.receive_data(frame(CLOSE, close_payload(1000))) == [CloseReceived(1000, "")]
     assert server.data_to_send() == []  # no second close frame
-    assert server.state is State.CLOSED
+    state: State = server.state  # (not narrowed by the assertion above: it changed)
+    assert state is State.CLOSED
     assert server.close_initiator == "local"
     assert server.should_close_transport()
 

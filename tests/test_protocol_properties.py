@@ -136,8 +136,8 @@ def test_random_bytes_never_raise_and_stay_bounded(
             event, TextMessage | BinaryMessage | Ping | Pong | CloseReceived | ProtocolFailure
         )
     # Never more buffered than one maximal frame (14-byte header + 512 bytes).
-    assert len(protocol._buffer) <= 14 + 512
-    assert len(protocol._message_buffer) <= 512
+    assert len(protocol._receiver._buffer) <= 14 + 512
+    assert len(protocol._receiver._message_buffer) <= 512
     failures = [event for event in events if isinstance(event, ProtocolFailure)]
     if failures:
         # The failure is the last event, reported once; nothing after it was parsed.

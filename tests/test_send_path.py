@@ -165,7 +165,7 @@ def test_the_parking_watcher_fails_to_start_without_leaving_anything(
         raise OSError(errno.EMFILE, "Too many open files")
 
     left, right = socket.socketpair()
-    monkeypatch.setattr(parking.socket, "socketpair", no_socketpair)
+    monkeypatch.setattr(socket, "socketpair", no_socketpair)
     with left, right, pytest.raises(OSError):
         watcher.park(left, lambda: None)
     assert watcher._thread is None and watcher._pending == []

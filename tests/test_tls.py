@@ -212,7 +212,7 @@ def test_tls_close_sends_close_notify_before_tcp_ends(
     server = ws_server(echo, ssl_context=server_context)
     peer = raw_peer(server, ssl_context=client_context)
     assert isinstance(peer.sock, ssl.SSLSocket)
-    peer.sock.suppress_ragged_eofs = False
+    peer.sock.suppress_ragged_eofs = False  # type: ignore[attr-defined]
     peer.send_close(1000, "bye")
     frames = peer.expect_eof()  # an SSLEOFError here would be a truncated TLS stream
     assert [f.close_code for f in frames] == [1000]

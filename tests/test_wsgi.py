@@ -169,6 +169,19 @@ def test_echo_text_and_binary(server: Server) -> None:
     assert connection.close_code == 1000
 
 
+def test_permessage_deflate_is_negotiated_when_the_view_accepts_it(server: Server) -> None:
+    offer = [("Sec-WebSocket-Extensions", "permessage-deflate")]
+    with RawPeer(server.port, path="/deflate", headers=offer) as peer:
+        assert b"permessage-deflate" in peer.response_head.lower()
+    with RawPeer(server.port, path="/echo", headers=offer) as peer:
+        assert b"permessage-deflate" not in peer.response_head.lower()  # off by default
+    text = "compressible " * 10_000
+    with connect(server.url("/deflate")) as connection:  # connect() offers it
+        connection.send(text)
+        assert connection.incoming.get(timeout=TIMEOUT) == text
+    assert connection.close_code == 1000
+
+
 def test_first_frame_behind_the_handshake_and_nothing_after_the_close(server: Server) -> None:
     """A frame sent with the request head is not lost; after our close frame comes EOF."""
     with RawPeer(server.port, path="/echo", after_request=build_frame(0x1, b"early")) as peer:

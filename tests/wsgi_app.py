@@ -7,6 +7,7 @@
     reason the server saw are kept under KEY, served by ``/closed/KEY``.
   - ``/raw``: the same echo written by hand with ``upgrade_connection(request.environ, None,
     connection)`` in a plain view, as the README shows it.
+  - ``/deflate``: the echo with permessage-deflate accepted.
   - ``/boom``: a view that raises after the upgrade (the peer gets 1011).
   - ``/``: a small page for the browser test; ``/health``: plain HTTP.
 * ``raw_app``: a WSGI application without Flask, echoing on every path.
@@ -31,6 +32,7 @@ from tube.websocket.integrations.flask import Sock
 
 app = Flask(__name__)
 sock = Sock(app, max_message_size=16 * 1024 * 1024)
+deflate_sock = Sock(app, compression="deflate")
 
 _closed: dict[str, tuple[int | None, str]] = {}
 _closed_changed = threading.Condition()
@@ -64,6 +66,11 @@ def echo(connection: Connection) -> None:
         with _closed_changed:
             _closed[key] = (connection.close_code, connection.close_reason)
             _closed_changed.notify_all()
+
+
+@deflate_sock.route("/deflate")
+def deflate_echo(connection: Connection) -> None:
+    serve_echo(connection)
 
 
 @app.route("/raw", websocket=True)

@@ -11,6 +11,7 @@ Everything public is listed in ``__all__``; other modules are internal.
 from __future__ import annotations
 
 from .core.codes import CloseCode, Opcode
+from .core.deflate import DeflateOptions
 from .core.errors import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -26,6 +27,7 @@ from .core.errors import (
     WebSocketError,
 )
 from .core.http import Request, Response
+from .core.options import ConnectionOptions
 from .integrations.http_server import WebSocketRequestHandler
 from .integrations.server import Server, serve
 from .integrations.upgrade import upgrade_connection
@@ -50,6 +52,8 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionOptions",
+    "DeflateOptions",
     "HandshakeError",
     "HandshakeRejected",
     "Incoming",

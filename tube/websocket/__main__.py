@@ -261,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_context=_ssl_context(arguments),
             open_timeout=arguments.open_timeout,
             follow_redirects=arguments.follow_redirects,
+            compression="deflate",
             **options,
         )
     except HandshakeError as exc:

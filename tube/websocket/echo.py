@@ -3,12 +3,14 @@
 Run it with::
 
     python -m tube.websocket.echo --host 127.0.0.1 --port 8765 [--max-message-size BYTES]
+        [--compression deflate|none]
 
 It serves every GET with the server of :func:`~tube.websocket.serve` (request head deadlines,
 graceful shutdown, back-off at the descriptor limit), which upgrades it, and sends every
 message back as it came: text as
 text, binary as binary. Keepalive pings are off (a benchmark measures echoes, not timers) and
-there is no compression (Tube has none). Once the socket listens, it writes one line,
+permessage-deflate is off unless ``--compression deflate`` (then the default options are
+accepted when the client offers it). Once the socket listens, it writes one line,
 ``listening on HOST:PORT``, to standard output and flushes it: the benchmark runner waits for
 that line, and ``--port 0`` lets the system pick a free port that the line then names. That
 line is the only output; everything else goes through :mod:`logging` (logger
@@ -44,19 +46,32 @@ class EchoServer(Server):
     Args:
         server_address: ``(host, port)`` to listen on; port 0 picks a free one.
         max_message_size: The largest message accepted (and so echoed), in bytes.
+        compression: ``"deflate"`` to accept permessage-deflate offers, or None (default).
 
     Concurrency: :meth:`serve_forever` runs in one thread and starts one daemon thread per
     connection; :meth:`shutdown` may be called from another thread.
     """
 
     def __init__(
-        self, server_address: tuple[str, int], *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+        self,
+        server_address: tuple[str, int],
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        compression: str | None = None,
     ) -> None:
         if not isinstance(max_message_size, int) or max_message_size <= 0:
             raise ValueError(f"max_message_size must be a positive int, got {max_message_size!r}")
         self.max_message_size = max_message_size
+        self.compression = compression
         host, port = server_address
-        super().__init__(echo, host, port, max_message_size=max_message_size, ping_interval=None)
+        super().__init__(
+            echo,
+            host,
+            port,
+            max_message_size=max_message_size,
+            ping_interval=None,
+            compression="deflate" if compression == "deflate" else None,
+        )
 
 
 def echo(connection: Connection) -> None:
@@ -82,6 +97,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_MAX_MESSAGE_SIZE,
         help=f"largest message echoed, in bytes (default {DEFAULT_MAX_MESSAGE_SIZE})",
     )
+    parser.add_argument(
+        "--compression",
+        choices=["deflate", "none"],
+        default="none",
+        help="accept permessage-deflate offers (default none)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log at DEBUG level to stderr")
     args = parser.parse_args(argv)
     if args.max_message_size <= 0:
@@ -103,7 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    with EchoServer((args.host, args.port), max_message_size=args.max_message_size) as server:
+    compression = "deflate" if args.compression == "deflate" else None
+    with EchoServer(
+        (args.host, args.port), max_message_size=args.max_message_size, compression=compression
+    ) as server:
         host, port = server.socket.getsockname()[:2]
         if server.socket.family == socket.AF_INET6:
             host = f"[{host}]"

@@ -5,11 +5,15 @@
 //             "server-close": exchange, ping, then ask the server to start it and wait.
 //   SIZES     comma-separated message sizes in bytes (default 0,125,126,65535,65536,4194304).
 //
+// Environment: TUBE_DEFLATE=on offers permessage-deflate (perMessageDeflate: true),
+// TUBE_DEFLATE=no-takeover offers it with both no_context_takeover parameters; unset or "off":
+// no compression.
+//
 // It talks to an echo server: every text or binary message comes back unchanged. The text
 // message "tube-test:close CODE REASON" asks the server to call initiate_close(CODE, REASON).
 //
 // It reports on stdout, one JSON object per line:
-//   {"event": "open", "protocol": ...}
+//   {"event": "open", "protocol": ..., "extensions": ...}
 //   {"event": "pong", "payload": HEX}
 //   {"event": "echo", "kind": "text"|"binary", "size": N, "sha256": HEX, "ok": true|false}
 //   {"event": "close", "code": N, "reason": STR}
@@ -65,7 +69,12 @@ const sizes = sizesArg ? sizesArg.split(",").map(Number) : DEFAULT_SIZES;
 
 const watchdog = setTimeout(() => fail(`no result within ${WATCHDOG_MS} ms`), WATCHDOG_MS);
 
-const ws = new WebSocket(url, { perMessageDeflate: false });
+// threshold 0: compress every message, so small ones are exercised too.
+const DEFLATE = {
+  on: { threshold: 0 },
+  "no-takeover": { threshold: 0, clientNoContextTakeover: true, serverNoContextTakeover: true },
+}[process.env.TUBE_DEFLATE ?? "off"] ?? false;
+const ws = new WebSocket(url, { perMessageDeflate: DEFLATE });
 
 // Messages and pongs arrive as events; hand them to the sequential script through queues.
 const messages = [];
@@ -139,7 +148,7 @@ async function echoText(text) {
 }
 
 ws.on("open", async () => {
-  report({ event: "open", protocol: ws.protocol });
+  report({ event: "open", protocol: ws.protocol, extensions: ws.extensions });
   await ping(Buffer.from("ping-from-node"));
   for (const size of sizes) {
     await echoText(randomAscii(size));

@@ -2,6 +2,10 @@
 //
 // Usage: node ws_echo_server.mjs
 //
+// Environment: TUBE_DEFLATE=on accepts permessage-deflate (perMessageDeflate: true, every
+// message compressed), TUBE_DEFLATE=no-takeover also imposes both no_context_takeover
+// parameters; unset or "off": no compression.
+//
 // Listens on 127.0.0.1 on an ephemeral port and prints {"port": N} on stdout once ready. It
 // stops when its standard input ends (the test closes the pipe), or after a watchdog delay, so
 // it never outlives the test that started it.
@@ -25,7 +29,11 @@ const server = new WebSocketServer({
   host: "127.0.0.1",
   port: 0,
   maxPayload: 64 * 1024 * 1024,
-  perMessageDeflate: false,
+  perMessageDeflate:
+    {
+      on: { threshold: 0 },
+      "no-takeover": { threshold: 0, clientNoContextTakeover: true, serverNoContextTakeover: true },
+    }[process.env.TUBE_DEFLATE ?? "off"] ?? false,
 });
 
 server.on("connection", (socket, request) => {
@@ -54,7 +62,13 @@ server.on("connection", (socket, request) => {
     }
   });
   socket.on("close", (code, reason) => {
-    report({ event: "closed", code, reason: reason.toString("utf8"), path: request.url });
+    report({
+      event: "closed",
+      code,
+      reason: reason.toString("utf8"),
+      path: request.url,
+      extensions: request.headers["sec-websocket-extensions"] ?? null,
+    });
   });
   socket.on("error", (error) => {
     report({ event: "error", message: String(error) });

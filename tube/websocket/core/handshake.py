@@ -6,8 +6,8 @@ target, version and header list) and returns the ``101 Switching Protocols`` res
 :class:`~.errors.HandshakeError` carrying the status to answer with; :func:`rejection_response`
 turns that error into the response to send.
 
-Client side: :func:`build_request` makes the request (with a fresh random key) and
-:func:`validate_response` checks the server's answer against it.
+The client side is in :mod:`.client_handshake`, the checks of the options in
+:mod:`.handshake_checks`.
 
 Choices worth knowing (see the function docstrings for the details):
 
@@ -18,8 +18,12 @@ Choices worth knowing (see the function docstrings for the details):
   single case lets a client tell the two failures apart from the status alone.
 * The ``Origin`` check (protection against cross-site WebSocket hijacking) is on by default with a
   same-host policy; see :func:`accept_request`.
-* No extension is negotiated: ``Sec-WebSocket-Extensions`` in a request is ignored, the server never
-  answers with one, and the client refuses a response that carries one (it offered none).
+* The one extension negotiated is permessage-deflate (RFC 7692), and only when the caller passes
+  ``compression=`` options (see :mod:`.deflate`). The agreed parameters are handed back through a
+  :class:`Negotiated` object passed as ``negotiated=`` (an out-parameter, so that the return
+  values of :func:`accept_request` and :func:`validate_response` stay what existing callers
+  unpack); give them to :class:`~.protocol.Protocol` as ``deflate=``. A server declines offers it
+  cannot accept (no compression, not an error); a client fails on any extension it did not offer.
 """
 
 from __future__ import annotations
@@ -28,39 +32,40 @@ import base64
 import binascii
 import hashlib
 import re
-import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from .errors import HandshakeError, HandshakeRejected, InvalidHandshake, printable
+from .deflate import (
+    DeflateOptions,
+    DeflateParameters,
+    server_negotiate,
+)
+from .errors import HandshakeError
+from .extensions import parse_extensions
+from .handshake_checks import (
+    _SUBPROTOCOLS_STRING,
+    SubprotocolSelector,
+    check_extra_headers,
+    check_origins,
+)
 from .http import (
     _BAD_TARGET_RE,
     Headers,
     Request,
     Response,
-    _check_field,
     _is_token,
     _show,
-    get_header,
     split_list,
 )
-from .uri import DEFAULT_PORTS, REDIRECT_STATUSES
+from .uri import DEFAULT_PORTS
 
 __all__ = [
-    "RESERVED_REQUEST_HEADERS",
-    "RESERVED_RESPONSE_HEADERS",
     "WEBSOCKET_GUID",
     "WEBSOCKET_VERSION",
-    "SubprotocolSelector",
+    "Negotiated",
     "accept_key",
     "accept_request",
-    "build_request",
-    "check_extra_headers",
-    "check_origins",
-    "check_subprotocols",
-    "generate_key",
-    "refusal_error",
     "rejection_response",
-    "validate_response",
 ]
 
 #: RFC 6455 §1.3: the GUID appended to the client's key before hashing.
@@ -68,51 +73,6 @@ WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 #: The one protocol version this implementation speaks (RFC 6455 §4.1).
 WEBSOCKET_VERSION = "13"
-
-SubprotocolSelector = Callable[[list[str]], str | None]
-"""A callback given the client's offered subprotocols; returns the chosen one or None."""
-
-#: Request headers (lower case) that :func:`build_request` sets itself or that only a response
-#: carries: extra request headers may not set them (a client's ``headers=``).
-RESERVED_REQUEST_HEADERS = frozenset(
-    {
-        "host",
-        "upgrade",
-        "connection",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-accept",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-        "origin",
-    }
-)
-#: Response headers (lower case) that :func:`accept_request` sets itself: the server's
-#: ``extra_headers`` may not set them.
-RESERVED_RESPONSE_HEADERS = frozenset(
-    {
-        "upgrade",
-        "connection",
-        "sec-websocket-accept",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-    }
-)
-
-# The one message for a single string where a sequence of subprotocols is expected: iterating
-# "chat" would offer "c", "h", "a", "t".
-_SUBPROTOCOLS_STRING = "subprotocols must be a sequence of strings, not a single string"
-
-# A serialized origin (RFC 6454 §6.2): scheme "://" host [":" port], nothing else; the host is
-# ASCII (an IDN in its punycode form, as browsers send it) or a bracketed IPv6 literal.
-_ORIGIN_RE = re.compile(
-    r"[A-Za-z][A-Za-z0-9+.\-]*://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)"
-    r"(?::[0-9]{1,5})?",
-    re.ASCII,
-)
-
-# C0 controls (but HTAB, allowed inside a field value) and DEL (RFC 9110 §5.5).
-_CONTROL_IN_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Request headers accept_request looks at; everything else is skipped when indexing.
 _WANTED = frozenset(
@@ -124,8 +84,39 @@ _WANTED = frozenset(
         "sec-websocket-key",
         "origin",
         "sec-websocket-protocol",
+        "sec-websocket-extensions",
     }
 )
+
+
+@dataclass(slots=True)
+class Negotiated:
+    """Receives what the handshake negotiated beyond the subprotocol (an out-parameter).
+
+    Pass a fresh one as ``negotiated=`` to :func:`accept_request` or :func:`validate_response`;
+    once the call returns, :attr:`deflate` holds the permessage-deflate parameters to give to
+    :class:`~.protocol.Protocol` (``deflate=``), or None when the connection is uncompressed.
+
+    Attributes:
+        deflate: The negotiated permessage-deflate parameters, or None.
+    """
+
+    deflate: DeflateParameters | None = None
+
+
+def _check_compression(
+    compression: DeflateOptions | None, negotiated: Negotiated | None, function: str
+) -> None:
+    """Refuse compression options that the caller could not learn the outcome of."""
+    if compression is None:
+        return
+    if not isinstance(compression, DeflateOptions):
+        raise TypeError(f"compression must be DeflateOptions or None, got {compression!r}")
+    if not isinstance(negotiated, Negotiated):
+        raise ValueError(
+            f"{function}(compression=...) needs negotiated=Negotiated() to hand back the "
+            "parameters the Protocol must use"
+        )
 
 
 def accept_key(key: str) -> str:
@@ -241,145 +232,6 @@ def _select_subprotocol(
     return None
 
 
-# --- checks of the local configuration (called when options are given) --------------------------
-
-
-def check_extra_headers(
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
-    *,
-    request: bool = False,
-) -> tuple[tuple[str, str], ...]:
-    """Check headers to add to a handshake; return them as ``(name, value)`` pairs.
-
-    Meant to run once, when the option is given, so that a bad header fails at once rather than
-    dropping every peer later.
-
-    Args:
-        headers: A mapping or ``(name, value)`` pairs; None means none.
-        request: False for the headers a server adds to its 101 response (they may not set
-            :data:`RESERVED_RESPONSE_HEADERS`), True for those a client adds to its request
-            (they may not set :data:`RESERVED_REQUEST_HEADERS`).
-
-    Returns:
-        The headers, in order.
-
-    Raises:
-        TypeError: ``headers`` is a string, or a name or value is not a ``str``.
-        ValueError: A name is not an HTTP token (RFC 9110 §5.1), a value holds CR, LF, NUL or
-            another control character (HTAB excepted, RFC 9110 §5.5) or a character outside
-            ISO-8859-1 (a head is ISO-8859-1), or the header is one the handshake sets itself.
-    """
-    if headers is None:
-        return ()
-    if isinstance(headers, str | bytes):
-        raise TypeError("headers must be a mapping or (name, value) pairs, not a string")
-    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-    reserved = RESERVED_REQUEST_HEADERS if request else RESERVED_RESPONSE_HEADERS
-    result: list[tuple[str, str]] = []
-    for pair in pairs:
-        if not isinstance(pair, tuple) or len(pair) != 2:
-            raise TypeError(f"expected a (name, value) pair, got {pair!r}")
-        name, value = pair
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
-        _check_field(name, value)  # token name; no CR, LF, NUL (header injection)
-        if _CONTROL_IN_VALUE_RE.search(value):
-            raise ValueError(
-                f"invalid value for header {name}: {value!r} holds a control character"
-            )
-        if not _is_latin1(value):
-            raise ValueError(
-                f"invalid value for header {name}: {value!r} holds a character outside "
-                "ISO-8859-1 (percent-encode or base64 it)"
-            )
-        if name.lower() in reserved:
-            raise ValueError(
-                f"the {name} header is set by the handshake itself; "
-                "use the subprotocols= or origin= options where they apply"
-            )
-        result.append((name, value))
-    return tuple(result)
-
-
-def check_origins(origins: Iterable[str] | None) -> tuple[str, ...] | None:
-    """Check the origins a server accepts besides its own host; return them as a tuple.
-
-    Args:
-        origins: Serialized origins such as ``"https://example.com"`` or
-            ``"http://127.0.0.1:8080"`` (RFC 6454 §6.2: ``scheme://host[:port]``, no path, no
-            trailing slash, an IDN in its ASCII form), or ``"null"`` for opaque origins
-            (sandboxed frames, ``file:`` pages). None: only the same host.
-
-    Returns:
-        The origins, in order, or None.
-
-    Raises:
-        TypeError: ``origins`` is a single string (``"https://x"`` would be taken as eight
-            one-character origins), or holds something else than strings.
-        ValueError: ``"*"`` (pass ``check_origin=False`` to accept every origin) or a value that
-            is not a serialized origin.
-    """
-    if origins is None:
-        return None
-    if isinstance(origins, str | bytes):
-        raise TypeError("origins must be a sequence of origins, not a single string")
-    result = tuple(origins)
-    for origin in result:
-        if not isinstance(origin, str):
-            raise TypeError(f"origins must be strings, got {origin!r}")
-        if origin == "*":
-            raise ValueError('origins may not contain "*"; pass check_origin=False instead')
-        if origin != "null" and not _is_serialized_origin(origin):
-            raise ValueError(
-                f"invalid origin {origin!r}: expected scheme://host[:port] "
-                "(for example 'https://example.com'), without path or trailing slash"
-            )
-    return result
-
-
-def _is_serialized_origin(origin: str) -> bool:
-    """Return True when ``origin`` is ``scheme://host[:port]`` with a port of at most 65535."""
-    if _ORIGIN_RE.fullmatch(origin) is None:
-        return False
-    authority = origin.partition("://")[2]
-    port = authority.rpartition(":")[2] if not authority.endswith("]") else ""
-    return not (port.isdigit() and int(port) > 65535)
-
-
-def check_subprotocols(
-    subprotocols: Sequence[str] | SubprotocolSelector | None,
-) -> tuple[str, ...] | SubprotocolSelector | None:
-    """Check the subprotocols option: a sequence of tokens, a selector callable, or None.
-
-    Returns:
-        The subprotocols as a tuple (or the callable, or None).
-
-    Raises:
-        TypeError: A single string (the same message everywhere), or an entry that is not a
-            string.
-        ValueError: An entry that is not an HTTP token (RFC 6455 §4.1: subprotocols are tokens),
-            or one listed twice.
-    """
-    if subprotocols is None or callable(subprotocols):
-        return subprotocols
-    if isinstance(subprotocols, str | bytes):
-        raise TypeError(_SUBPROTOCOLS_STRING)
-    result = tuple(subprotocols)
-    for protocol in result:
-        if not isinstance(protocol, str):
-            raise TypeError(f"subprotocols must be strings, got {protocol!r}")
-        if not _is_token(protocol):
-            raise ValueError(f"invalid subprotocol {protocol!r}: expected an HTTP token")
-    if len(set(result)) != len(result):
-        raise ValueError(f"subprotocols must be unique, got {list(result)!r}")
-    return result
-
-
-def _is_latin1(text: str) -> bool:
-    """Return True when every character of ``text`` is in ISO-8859-1."""
-    return text.isascii() or max(text) <= "\xff"
-
-
 # --- server side ----------------------------------------------------------------------------------
 
 
@@ -412,6 +264,8 @@ def accept_request(
     origins: Sequence[str] | None = None,
     check_origin: bool = True,
     extra_headers: Sequence[tuple[str, str]] = (),
+    compression: DeflateOptions | None = None,
+    negotiated: Negotiated | None = None,
 ) -> tuple[Response, str | None]:
     """Validate a WebSocket opening handshake request and build the 101 response (RFC 6455 §4.2).
 
@@ -441,8 +295,11 @@ def accept_request(
     With a callable, it is called with the offered list (only when the client offered some) and
     returns one of them or None. No match means no ``Sec-WebSocket-Protocol`` header, not an error.
 
-    ``Sec-WebSocket-Extensions`` is ignored: no extension is negotiated, so the response never holds
-    one (RFC 6455 §9.1 lets the server decline every offered extension).
+    Extensions: without ``compression``, ``Sec-WebSocket-Extensions`` is ignored and the response
+    never holds one (RFC 6455 §9.1 lets the server decline every offered extension). With it, the
+    first acceptable permessage-deflate offer is accepted (RFC 7692 §5) and answered in the
+    response; offers with unknown or repeated parameters or invalid values, and a header that
+    does not parse, are declined (the connection is then uncompressed, not refused).
 
     Args:
         request: The parsed request head.
@@ -453,6 +310,9 @@ def accept_request(
         check_origin: Set False to skip the origin check entirely (for example behind a proxy that
             already does it, or for a public API that uses no cookies).
         extra_headers: Headers appended to the 101 response.
+        compression: permessage-deflate options, or None to decline compression.
+        negotiated: Required with ``compression``: receives the negotiated parameters
+            (``negotiated.deflate``, None when no offer was accepted).
 
     Returns:
         ``(response, subprotocol)``: the 101 response to send and the selected subprotocol or None.
@@ -460,11 +320,12 @@ def accept_request(
     Raises:
         HandshakeError: The request is not an acceptable handshake; send
             :func:`rejection_response` of it and close the connection.
-        ValueError: Local misuse: an option is invalid, or the callback chose a subprotocol the
-            client did not offer.
+        ValueError: Local misuse: an option is invalid, the callback chose a subprotocol the
+            client did not offer, or ``compression`` came without ``negotiated``.
         TypeError: ``origins`` or ``subprotocols`` is a single string instead of a sequence.
     """
     # Validate the local configuration first: misuse must fail identically for every request.
+    _check_compression(compression, negotiated, "accept_request")
     extra = list(check_extra_headers(extra_headers))
     checked_origins = check_origins(origins)
     allowed = None if checked_origins is None else frozenset(o.lower() for o in checked_origins)
@@ -549,6 +410,18 @@ def accept_request(
     ]
     if subprotocol is not None:
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    if negotiated is not None:
+        negotiated.deflate = None
+    extension_values = index.get("sec-websocket-extensions")
+    if compression is not None and negotiated is not None and extension_values:
+        try:
+            offers = parse_extensions(extension_values)
+        except ValueError:
+            offers = []  # a malformed header: decline every extension rather than refuse
+        accepted = server_negotiate(offers, compression)
+        if accepted is not None:
+            headers.append(("Sec-WebSocket-Extensions", accepted[0]))
+            negotiated.deflate = accepted[1]
     headers.extend(extra)
     return Response(101, "Switching Protocols", headers), subprotocol
 
@@ -624,174 +497,3 @@ def rejection_response(error: HandshakeError) -> Response:
         ("Connection", "close"),
     ]
     return Response(error.status, error.status_phrase, headers, body)
-
-
-# --- client side ----------------------------------------------------------------------------------
-
-
-def generate_key() -> str:
-    """Return a fresh ``Sec-WebSocket-Key``: 16 random bytes from :mod:`secrets`, base64-encoded."""
-    # RFC 6455 §4.1: "randomly selected 16-byte value ... base64-encoded".
-    return base64.b64encode(secrets.token_bytes(16)).decode("ascii")
-
-
-def build_request(
-    host: str,
-    resource: str,
-    *,
-    subprotocols: Sequence[str] | None = None,
-    origin: str | None = None,
-    extra_headers: Sequence[tuple[str, str]] = (),
-    key: str | None = None,
-) -> tuple[Request, str]:
-    """Build a client opening handshake request (RFC 6455 §4.1).
-
-    Args:
-        host: The ``Host`` header value: the host, with ``:port`` when it is not the default port
-            of the scheme (IPv6 addresses in brackets).
-        resource: The request target: path and query, starting with ``/``.
-        subprotocols: Subprotocols to offer, in preference order (sent comma-joined).
-        origin: The ``Origin`` header to send, if any.
-        extra_headers: More headers to send; they may not set a header the handshake sets.
-        key: The ``Sec-WebSocket-Key`` to use, for tests; by default a fresh random one.
-
-    Returns:
-        ``(request, key)``; keep the key for :func:`validate_response`.
-
-    Raises:
-        ValueError: An argument is invalid (empty host, a resource not starting with ``/``, a
-            subprotocol that is not a token or is repeated, a malformed key, an origin that is
-            not printable ASCII, an extra header refused by :func:`check_extra_headers`).
-        TypeError: ``subprotocols`` is a single string.
-    """
-    if not host:
-        raise ValueError("host must not be empty")
-    if isinstance(subprotocols, str):
-        raise TypeError(_SUBPROTOCOLS_STRING)
-    if key is None:
-        key = generate_key()
-    elif not _is_valid_key(key):
-        raise ValueError(f"invalid key {key!r}: expected the base64 encoding of 16 bytes")
-    if not resource.startswith("/") or _BAD_TARGET_RE.search(resource):
-        raise ValueError(f"invalid resource {resource!r}: expected a path starting with '/'")
-    headers: Headers = [
-        ("Host", host),
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Key", key),
-        ("Sec-WebSocket-Version", WEBSOCKET_VERSION),
-    ]
-    if subprotocols:
-        # RFC 6455 §4.1 item 10: tokens, all unique.
-        for protocol in subprotocols:
-            if not _is_token(protocol):
-                raise ValueError(f"invalid subprotocol {protocol!r}: expected an HTTP token")
-        if len(set(subprotocols)) != len(subprotocols):
-            raise ValueError(f"subprotocols must be unique, got {list(subprotocols)!r}")
-        headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
-    if origin is not None:
-        # RFC 6454 §6.2: a serialized origin is ASCII (an IDN in its punycode form).
-        if not origin.isascii() or not origin.isprintable():
-            raise ValueError(f"invalid Origin {origin!r}: expected printable ASCII")
-        headers.append(("Origin", origin))
-    # Refuse CR, LF and NUL in what the caller gave us (host, origin): header injection.
-    for name, value in headers:
-        _check_field(name, value)
-    headers.extend(check_extra_headers(extra_headers, request=True))
-    return Request("GET", resource, "HTTP/1.1", headers), key
-
-
-def validate_response(
-    response: Response, key: str, *, subprotocols: Sequence[str] | None = None
-) -> str | None:
-    """Check the server's answer to a request made by :func:`build_request` (RFC 6455 §4.1).
-
-    Args:
-        response: The parsed response head (with whatever body bytes the caller has, for errors).
-        key: The key returned by :func:`build_request`.
-        subprotocols: The subprotocols that were offered.
-
-    Returns:
-        The subprotocol the server selected, or None.
-
-    Raises:
-        HandshakeRejected: The status is not 101 (see :func:`refusal_error`).
-        InvalidHandshake: The 101 is invalid: ``Upgrade`` lacks ``websocket``, ``Connection``
-            lacks ``upgrade``, ``Sec-WebSocket-Accept`` is wrong, the server selected a
-            subprotocol that was not offered (or several), or it answered with an extension
-            (none was offered). The error carries the response's status, headers and body.
-    """
-
-    def fail(reason: str) -> HandshakeError:
-        return InvalidHandshake(
-            response.status, reason, headers=response.headers, body=response.body
-        )
-
-    if response.status != 101:
-        raise refusal_error(response)
-
-    index: dict[str, list[str]] = {}
-    for name, value in response.headers:
-        index.setdefault(name.lower(), []).append(value)
-
-    # RFC 6455 §4.1, client requirements on the response, items 2 to 6.
-    upgrade = index.get("upgrade")
-    if not _has_token(upgrade, "websocket"):
-        raise fail(f"expected an Upgrade header with 'websocket', got {_describe(upgrade)}")
-    connection = index.get("connection")
-    if not _has_token(connection, "upgrade"):
-        raise fail(f"expected a Connection header with 'Upgrade', got {_describe(connection)}")
-    accepts = index.get("sec-websocket-accept")
-    expected = accept_key(key)
-    if accepts is None or len(accepts) != 1 or accepts[0] != expected:
-        raise fail(f"expected Sec-WebSocket-Accept: {expected}, got {_describe(accepts)}")
-    if "sec-websocket-extensions" in index:
-        raise fail(
-            "expected no Sec-WebSocket-Extensions (none was offered), got "
-            + _describe(index["sec-websocket-extensions"])
-        )
-    protocols = index.get("sec-websocket-protocol")
-    if protocols is None:
-        return None
-    selected = split_list(", ".join(protocols))
-    offered = list(subprotocols or ())
-    if len(selected) != 1 or selected[0] not in offered:
-        what = f"one of {offered!r}" if offered else "none (none was offered)"
-        raise fail(f"expected Sec-WebSocket-Protocol {what}, got {_describe(protocols)}")
-    return selected[0]
-
-
-def refusal_error(response: Response) -> HandshakeRejected:
-    """The error for a handshake answered with a status other than 101.
-
-    The reason is the first line of a short plain-text body when there is one (the usual way a
-    server says why it refused), control characters excluded; a redirect names its
-    ``Location`` (escaped).
-
-    Args:
-        response: The response, with as much of its body as the caller read.
-
-    Returns:
-        A :class:`HandshakeRejected` with the response's status, headers and body.
-    """
-    location = get_header(response.headers, "Location")
-    if response.status in REDIRECT_STATUSES and location:
-        reason = (
-            f"redirected to {printable(location.strip(), 200)} "
-            "(pass follow_redirects=True to follow redirects)"
-        )
-    else:
-        reason = _explanation(response.body) or "the server refused the WebSocket upgrade"
-    return HandshakeRejected(response.status, reason, headers=response.headers, body=response.body)
-
-
-def _explanation(body: bytes) -> str:
-    """The first line of a short plain-text body, or "" (HTML, binary, control characters)."""
-    try:
-        text = body.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return ""
-    if not text or text.startswith("<"):  # HTML: keep it in .body, not in the message
-        return ""
-    line = text.splitlines()[0].strip()
-    return line[:200] if line.isprintable() else ""

@@ -13,7 +13,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .handshake import (
+from .deflate import DeflateOptions, DeflateParameters, compression_options
+from .handshake_checks import (
     SubprotocolSelector,
     check_extra_headers,
     check_origins,
@@ -58,6 +59,10 @@ class ConnectionOptions:
         check_origin: Refuse (403) browser requests whose ``Origin`` is neither the server's
             own host nor in :attr:`origins`.
         extra_headers: Headers added to the 101 response, as ``(name, value)`` pairs.
+        compression: permessage-deflate (RFC 7692): ``"deflate"`` (stored as the default
+            :class:`~tube.websocket.DeflateOptions`), a ``DeflateOptions``, or ``None`` (no
+            compression, the default here; ``connect()`` passes ``"deflate"`` unless told
+            otherwise). A server accepts offers with these options, a client makes one.
 
     Raises:
         ValueError: An option is out of range.
@@ -78,6 +83,7 @@ class ConnectionOptions:
     origins: tuple[str, ...] | None = None
     check_origin: bool = True
     extra_headers: tuple[tuple[str, str], ...] = ()
+    compression: DeflateOptions | Literal["deflate"] | None = None
 
     def __post_init__(self) -> None:
         _check_seconds("close_retry_time", self.close_retry_time, allow_none=True)
@@ -98,6 +104,13 @@ class ConnectionOptions:
         object.__setattr__(self, "subprotocols", check_subprotocols(self.subprotocols))
         object.__setattr__(self, "origins", check_origins(self.origins))
         object.__setattr__(self, "extra_headers", check_extra_headers(self.extra_headers))
+        object.__setattr__(self, "compression", compression_options(self.compression))
+
+    @property
+    def deflate_options(self) -> DeflateOptions | None:
+        """:attr:`compression` as checked: ``DeflateOptions`` or ``None`` (never a string)."""
+        compression = self.compression
+        return compression if isinstance(compression, DeflateOptions) else None
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> ConnectionOptions:
@@ -115,12 +128,21 @@ class ConnectionOptions:
         """A copy with some options changed (checked like the original)."""
         return dataclasses.replace(self, **changes)
 
-    def make_protocol(self, role: Role) -> Protocol:
-        """The sans-I/O protocol for one connection in ``role``, with these limits."""
+    def make_protocol(self, role: Role, deflate: DeflateParameters | None = None) -> Protocol:
+        """The sans-I/O protocol for one connection in ``role``, with these limits.
+
+        Args:
+            role: This end's role.
+            deflate: The permessage-deflate parameters the handshake negotiated
+                (``Negotiated.deflate``), or None for no compression.
+        """
         if self.max_fragments == "auto":
-            return Protocol(role, max_message_size=self.max_message_size)
+            return Protocol(role, max_message_size=self.max_message_size, deflate=deflate)
         return Protocol(
-            role, max_message_size=self.max_message_size, max_fragments=self.max_fragments
+            role,
+            max_message_size=self.max_message_size,
+            max_fragments=self.max_fragments,
+            deflate=deflate,
         )
 
 

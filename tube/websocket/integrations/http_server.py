@@ -47,7 +47,7 @@ import weakref
 from http.server import BaseHTTPRequestHandler
 
 from ..core.errors import HandshakeError
-from ..core.handshake import accept_request, rejection_response
+from ..core.handshake import Negotiated, accept_request, rejection_response
 from ..core.http import MAX_HEADERS, MAX_LINE_SIZE, Request, _is_token, _show
 from ..core.protocol import Role
 from ..threads.connection import Connection
@@ -73,8 +73,8 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
     Args:
         handler: The ``http.server.BaseHTTPRequestHandler`` serving the request.
         connection: A connection from :func:`~tube.websocket.create_connection`, not yet used;
-            its ``subprotocols``, ``origins``, ``check_origin`` and ``extra_headers`` options
-            decide the handshake.
+            its ``subprotocols``, ``origins``, ``check_origin``, ``extra_headers`` and
+            ``compression`` options decide the handshake.
 
     Raises:
         HandshakeError: The request is not an acceptable WebSocket handshake. The client has
@@ -85,6 +85,7 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
     """
     connection._begin_opening()
     options = connection.options
+    negotiated = Negotiated()
     try:
         request = _parsed_request(handler)
         response, subprotocol = accept_request(
@@ -93,6 +94,8 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
             origins=options.origins,
             check_origin=options.check_origin,
             extra_headers=options.extra_headers,
+            compression=options.deflate_options,
+            negotiated=negotiated,
         )
     except HandshakeError as error:
         logger.info(
@@ -114,7 +117,7 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
     hijacked = _hijacked_sockets(handler.server)
     handler.close_connection = True
     try:
-        protocol = options.make_protocol(Role.SERVER)
+        protocol = options.make_protocol(Role.SERVER, negotiated.deflate)
         handler.wfile.write(response.to_bytes())
         handler.wfile.flush()
     except Exception:

@@ -56,7 +56,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..core.errors import HandshakeError
-from ..core.handshake import accept_request
+from ..core.handshake import Negotiated, accept_request
 from ..core.http import Headers, Request
 from ..core.protocol import Role
 from ..threads.connection import Connection
@@ -98,8 +98,8 @@ def upgrade_connection(
             view cannot see it). It is never called: the 101 is written on the socket itself,
             and a refusal is answered by what the application returns.
         connection: A connection from :func:`~tube.websocket.create_connection`, not yet used;
-            its ``subprotocols``, ``origins``, ``check_origin`` and ``extra_headers`` options
-            decide the handshake.
+            its ``subprotocols``, ``origins``, ``check_origin``, ``extra_headers`` and
+            ``compression`` options decide the handshake.
 
     Returns:
         The response the application must return once the WebSocket is over (a Flask view
@@ -117,6 +117,7 @@ def upgrade_connection(
     connection._begin_opening()
     options = connection.options
     request = request_from_environ(environ)
+    negotiated = Negotiated()
     try:
         response, subprotocol = accept_request(
             request,
@@ -124,6 +125,8 @@ def upgrade_connection(
             origins=options.origins,
             check_origin=options.check_origin,
             extra_headers=options.extra_headers,
+            compression=options.deflate_options,
+            negotiated=negotiated,
         )
         sock, server = _server_socket(environ)
     except HandshakeError as error:
@@ -143,7 +146,7 @@ def upgrade_connection(
     _warn_if_single_threaded(environ, server)
 
     try:
-        protocol = options.make_protocol(Role.SERVER)
+        protocol = options.make_protocol(Role.SERVER, negotiated.deflate)
         # Taken before the 101 goes out: the server's buffer only holds what it read already,
         # and nothing reads it once the connection's reader runs.
         initial_data = _take_buffered(environ, sock, server)

@@ -28,16 +28,13 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
+from ..core.client_handshake import build_request, refusal_error, validate_response
+from ..core.deflate import DeflateOptions
 from ..core.errors import InvalidHandshake, OpenTimeout
-from ..core.handshake import (
-    build_request,
-    check_extra_headers,
-    check_subprotocols,
-    refusal_error,
-    validate_response,
-)
+from ..core.handshake import Negotiated
+from ..core.handshake_checks import check_extra_headers, check_subprotocols
 from ..core.http import Response, decode_chunked, get_header, parse_response_head
 from ..core.options import DEFAULTS
 from ..core.protocol import Role
@@ -101,6 +98,7 @@ def connect(
     ssl_context: ssl.SSLContext | None = None,
     open_timeout: float | None = DEFAULTS.open_timeout,
     follow_redirects: bool = False,
+    compression: DeflateOptions | Literal["deflate"] | None = "deflate",
     **connection_options: Any,
 ) -> Connection:
     """Open a WebSocket connection to ``url`` and return it, connected.
@@ -132,6 +130,9 @@ def connect(
             ``ws://``; ``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers are
             dropped when the redirect leaves the origin (scheme, host, port). Off by default:
             a redirect is then a :class:`HandshakeRejected` that names the ``Location``.
+        compression: Offer permessage-deflate (RFC 7692), as browsers do: ``"deflate"``
+            (default options, the default), a :class:`DeflateOptions`, or ``None``. The server
+            may decline; an answer that was not offered fails the handshake.
         **connection_options: Passed to :func:`create_connection`: ``max_message_size``,
             ``incoming_size``, ``ping_interval``, ``ping_timeout``, ``send_timeout``,
             ``close_retry_time``, ``close_give_up_time``, ... Checked before any network I/O.
@@ -179,8 +180,12 @@ def connect(
     # Options are checked (ValueError) before anything touches the network. The connection
     # keeps the client's open_timeout and offered subprotocols, for the record.
     connection = create_connection(
-        open_timeout=open_timeout, subprotocols=offered, **connection_options
+        open_timeout=open_timeout,
+        subprotocols=offered,
+        compression=compression,
+        **connection_options,
     )
+    offer = connection.options.deflate_options
     # Likewise the handshake arguments (subprotocol tokens, Origin, header values): a dry run.
     build_request(
         uri.host_header,
@@ -201,6 +206,7 @@ def connect(
                 subprotocols=offered,
                 origin=origin,
                 extra_headers=extra_headers,
+                compression=offer,
             )
             _send_all(sock, request.to_bytes(), deadline)
             response, rest = _read_response_head(sock, deadline)
@@ -217,7 +223,10 @@ def connect(
                     continue
                 response.body = _read_error_body(sock, response, rest, deadline)
                 raise refusal_error(response)
-            subprotocol = validate_response(response, key, subprotocols=offered)
+            negotiated = Negotiated()
+            subprotocol = validate_response(
+                response, key, subprotocols=offered, compression=offer, negotiated=negotiated
+            )
         except BaseException:
             sock.close()
             raise
@@ -228,7 +237,7 @@ def connect(
     sock.settimeout(None)
     # The same limits as on the server side; the client role masks every frame it sends with a
     # fresh key (RFC 6455 §5.3) and refuses masked frames from the server (§5.1).
-    protocol = connection.options.make_protocol(Role.CLIENT)
+    protocol = connection.options.make_protocol(Role.CLIENT, negotiated.deflate)
     try:
         connection._open(sock, protocol, initial_data=rest, subprotocol=subprotocol)
     except BaseException:

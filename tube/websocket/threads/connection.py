@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+from ..core.deflate import DeflateParameters
 from ..core.errors import ConnectionClosed, ConnectionClosedError, InvalidState, ProtocolError
 from ..core.errors import closed_error as make_closed_error
 from ..core.events import BinaryMessage, CloseReceived, ProtocolFailure, TextMessage
@@ -120,7 +121,7 @@ class Connection:
         "subprotocol",
     )
 
-    def __init__(self, options: ConnectionOptions | None = None, **kwargs: Any) -> None:
+    def __init__(self, options: ConnectionOptions | None = None, /, **kwargs: Any) -> None:
         if options is None:
             options = ConnectionOptions.from_kwargs(**kwargs) if kwargs else DEFAULTS
         elif kwargs:
@@ -175,10 +176,13 @@ class Connection:
 
     # ------------------------------------------------------------------ public operations
 
-    def send(self, message: str | Buffer) -> None:
+    def send(self, message: str | Buffer, *, compress: bool | None = None) -> None:
         """Send one message: a text message for ``str``, a binary one for bytes-like data.
 
-        Returns once the frame is written to the socket.
+        Returns once the frame is written to the socket. ``compress`` matters only when
+        permessage-deflate was negotiated: ``None`` compresses messages of at least
+        ``min_size`` bytes, ``False`` sends this one uncompressed (say, one holding a secret
+        next to attacker-chosen data), ``True`` compresses it whatever its size.
 
         Raises:
             ConnectionClosed: The connection is not open (closing or closed), or no byte could
@@ -188,7 +192,7 @@ class Connection:
             UnicodeEncodeError: ``message`` is a ``str`` with lone surrogates.
         """
         _check_message(message, "send")
-        self._send_messages((message,))
+        self._send_messages((message,), compress)
 
     def send_text(self, text: str) -> None:
         """Send ``text`` as one text message (see :meth:`send`)."""
@@ -252,6 +256,11 @@ class Connection:
             protocol = self._protocol
             if protocol is None or self._state is not _State.OPEN:
                 return  # already closing, closed, or never opened: nothing to start
+            if self._failure is not None:
+                # The peer broke the protocol and the reader has stopped: its close frame could
+                # never be read. Close with the violation's code now instead.
+                self._commit_failure()
+                return
             protocol.send_close(code, reason)
             send = self._sync_locked()
             self._timers.start_close_retry()
@@ -307,16 +316,18 @@ class Connection:
 
     # ------------------------------------------------------------------ sending internals
 
-    def _send_messages(self, messages: Sequence[str | Buffer]) -> None:
+    def _send_messages(
+        self, messages: Sequence[str | Buffer], compress: bool | None = None
+    ) -> None:
         """Queue ``messages`` (types already checked: ``str`` is text) and write them."""
         with self.lock:
             protocol = self._open_protocol_locked()
             try:
                 for message in messages:
                     if isinstance(message, str):
-                        protocol.send_text(message)
+                        protocol.send_text(message, compress=compress)
                     else:
-                        protocol.send_binary(message)
+                        protocol.send_binary(message, compress=compress)
             except ConnectionClosed:
                 raise self._closed_error() from None
             send = self._sync_locked()
@@ -484,6 +495,7 @@ class Connection:
         with self.lock:
             self._failure = error
             self._timers.start_failure_bound()
+            self.status_changed.notify_all()  # lets tests observe the deferral
         self.incoming._end_when_drained(self._commit_failure)
         with self.status_changed:
             self.status_changed.wait_for(lambda: self._state >= _State.CLOSED)
@@ -637,17 +649,22 @@ def open_connection(
     *,
     initial_data: bytes = b"",
     subprotocol: str | None = None,
+    deflate: DeflateParameters | None = None,
 ) -> Connection:
     """Build a connection already attached to ``sock``, whose opening handshake is done.
 
-    The internal factory of the transports (and of tests, on a ``socket.socketpair()``).
+    The internal factory of the transports (and of tests, on a ``socket.socketpair()``);
+    ``deflate`` is what the handshake negotiated for permessage-deflate, if anything.
 
     Raises:
         RuntimeError: The reader thread could not be started (the socket is then closed).
     """
     connection = Connection(options)
     connection._open(
-        sock, options.make_protocol(role), initial_data=initial_data, subprotocol=subprotocol
+        sock,
+        options.make_protocol(role, deflate),
+        initial_data=initial_data,
+        subprotocol=subprotocol,
     )
     return connection
 

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-def create_connection(options: ConnectionOptions | None = None, **kwargs: Any) -> Connection:
+def create_connection(options: ConnectionOptions | None = None, /, **kwargs: Any) -> Connection:
     """Create a :class:`Connection` not yet linked to a socket (the seed's ``CreateConnection``).
 
     Args:
@@ -36,7 +36,9 @@ def create_connection(options: ConnectionOptions | None = None, **kwargs: Any) -
             ``max_message_size`` (1 MiB), ``max_fragments`` (``"auto"``), ``incoming_size``
             (16), ``incoming_bytes`` (4 MiB), ``ping_interval`` (20.0 s), ``ping_timeout``
             (20.0 s), ``send_timeout`` (10.0 s), ``open_timeout`` (10.0 s), ``subprotocols``,
-            ``origins``, ``check_origin`` (True), ``extra_headers``.
+            ``origins``, ``check_origin`` (True), ``extra_headers``, ``compression``
+            (``None``: off on a server; ``"deflate"`` or a ``DeflateOptions`` to accept
+            permessage-deflate offers; see the README on its memory cost and CRIME/BREACH).
         **kwargs: Options (or, with ``options``, changes to it).
 
     Returns:
