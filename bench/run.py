@@ -51,6 +51,11 @@ SERVERS: dict[str, dict[str, Any]] = {
         "mode": "ws",
         "about": "Tube, threaded (http.server + upgrade_connection)",
     },
+    "tube-message": {
+        "cmd": [PY, "-m", "tube.websocket.echo", "--api", "message"],
+        "mode": "ws",
+        "about": "Tube, threaded, the seed's per-message API (for message in incoming: send)",
+    },
     "tube-asyncio": {
         "cmd": [PY, "-m", "tube.websocket.echo", "--transport", "asyncio"],
         "mode": "ws",

@@ -1,4 +1,4 @@
-"""The chat demo server: one ``http.server`` serving the page and the WebSocket endpoint.
+"""The chat demo server: one :func:`tube.websocket.serve` server for the page and the endpoint.
 
 Wire protocol of the demo (the page in ``index.html`` speaks it):
 
@@ -25,13 +25,10 @@ import json
 import logging
 import queue
 import signal
-import socket
 import threading
 import time
 import types
 from collections.abc import Sequence
-from http import HTTPStatus
-from http.server import ThreadingHTTPServer
 from importlib import resources
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -39,12 +36,11 @@ from urllib.parse import urlsplit
 from tube.websocket import (
     Connection,
     ConnectionClosed,
-    HandshakeError,
-    WebSocketRequestHandler,
-    create_connection,
+    Request,
+    Response,
+    Server,
     initiate_close,
     send_text,
-    upgrade_connection,
 )
 
 logger = logging.getLogger("tube.demo")
@@ -120,6 +116,11 @@ class Member:
         self._reader.join(timeout)
         self._writer.join(timeout)
         return not (self._reader.is_alive() or self._writer.is_alive())
+
+    def wait(self) -> None:
+        """Wait until both threads ended (they end once the connection is closed)."""
+        self._reader.join()
+        self._writer.join()
 
     def _read_loop(self) -> None:
         try:
@@ -227,80 +228,31 @@ def _encode(payload: dict[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
-class DemoRequestHandler(WebSocketRequestHandler):
-    """Serves the page on ``/`` and the WebSocket endpoint on ``/ws``.
+def _plain(status: int, reason: str, text: str) -> Response:
+    return Response(status, reason, [("Content-Type", "text/plain; charset=utf-8")], text.encode())
 
-    ``WebSocketRequestHandler`` bounds how long a client may take to send a request head, so
-    slow or silent clients cannot pile up server threads.
+
+class DemoServer(Server):
+    """The demo on :func:`tube.websocket.serve`'s server: the page, the endpoint, the room.
+
+    ``GET /`` (and ``HEAD /``) answer the page through ``process_request``; ``GET /ws`` is
+    upgraded and joins the chat room; anything else gets 404. The server brings the request
+    head deadlines, the graceful shutdown and the back-off at the descriptor limit.
     """
-
-    server: DemoServer
-    server_version = "TubeDemo/0.1"
-
-    def do_GET(self) -> None:
-        """Answer ``GET /`` with the page and ``GET /ws`` with a WebSocket upgrade."""
-        path = urlsplit(self.path).path
-        if path in ("/", "/index.html"):
-            self._send_page()
-        elif path == "/ws":
-            self._upgrade()
-        else:
-            self._send_plain(HTTPStatus.NOT_FOUND, "not found\n")
-
-    def do_HEAD(self) -> None:
-        """Answer ``HEAD /`` like ``GET /`` without the body."""
-        if urlsplit(self.path).path in ("/", "/index.html"):
-            self._send_page(head=True)
-        else:
-            self._send_plain(HTTPStatus.NOT_FOUND, "not found\n")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Send the access log to the ``tube.demo`` logger instead of stderr."""
-        logger.debug("%s - %s", self.address_string(), format % args)
-
-    def _send_page(self, *, head: bool = False) -> None:
-        body = self.server.page
-        self.send_response(HTTPStatus.OK)
-        for name, value in _PAGE_HEADERS:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def _send_plain(self, status: HTTPStatus, text: str) -> None:
-        body = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _upgrade(self) -> None:
-        connection = create_connection(max_message_size=MAX_MESSAGE_SIZE, send_timeout=SEND_TIMEOUT)
-        try:
-            upgrade_connection(self, connection)
-        except HandshakeError as error:
-            # upgrade_connection already answered the client with the status and the reason.
-            logger.debug("refused a WebSocket handshake from %s: %s", self.client_address, error)
-            return
-        self.server.room.join(connection)
-
-
-class DemoServer(ThreadingHTTPServer):
-    """A threading HTTP server holding the page and the chat room."""
-
-    daemon_threads = True
-    # Stopping must not wait for an idle HTTP client; WebSockets are closed by the room.
-    block_on_close = False
 
     def __init__(self, address: tuple[str, int]) -> None:
         """Bind to ``address`` (``(host, port)``; port 0 picks a free port) and listen."""
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         self.page = _load_page()
         self.room = ChatRoom()
-        super().__init__(address, DemoRequestHandler)
+        super().__init__(
+            self._serve_member,
+            address[0],
+            address[1],
+            process_request=self._route,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            max_message_size=MAX_MESSAGE_SIZE,
+            send_timeout=SEND_TIMEOUT,
+        )
 
     @property
     def url(self) -> str:
@@ -311,6 +263,21 @@ class DemoServer(ThreadingHTTPServer):
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}/"
+
+    def _route(self, request: Request) -> Response | None:
+        """The page on ``/``, the upgrade on ``/ws`` (None), 404 elsewhere."""
+        path = urlsplit(request.target).path
+        if path in ("/", "/index.html"):
+            return Response(200, "OK", list(_PAGE_HEADERS), self.page)
+        if path == "/ws":
+            return None
+        return _plain(404, "Not Found", "not found\n")
+
+    def _serve_member(self, connection: Connection) -> None:
+        """Serve one tab for as long as it is connected (the connection's thread)."""
+        member = self.room.join(connection)
+        if member is not None:
+            member.wait()
 
 
 class _Stop:

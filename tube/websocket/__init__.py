@@ -2,7 +2,9 @@
 
 The seed's API in snake_case: :func:`create_connection`, :func:`upgrade_connection`,
 :func:`is_connected`, :func:`is_closing`, :func:`send_blob_data`, :func:`initiate_close`,
-:func:`wait_until_connected`, and the :class:`Connection` with its ``incoming`` channel.
+:func:`wait_until_connected`, and the :class:`Connection` with its ``incoming`` channel;
+:func:`upgrade_connection` takes an ``http.server`` handler or a WSGI environ (Flask, gunicorn),
+and :func:`serve` runs a ready threaded server.
 Everything public is listed in ``__all__``; other modules are internal.
 """
 
@@ -24,8 +26,12 @@ from .core.errors import (
     ProtocolError,
     WebSocketError,
 )
+from .core.http import Request, Response
 from .core.options import ConnectionOptions
-from .integrations.http_server import WebSocketRequestHandler, upgrade_connection
+from .integrations.http_server import WebSocketRequestHandler
+from .integrations.server import Server, serve
+from .integrations.upgrade import upgrade_connection
+from .integrations.wsgi import WebSocketResponse
 from .threads.channel import Incoming
 from .threads.client import connect
 from .threads.connection import Connection
@@ -58,8 +64,12 @@ __all__ = [
     "Opcode",
     "OpenTimeout",
     "ProtocolError",
+    "Request",
+    "Response",
+    "Server",
     "WebSocketError",
     "WebSocketRequestHandler",
+    "WebSocketResponse",
     "connect",
     "create_connection",
     "initiate_close",
@@ -68,6 +78,7 @@ __all__ = [
     "ping",
     "send_blob_data",
     "send_text",
+    "serve",
     "upgrade_connection",
     "wait_until_connected",
 ]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
-import importlib.metadata
 import io
 import os
 import ssl
@@ -37,6 +36,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from .. import __version__
 from .core.codes import CloseCode
 from .core.errors import ConnectionClosed, HandshakeError, InvalidURI, OpenTimeout
 from .core.masking import IMPLEMENTATION
@@ -82,11 +82,9 @@ def _err(line: str) -> None:
 
 def version_line() -> str:
     """``tube 0.1.0 (implementation: c)``: the installed version and the core's implementation."""
-    try:
-        version = importlib.metadata.version("tube")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"tube {version} (implementation: {IMPLEMENTATION})"
+    # The package's own version: right in a checkout and in any install, whatever the
+    # distribution's name (tube-websocket).
+    return f"tube {__version__} (implementation: {IMPLEMENTATION})"
 
 
 class _Arrivals:

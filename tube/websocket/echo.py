@@ -6,9 +6,9 @@ Run it with::
         [--compression deflate|none]
     python -m tube.websocket.echo --transport asyncio ...   # tube.websocket.aio.serve instead
 
-It serves every GET on :class:`http.server.ThreadingHTTPServer` with a
-:class:`~tube.websocket.WebSocketRequestHandler`, upgrades it with
-:func:`~tube.websocket.upgrade_connection` and sends every message back as it came: text as
+It serves every GET with the server of :func:`~tube.websocket.serve` (request head deadlines,
+graceful shutdown, back-off at the descriptor limit), which upgrades it, and sends every
+message back as it came: text as
 text, binary as binary. Keepalive pings are off (a benchmark measures echoes, not timers) and
 permessage-deflate is off unless ``--compression deflate`` (then the default options are
 accepted when the client offers it). Once the socket listens, it writes one line,
@@ -17,7 +17,7 @@ that line, and ``--port 0`` lets the system pick a free port that the line then 
 line is the only output; everything else goes through :mod:`logging` (logger
 ``tube.websocket.echo``, silent below WARNING unless ``--verbose``).
 
-Threads: the HTTP server gives each connection a thread, which runs the echo loop (blocked in
+Threads: the server gives each connection a thread, which runs the echo loop (blocked in
 ``connection.incoming`` while the client is silent); the connection's own reader thread feeds
 that channel, and is parked by the transport while the connection is idle. With
 ``--transport asyncio``: one event loop, one handler task per connection (:func:`echo_handler`).
@@ -32,19 +32,10 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
-from http.server import ThreadingHTTPServer
-from typing import Any
 
-from tube.websocket import (
-    ConnectionClosed,
-    HandshakeError,
-    WebSocketRequestHandler,
-    aio,
-    create_connection,
-    upgrade_connection,
-)
+from tube.websocket import Connection, ConnectionClosed, Server, aio
 
-__all__ = ["EchoHandler", "EchoServer", "echo_handler", "main"]
+__all__ = ["EchoServer", "echo", "echo_each", "echo_handler", "main"]
 
 logger = logging.getLogger("tube.websocket.echo")
 
@@ -52,24 +43,19 @@ logger = logging.getLogger("tube.websocket.echo")
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
 
-class EchoServer(ThreadingHTTPServer):
-    """A :class:`~http.server.ThreadingHTTPServer` whose every GET is an echoing WebSocket.
+class EchoServer(Server):
+    """A :func:`~tube.websocket.serve` server whose every GET is an echoing WebSocket.
 
     Args:
         server_address: ``(host, port)`` to listen on; port 0 picks a free one.
         max_message_size: The largest message accepted (and so echoed), in bytes.
         compression: ``"deflate"`` to accept permessage-deflate offers, or None (default).
+        per_message: Echo message by message (``for message in incoming: send(message)``)
+            instead of batch by batch (``send_many(incoming.get_many())``).
 
     Concurrency: :meth:`serve_forever` runs in one thread and starts one daemon thread per
     connection; :meth:`shutdown` may be called from another thread.
     """
-
-    # http.server listens with a backlog of 5: a burst of clients connecting at once (the
-    # benchmark opens 2,000) would see SYNs dropped and retried a second later. 128 is what
-    # socket.listen() and werkzeug use.
-    request_queue_size = 128
-    # Connection threads must not keep the process alive once the server is asked to stop.
-    daemon_threads = True
 
     def __init__(
         self,
@@ -77,54 +63,38 @@ class EchoServer(ThreadingHTTPServer):
         *,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         compression: str | None = None,
+        per_message: bool = False,
     ) -> None:
         if not isinstance(max_message_size, int) or max_message_size <= 0:
             raise ValueError(f"max_message_size must be a positive int, got {max_message_size!r}")
         self.max_message_size = max_message_size
         self.compression = compression
-        super().__init__(server_address, EchoHandler)
-
-
-class EchoHandler(WebSocketRequestHandler):
-    """Upgrades each GET to a WebSocket and echoes its messages until the client closes.
-
-    Built on :class:`~tube.websocket.WebSocketRequestHandler` (deadlines on request heads), as
-    an application serving untrusted clients would be. Must be served by an :class:`EchoServer`
-    (it reads the message limit from it).
-    """
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        """Upgrade the request and echo every message back, text as text, binary as binary."""
-        server = self.server
-        if not isinstance(server, EchoServer):
-            raise TypeError("EchoHandler must be served by an EchoServer")
-        connection = create_connection(
-            max_message_size=server.max_message_size,
+        host, port = server_address
+        super().__init__(
+            echo_each if per_message else echo,
+            host,
+            port,
+            max_message_size=max_message_size,
             ping_interval=None,
-            compression="deflate" if server.compression == "deflate" else None,
+            compression="deflate" if compression == "deflate" else None,
         )
-        try:
-            upgrade_connection(self, connection)
-        except HandshakeError as error:
-            # upgrade_connection already answered the client with the status and the reason.
-            logger.info("refused an upgrade from %s: %s", self.client_address[0], error)
-            return
-        except OSError as error:
-            # The client went away before the 101 response could be written.
-            logger.info("lost %s during the upgrade: %s", self.client_address[0], error)
-            return
-        # Every message waiting is echoed with one write: under load, several arrive per read.
-        # The loop ends when the connection is closed and drained (get_many raises), or when
-        # the client went away while an echo was being sent: nothing left to echo to.
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                connection.send_many(connection.incoming.get_many())
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Send http.server's per-request line to the logger (debug) instead of stderr."""
-        logger.debug("%s - %s", self.address_string(), format % args)
+
+def echo_each(connection: Connection) -> None:
+    """Echo message by message with the seed's per-message API (``--api message``)."""
+    with contextlib.suppress(ConnectionClosed):
+        for message in connection.incoming:
+            connection.send(message)
+
+
+def echo(connection: Connection) -> None:
+    """Echo every message back, text as text, binary as binary, until the client closes."""
+    # Every message waiting is echoed with one write: under load, several arrive per read.
+    # The loop ends when the connection is closed and drained (get_many raises), or when
+    # the client went away while an echo was being sent: nothing left to echo to.
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            connection.send_many(connection.incoming.get_many())
 
 
 async def echo_handler(connection: aio.Connection) -> None:
@@ -184,6 +154,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="none",
         help="accept permessage-deflate offers (default none)",
     )
+    parser.add_argument(
+        "--api",
+        choices=("batch", "message"),
+        default="batch",
+        help="threads: echo batch by batch (get_many/send_many, default) or message by message",
+    )
     parser.add_argument("--verbose", action="store_true", help="log at DEBUG level to stderr")
     args = parser.parse_args(argv)
     if args.max_message_size <= 0:
@@ -211,7 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve_asyncio(args.host, args.port, args.max_message_size, compression))
         return 0
     with EchoServer(
-        (args.host, args.port), max_message_size=args.max_message_size, compression=compression
+        (args.host, args.port),
+        max_message_size=args.max_message_size,
+        compression=compression,
+        per_message=args.api == "message",
     ) as server:
         _announce(server.socket)
         try:
