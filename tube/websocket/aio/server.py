@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from ..core.errors import HandshakeError
-from ..core.handshake import Negotiated, accept_request, rejection_response
+from ..core.handshake import rejection_response
 from ..core.http import Request, Response, parse_request_head
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
@@ -284,8 +284,7 @@ class Server:
                     assert isinstance(answer, Response)
                     self._refuse(connection, answer)
                     return False
-            negotiated = Negotiated()
-            response, subprotocol = accept_request(request, **self._policy(), negotiated=negotiated)
+            response, subprotocol, deflate = self.options.accept(request)
         except HandshakeError as error:
             logger.info("refused a WebSocket upgrade from %s: %s", connection._peer_name(), error)
             self._refuse(connection, rejection_response(error))
@@ -297,15 +296,8 @@ class Server:
         if connection._lost:
             return False
         connection._write_head(response.to_bytes())
-        connection._open(consumed, subprotocol, negotiated.deflate)
+        connection._open(consumed, subprotocol, deflate)
         return True
-
-    def _policy(self) -> dict[str, Any]:
-        """The handshake policy of the options: subprotocols, origins, headers, compression."""
-        names = ("subprotocols", "origins", "check_origin", "extra_headers")
-        policy: dict[str, Any] = {name: getattr(self.options, name) for name in names}
-        policy["compression"] = self.options.deflate_options
-        return policy
 
     @staticmethod
     def _refuse(connection: Connection, response: Response) -> None:

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from .deflate import DeflateOptions, DeflateParameters, compression_options
+from .handshake import Negotiated, accept_request
 from .handshake_checks import (
     SubprotocolSelector,
     check_extra_headers,
     check_origins,
     check_subprotocols,
 )
+from .http import Request, Response
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Protocol, Role
 
 __all__ = ["DEFAULTS", "ConnectionOptions"]
@@ -127,6 +129,31 @@ class ConnectionOptions:
     def replace(self, **changes: Any) -> ConnectionOptions:
         """A copy with some options changed (checked like the original)."""
         return dataclasses.replace(self, **changes)
+
+    def accept(self, request: Request) -> tuple[Response, str | None, DeflateParameters | None]:
+        """Validate an opening handshake request under these options (the server's side).
+
+        :func:`~.handshake.accept_request` with this object's subprotocols, origin policy,
+        extra headers and compression: one place for every server transport and integration.
+
+        Returns:
+            The 101 response to send, the selected subprotocol, and the negotiated
+            permessage-deflate parameters (for :meth:`make_protocol`), or ``None``.
+
+        Raises:
+            HandshakeError: The request is refused; answer with its ``rejection_response``.
+        """
+        negotiated = Negotiated()
+        response, subprotocol = accept_request(
+            request,
+            subprotocols=self.subprotocols,
+            origins=self.origins,
+            check_origin=self.check_origin,
+            extra_headers=self.extra_headers,
+            compression=self.deflate_options,
+            negotiated=negotiated,
+        )
+        return response, subprotocol, negotiated.deflate
 
     def make_protocol(self, role: Role, deflate: DeflateParameters | None = None) -> Protocol:
         """The sans-I/O protocol for one connection in ``role``, with these limits.

@@ -41,7 +41,7 @@ from .frames import (
     serialize_frame,
 )
 from .masking import MaskKeySource
-from .receiver import Receiver, opcode_name
+from .receiver import _BINARY, _CONTINUATION, _PING, _PONG, _TEXT, Receiver, opcode_name
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Protocol", "Role", "State"]
 
@@ -50,13 +50,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 # RFC 6455 §5.5.1: a close frame holds a 2-byte code and a reason in at most 125 bytes.
 MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
 
-_TEXT = Opcode.TEXT.value
-_BINARY = Opcode.BINARY.value
-_CONTINUATION = Opcode.CONTINUATION.value
 _CLOSE = Opcode.CLOSE.value
-_PING = Opcode.PING.value
-_PONG = Opcode.PONG.value
-_OPCODE_NAMES = {opcode.value: opcode.name for opcode in Opcode}
 
 _UNSET: object = object()
 

@@ -122,21 +122,7 @@ class Receiver:
         return len(self._buffer) + len(self._message_buffer)
 
     def receive_data(self, data: Buffer) -> list[Event]:
-        """Parse received bytes and return the events they complete.
-
-        Any split of the byte stream gives the same events. A protocol violation never raises:
-        a :class:`ProtocolFailure` event is returned after the events that preceded it, and all
-        later input is discarded. The close frame is not queued yet: the transport calls
-        :meth:`fail` with the error's ``close_code`` and ``reason`` once the application has
-        taken the messages before the violation, so that its replies to them go out first.
-
-        Args:
-            data: The bytes just received. The caller may reuse this buffer after the call: what
-                the receiver keeps, it copies.
-
-        Returns:
-            The events, in order.
-        """
+        """Parse received bytes; the events they complete (see :meth:`.Protocol.receive_data`)."""
         if self._receiving_done:
             return []
         buffer = self._buffer

@@ -47,7 +47,7 @@ import weakref
 from http.server import BaseHTTPRequestHandler
 
 from ..core.errors import HandshakeError
-from ..core.handshake import Negotiated, accept_request, rejection_response
+from ..core.handshake import rejection_response
 from ..core.http import MAX_HEADERS, MAX_LINE_SIZE, Request, _is_token, _show
 from ..core.protocol import Role
 from ..threads.connection import Connection
@@ -85,18 +85,9 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
     """
     connection._begin_opening()
     options = connection.options
-    negotiated = Negotiated()
     try:
         request = _parsed_request(handler)
-        response, subprotocol = accept_request(
-            request,
-            subprotocols=options.subprotocols,
-            origins=options.origins,
-            check_origin=options.check_origin,
-            extra_headers=options.extra_headers,
-            compression=options.deflate_options,
-            negotiated=negotiated,
-        )
+        response, subprotocol, deflate = options.accept(request)
     except HandshakeError as error:
         logger.info(
             "refused WebSocket handshake from %s for %s: %s",
@@ -117,7 +108,7 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
     hijacked = _hijacked_sockets(handler.server)
     handler.close_connection = True
     try:
-        protocol = options.make_protocol(Role.SERVER, negotiated.deflate)
+        protocol = options.make_protocol(Role.SERVER, deflate)
         handler.wfile.write(response.to_bytes())
         handler.wfile.flush()
     except Exception:

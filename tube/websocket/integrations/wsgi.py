@@ -56,7 +56,6 @@ from typing import Any
 from urllib.parse import quote
 
 from ..core.errors import HandshakeError
-from ..core.handshake import Negotiated, accept_request
 from ..core.http import Headers, Request
 from ..core.protocol import Role
 from ..threads.connection import Connection
@@ -117,17 +116,8 @@ def upgrade_connection(
     connection._begin_opening()
     options = connection.options
     request = request_from_environ(environ)
-    negotiated = Negotiated()
     try:
-        response, subprotocol = accept_request(
-            request,
-            subprotocols=options.subprotocols,
-            origins=options.origins,
-            check_origin=options.check_origin,
-            extra_headers=options.extra_headers,
-            compression=options.deflate_options,
-            negotiated=negotiated,
-        )
+        response, subprotocol, deflate = options.accept(request)
         sock, server = _server_socket(environ)
     except HandshakeError as error:
         if error.status is not None and error.status < 500:
@@ -146,7 +136,7 @@ def upgrade_connection(
     _warn_if_single_threaded(environ, server)
 
     try:
-        protocol = options.make_protocol(Role.SERVER, negotiated.deflate)
+        protocol = options.make_protocol(Role.SERVER, deflate)
         # Taken before the 101 goes out: the server's buffer only holds what it read already,
         # and nothing reads it once the connection's reader runs.
         initial_data = _take_buffered(environ, sock, server)
