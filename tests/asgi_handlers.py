@@ -4,9 +4,9 @@ Written against Starlette's ``WebSocket`` (FastAPI's is the same class), as an a
 author writes them; they speak only the ASGI contract, so they run unchanged under uvicorn
 with Tube's protocol class and with uvicorn's own ``websockets``/``wsproto`` classes.
 
-* ``/echo``: accepts (subprotocol ``chat.v2`` when offered, an ``x-tube-test`` header), echoes
-  text as text and binary as binary; ``"close CODE REASON"`` makes the server close. With
-  ``?id=KEY`` the ``websocket.disconnect`` it received is kept under KEY, served by
+* ``/echo`` (and ``/``): accepts (subprotocol ``chat.v2`` when offered, an ``x-tube-test``
+  header), echoes text as text and binary as binary; ``"close CODE REASON"`` makes the server
+  close. With ``?id=KEY`` the ``websocket.disconnect`` it received is kept under KEY, served by
   ``/closed/KEY`` (HTTP, waits up to 10 s for it).
 * ``/json``: ``receive_json`` → ``send_json({"echo": ...})``.
 * ``/raise``: accepts, reads one message, then raises.
@@ -124,6 +124,7 @@ async def health(request: Request) -> Response:
 
 
 WEBSOCKET_ROUTES = [
+    ("/", echo),  # for raw peers, which ask for "/"
     ("/echo", echo),
     ("/json", json_echo),
     ("/raise", fail),

@@ -34,7 +34,8 @@ import pytest
 
 from tube.websocket import ConnectionClosed, HandshakeRejected, aio
 
-from .aio.conftest import run
+from .aio.conftest import RawPeer, run
+from .conftest import build_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -380,6 +381,84 @@ def test_1000_concurrent_connections(server: Server) -> None:
     run(main, timeout=120)
 
 
+# ---------------------------------------------------------------------- limits and keepalive
+
+
+@pytest.fixture(scope="module", params=list(IMPLEMENTATIONS))
+def tight_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """uvicorn with a 1,000-byte message limit and fast keepalive, for each protocol class."""
+    require("uvicorn", "starlette", "wsproto", "websockets")
+    log = tmp_path_factory.mktemp(f"tight-{request.param}") / "uvicorn.log"
+    limits = ("--ws-max-size", "1000", "--ws-ping-interval", "0.3", "--ws-ping-timeout", "0.6")
+    server = start_uvicorn(request.param, "starlette", log, *limits)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_ws_max_size_closes_with_1009(tight_server: Server) -> None:
+    async def main() -> None:
+        async with aio.connect(tight_server.url("/echo"), compression=None) as connection:
+            await connection.send("x" * 1000)  # at the limit: fine
+            assert await connection.incoming.get(timeout=TIMEOUT) == "x" * 1000
+            await connection.send(b"y" * 1001)
+            with pytest.raises(ConnectionClosed):
+                await connection.incoming.get(timeout=TIMEOUT)
+            assert connection.close_code == 1009
+
+    run(main)
+
+
+def test_ws_ping_timeout_closes_with_1011(tight_server: Server) -> None:
+    """A peer that never answers pings is closed with 1011 once ws_ping_timeout passed."""
+
+    async def main() -> None:
+        peer = await RawPeer.connect(tight_server.port)
+        try:
+            frame = await peer.recv_frame(timeout=TIMEOUT)
+            assert frame.opcode == 0x9  # a keepalive ping, which we never answer
+            while frame.opcode == 0x9:
+                frame = await peer.recv_frame(timeout=TIMEOUT)
+            assert (frame.opcode, frame.close_code) == (0x8, 1011)
+        finally:
+            await peer.close()
+
+    run(main)
+
+
+def test_a_violation_never_overtakes_earlier_replies(tmp_path: Path) -> None:
+    """Issue 8's close order, which uvicorn's own classes do not keep: the replies to the
+    messages before a protocol violation reach the peer before the close frame 1002."""
+    require("uvicorn", "starlette")
+    server = start_uvicorn("tube", "starlette", tmp_path / "uvicorn.log")
+    try:
+
+        async def main() -> None:
+            peer = await RawPeer.connect(server.port)
+            try:
+                # Two messages and a reserved opcode in one write: one read on the server.
+                peer.writer.write(
+                    build_frame(0x1, b"first")
+                    + build_frame(0x2, b"second")
+                    + build_frame(0x3, b"reserved")
+                )
+                frames = [await peer.recv_data_frame() for _ in range(3)]
+                assert [(f.opcode, f.payload) for f in frames[:2]] == [
+                    (0x1, b"first"),
+                    (0x2, b"second"),
+                ]
+                assert (frames[2].opcode, frames[2].close_code) == (0x8, 1002)
+            finally:
+                await peer.close()
+
+        run(main)
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------------- shutdown, packaging
 
 
@@ -402,6 +481,68 @@ def test_graceful_shutdown_closes_with_1012(implementation: str, tmp_path: Path)
         assert server.process.wait(timeout=15) == 0
     finally:
         server.stop()
+
+
+def test_gunicorn_uvicorn_worker_with_config_kwargs(tmp_path: Path) -> None:
+    """gunicorn -k (a UvicornWorker whose CONFIG_KWARGS name Tube's class)."""
+    require("gunicorn", "uvicorn", "starlette")
+    log = tmp_path / "gunicorn.log"
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "tests.asgi_gunicorn_worker.TubeUvicornWorker",
+        "-b",
+        "127.0.0.1:0",
+        "--no-control-socket",
+        "--graceful-timeout",
+        "5",
+        APPS["starlette"],
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+        )
+    server = Server("tube", "starlette", process, log, 0)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        listening = re.compile(rb"Listening at: http://127\.0\.0\.1:(\d+)")
+        # gunicorn logs "Listening" before its worker is ready: poll until /health answers.
+        while True:
+            match = listening.search(log.read_bytes())
+            if match:
+                server.port = int(match.group(1))
+                try:
+                    if http_exchange(server, "/health")[0] == 200:
+                        break
+                except OSError:
+                    pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"gunicorn did not start: {server.output()}")
+            time.sleep(0.05)
+
+        async def main() -> None:
+            async with aio.connect(server.url("/echo")) as connection:
+                await connection.send("through gunicorn")
+                assert await connection.incoming.get(timeout=TIMEOUT) == "through gunicorn"
+            # 1011, not 1006: the worker runs Tube's protocol class.
+            async with aio.connect(server.url("/raise")) as connection:
+                await connection.send("go")
+                with pytest.raises(ConnectionClosed):
+                    await connection.incoming.get(timeout=TIMEOUT)
+                assert connection.close_code == 1011
+
+        run(main)
+    finally:
+        if process.poll() is None:
+            process.terminate()  # gunicorn's graceful stop
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
 
 
 def test_importing_tube_websocket_never_imports_uvicorn() -> None:
