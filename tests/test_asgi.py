@@ -104,10 +104,15 @@ def start_uvicorn(implementation: str, framework: str, log: Path, *extra: str) -
         "0",
         *extra,
     ]
+    return launch(implementation, framework, command, ROOT, log)
+
+
+def launch(implementation: str, framework: str, command: list[str], cwd: Path, log: Path) -> Server:
+    """Start uvicorn's ``command`` in ``cwd``; wait (bounded) for the line naming its port."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     with log.open("wb") as output:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
         )
     deadline = time.monotonic() + START_TIMEOUT
     while True:
@@ -543,6 +548,31 @@ def test_gunicorn_uvicorn_worker_with_config_kwargs(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+
+def test_the_readme_example(tmp_path: Path) -> None:
+    """The README's ASGI section, run as written: its app.py and its uvicorn command."""
+    require("uvicorn", "fastapi")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^## ASGI: .*?$(.*?)^## ", readme, re.MULTILINE | re.DOTALL)
+    assert section, "README.md has no '## ASGI: ...' section"
+    (tmp_path / "app.py").write_text(
+        re.findall(r"^```python\n(.*?)^```", section.group(1), re.MULTILINE | re.DOTALL)[0]
+    )
+    shell = re.findall(r"^```sh\n(.*?)^```", section.group(1), re.MULTILINE | re.DOTALL)[0]
+    assert shell.split() == ["uvicorn", "app:app", "--ws", TUBE]
+    command = [sys.executable, "-m", *shell.split(), "--host", "127.0.0.1", "--port", "0"]
+    server = launch("tube", "fastapi", command, tmp_path, tmp_path / "uvicorn.log")
+    try:
+
+        async def main() -> None:
+            async with aio.connect(server.url("/ws")) as connection:
+                await connection.send("from the README")
+                assert await connection.incoming.get(timeout=TIMEOUT) == "from the README"
+
+        run(main)
+    finally:
+        server.stop()
 
 
 def test_importing_tube_websocket_never_imports_uvicorn() -> None:
