@@ -21,6 +21,7 @@ import os
 import re
 import resource
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -40,7 +41,7 @@ from .conftest import build_frame
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 TIMEOUT = 10.0
-_LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(rb"Uvicorn running on https?://127\.0\.0\.1:(\d+)")
 
 TUBE = "tube.websocket.asgi:UvicornProtocol"
 #: The protocol classes under test: Tube's and uvicorn's own three.
@@ -384,6 +385,49 @@ def test_1000_concurrent_connections(server: Server) -> None:
         assert all(c.close_code == 1000 for c in connections)
 
     run(main, timeout=120)
+
+
+# ---------------------------------------------------------------------- TLS, event loops
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_tls_and_both_event_loops(loop: str, tmp_path: Path) -> None:
+    """wss:// (uvicorn's --ssl-*) on the plain asyncio loop and on uvloop (uvicorn's default
+    when installed): the transport is handed over to Tube's connection on both."""
+    require("uvicorn", "starlette", "trustme", loop)
+    import trustme
+
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    pem = str(tmp_path / "server.pem")
+    options = ["--ssl-keyfile", pem, "--ssl-certfile", pem, "--loop", loop]
+    server = start_uvicorn("tube", "starlette", tmp_path / "uvicorn.log", *options)
+    try:
+
+        async def main() -> None:
+            url = f"wss://127.0.0.1:{server.port}/scope"
+            async with aio.connect(url, ssl=client_context) as connection:
+                reply = await connection.incoming.get(timeout=TIMEOUT)
+                assert isinstance(reply, str)
+                assert json.loads(reply)["scheme"] == "wss"
+            url = f"wss://127.0.0.1:{server.port}/echo"
+            async with aio.connect(url, ssl=client_context) as connection:
+                payload = os.urandom(200_000)
+                await connection.send(payload)
+                assert await connection.incoming.get(timeout=TIMEOUT) == payload
+            url = f"wss://127.0.0.1:{server.port}/raise"
+            async with aio.connect(url, ssl=client_context) as connection:
+                await connection.send("go")
+                with pytest.raises(ConnectionClosed):
+                    await connection.incoming.get(timeout=TIMEOUT)
+                assert connection.close_code == 1011
+
+        run(main)
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------------- limits and keepalive
