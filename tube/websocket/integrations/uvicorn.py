@@ -254,6 +254,8 @@ class UvicornProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         try:
+            # Tube's head limits (8 KiB per line, 128 headers) on top of uvicorn's parser's: the
+            # same as uvicorn's default class (websockets refuses lines over 8 KiB too).
             parsed = parse_request_head(data)
             if parsed is None:
                 raise HandshakeError(400, "expected a complete request head")
@@ -295,7 +297,7 @@ class UvicornProtocol(asyncio.Protocol):
         self._shutting_down = True
         connection = self.connection
         if connection is not None:
-            # The closing handshake runs on; connection_lost takes us out of `connections`.
+            # The closing handshake runs on; the end of TCP takes us out of `connections`.
             connection._start_close(1012, "")
             return
         if self._state is _State.CONNECTING and self.scope is not None:
