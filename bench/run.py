@@ -96,6 +96,23 @@ SERVERS: dict[str, dict[str, Any]] = {
         "mode": "raw",
         "about": "raw asyncio TCP echo, no WebSocket (ceiling for pure-Python asyncio)",
     },
+    # ASGI (issue 13 part 2): a raw ASGI echo on uvicorn, Tube's protocol class against
+    # uvicorn's own (websockets-sansio, uvicorn's default, and wsproto).
+    "uvicorn-tube": {
+        "cmd": [PY, str(BENCH / "servers" / "uvicorn_asgi.py"), "--ws", "tube"],
+        "mode": "ws",
+        "about": "ASGI echo on uvicorn, Tube's protocol class (tube.websocket.asgi)",
+    },
+    "uvicorn-websockets": {
+        "cmd": [PY, str(BENCH / "servers" / "uvicorn_asgi.py"), "--ws", "websockets"],
+        "mode": "ws",
+        "about": "ASGI echo on uvicorn, uvicorn's websockets-sansio class (its default)",
+    },
+    "uvicorn-wsproto": {
+        "cmd": [PY, str(BENCH / "servers" / "uvicorn_asgi.py"), "--ws", "wsproto"],
+        "mode": "ws",
+        "about": "ASGI echo on uvicorn, uvicorn's wsproto class",
+    },
     # Opt-in (not in the default list): an experiment on Tube's core, not Tube's API.
     "tube-1thread": {
         "cmd": [PY, str(BENCH / "servers" / "tube_core_1thread.py")],
@@ -167,6 +184,7 @@ IMPORT_NAMES = {
     "picows": "picows",
     "simple-websocket": "simple_websocket",
     "werkzeug": "werkzeug",
+    "uvicorn": "uvicorn",
 }
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 from typing import Any
 
 import pytest
 
+from tests.conftest import build_frame
 from tube.websocket import ConnectionClosed, ConnectionClosedOK, aio
+from tube.websocket.core.http import Request
+from tube.websocket.core.options import DEFAULTS
+from tube.websocket.core.protocol import Role
 
 from .conftest import RawPeer, echo, next_message, run
 
@@ -278,5 +283,40 @@ def test_permessage_deflate_between_aio_server_and_client() -> None:
             got = [await client.incoming.get(timeout=5) for _ in range(4)]
             assert got == [text, b"\x00" * 100_000, "a" * 5000, b"b" * 5000]
         assert client.close_code == 1000
+
+    run(main)
+
+
+def test_adopt_a_transport_whose_handshake_another_server_answered() -> None:
+    """``Connection._adopt()`` (the uvicorn integration's entry): bytes read past the head are
+    the first frames, reading resumes, and the connection runs as after its own handshake."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server_sock, client_sock = socket.socketpair()
+        client_sock.setblocking(False)
+        try:
+            # Another server's protocol reads the head, then holds reading.
+            transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, server_sock)
+            transport.pause_reading()
+            connection = aio.Connection(Role.SERVER, DEFAULTS)
+            transport.set_protocol(connection)
+            request = Request("GET", "/chat", "HTTP/1.1", [("Host", "example")])
+            connection._adopt(transport, request, "chat.v1", None, build_frame(0x1, b"early"))
+            assert connection.connected and connection.subprotocol == "chat.v1"
+            assert connection.request is request
+            assert await connection.incoming.get(timeout=5) == "early"
+            await loop.sock_sendall(client_sock, build_frame(0x2, b"later"))
+            assert await connection.incoming.get(timeout=5) == b"later"
+            await connection.send("reply")
+            async with asyncio.timeout(5):
+                assert await loop.sock_recv(client_sock, 100) == b"\x81\x05reply"
+            await loop.sock_sendall(client_sock, build_frame(0x8, struct.pack("!H", 1000)))
+            assert isinstance(await next_message(connection), ConnectionClosedOK)
+            client_sock.close()  # the EOF the server waits for after its close frame
+            async with asyncio.timeout(5):
+                await connection.wait_closed()
+        finally:
+            client_sock.close()
 
     run(main)

@@ -235,6 +235,35 @@ class Connection(asyncio.BufferedProtocol):
         if rest:
             self._process(rest)
 
+    def _adopt(
+        self,
+        transport: asyncio.BaseTransport,
+        request: Request,
+        subprotocol: str | None,
+        deflate: DeflateParameters | None,
+        data: bytes = b"",
+    ) -> None:
+        """Become an open WebSocket on a transport whose opening handshake another server
+        parsed and answered (internal API: the uvicorn integration).
+
+        The caller has written the 101 response and switched the transport to this protocol
+        (``transport.set_protocol``). Reading is held until the connection is open, as after
+        our own handshake.
+
+        Args:
+            transport: The transport, reading or paused.
+            request: The opening request, as parsed.
+            subprotocol: The subprotocol selected in the 101 response, or None.
+            deflate: The permessage-deflate parameters of the 101 response, or None.
+            data: Bytes already read past the request head: the first frames.
+        """
+        self.connection_made(transport)
+        self.request = request
+        assert self._head is not None
+        self._head.data += data
+        self._reading.pause(PAUSED_TO_HOLD)  # _open() lifts it
+        self._open(0, subprotocol, deflate)
+
     # ------------------------------------------------------------------ public operations
 
     async def send(self, message: str | Buffer, *, compress: bool | None = None) -> None:
