@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import importlib.util
 import os
 import queue
 import socket
@@ -438,6 +439,16 @@ class WsServer:
         self.httpd.server_close()
         for connection in self.connections:
             abort(connection)
+
+
+def require(*modules: str) -> None:
+    """Skip when a module is not installed; fail under CI=true (the test extra has them)."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            message = f"{module} is not installed (pip install -e '.[test]')"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"test dependency missing under CI: {message}", pytrace=False)
+            pytest.skip(message)
 
 
 def abort(connection: Connection) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -36,7 +35,7 @@ import pytest
 from tube.websocket import ConnectionClosed, HandshakeRejected, aio
 
 from .aio.conftest import RawPeer, run
-from .conftest import build_frame
+from .conftest import build_frame, require
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -52,16 +51,6 @@ IMPLEMENTATIONS = {
     "wsproto": "wsproto",
 }
 APPS = {"starlette": "tests.asgi_starlette_app:app", "fastapi": "tests.asgi_fastapi_app:app"}
-
-
-def require(*modules: str) -> None:
-    """Skip when a module is not installed; fail under CI=true (the test extra has them)."""
-    for module in modules:
-        if importlib.util.find_spec(module) is None:
-            message = f"{module} is not installed (pip install -e '.[test]')"
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"test dependency missing under CI: {message}", pytrace=False)
-            pytest.skip(message)
 
 
 @dataclass

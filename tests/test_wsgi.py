@@ -9,7 +9,6 @@ Flask and gunicorn are test extras: missing, they skip these tests, or fail them
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import logging
 import os
@@ -32,21 +31,12 @@ from tube.websocket.core.protocol import Role
 from tube.websocket.integrations.wsgi import WebSocketResponse, request_from_environ
 from tube.websocket.threads.connection import Connection, open_connection
 
-from .conftest import RawPeer, build_frame
+from .conftest import RawPeer, build_frame, require
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 TIMEOUT = 10.0
 _LISTENING = re.compile(rb"(?:Running on|Listening at:) http://127\.0\.0\.1:(\d+)")
-
-
-def require(module: str) -> None:
-    """Skip when ``module`` is not installed; fail under CI=true (the test extra has it)."""
-    if importlib.util.find_spec(module) is None:
-        message = f"{module} is not installed (pip install -e '.[test]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"test dependency missing under CI: {message}", pytrace=False)
-        pytest.skip(message)
 
 
 @dataclass

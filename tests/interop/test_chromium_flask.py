@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from ..test_wsgi import Server, flask_command, gunicorn_command, require, start_server
+from ..conftest import require
+from ..test_wsgi import Server, flask_command, gunicorn_command, start_server
 from .test_chromium import Browser
 
 pytestmark = pytest.mark.interop
