@@ -37,11 +37,25 @@ def test_core_imports_no_io(path: pathlib.Path) -> None:
             assert not name.startswith(".."), f"{path.name} imports {name} from above the core"
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "threads").glob("*.py")), ids=lambda p: p.name)
+TRANSPORT_FILES = [
+    *sorted((PACKAGE / "threads").glob("*.py")),
+    *sorted((PACKAGE / "aio").glob("*.py")),
+]
+
+
+@pytest.mark.parametrize("path", TRANSPORT_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_transports_do_not_import_integrations(path: pathlib.Path) -> None:
     for name in imported_modules(path):
-        for integration in ("http_server", "echo", "__main__", "demo"):
+        for integration in ("integrations", "http_server", "echo", "__main__", "demo", "asgi"):
             assert integration not in name.split("."), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("path", TRANSPORT_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_transports_do_not_import_each_other(path: pathlib.Path) -> None:
+    # What both transports need sits below them (the core, tube/websocket/sockets.py).
+    other = "aio" if path.parent.name == "threads" else "threads"
+    for name in imported_modules(path):
+        assert other not in name.split("."), f"{path.parent.name}/{path.name} imports {name}"
 
 
 def test_core_files_exist() -> None:

@@ -28,13 +28,11 @@ from typing import Any, cast
 from ..core.deflate import DeflateParameters
 from ..core.errors import ConnectionClosed, closed_error
 from ..core.events import BinaryMessage, CloseReceived, Pong, ProtocolFailure, TextMessage
-from ..core.frames import Buffer
+from ..core.frames import Buffer, byte_payload
 from ..core.http import Request
 from ..core.options import ConnectionOptions
 from ..core.protocol import Protocol, Role, State
-
-# Not about threads: plain socket options, shared with the threaded transport (import, not copy).
-from ..threads.io import tune_socket
+from ..sockets import tune_socket
 from .channel import Incoming, Message
 from .opening import HeadBuffer
 from .pings import PongWaiters
@@ -45,7 +43,7 @@ from .reading import (
     peer_name,
     receive_buffer,
 )
-from .sending import Sender, payload_of
+from .sending import Sender
 from .timers import Timers
 
 __all__ = ["Connection"]
@@ -309,9 +307,7 @@ class Connection(asyncio.BufferedProtocol):
             ConnectionClosed: The connection is not open, or ended before the pong.
             TimeoutError: No pong within the timeout.
         """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"ping takes bytes-like data, got {type(data).__name__}")
-        payload = bytes(payload_of(data))
+        payload = bytes(byte_payload(data, "ping"))
         protocol = self._open_protocol()
         protocol.send_ping(payload)
         waiter: asyncio.Future[None] = self._loop.create_future()
@@ -386,10 +382,10 @@ class Connection(asyncio.BufferedProtocol):
         mutable = False
         try:
             for message in messages:
-                if type(message) is str:
+                if isinstance(message, str):
                     protocol.send_text(message, compress=compress)
                 else:
-                    protocol.send_binary(payload_of(message), compress=compress)
+                    protocol.send_binary(message, compress=compress)
                     mutable = mutable or type(message) is not bytes
         except BaseException:
             protocol.data_to_send()  # drop this batch's frames: every earlier output was synced

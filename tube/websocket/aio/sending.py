@@ -24,7 +24,7 @@ from ..core.frames import Buffer
 if TYPE_CHECKING:
     from .connection import Connection
 
-__all__ = ["FLUSH_AT", "Sender", "payload_of"]
+__all__ = ["FLUSH_AT", "Sender"]
 
 logger = logging.getLogger("tube.websocket.aio")
 
@@ -34,18 +34,6 @@ FLUSH_AT = 64 * 1024
 # Below this total, the pending buffers are joined into one before writing (one copy is cheaper
 # than the transport's per-buffer bookkeeping and gives one TCP segment).
 _JOIN_LIMIT = 64 * 1024
-
-
-def payload_of(data: object) -> Buffer:
-    """Check a binary message; make any memoryview one contiguous run of bytes."""
-    if type(data) is bytes or type(data) is bytearray:
-        return data
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"a message is str or bytes-like, got {type(data).__name__}")
-    if isinstance(data, memoryview) and not (data.c_contiguous and data.itemsize == 1):
-        # The frame length counts bytes, and the transport needs one contiguous buffer.
-        return data.tobytes()
-    return data
 
 
 class Sender:

@@ -111,16 +111,6 @@ class Receiver:
         # compressed message is open); its frames' compressed payloads are never kept.
         self._inflated: bytearray | None = None
 
-    @property
-    def done(self) -> bool:
-        """True once nothing more is received (a close frame, a violation, or :meth:`stop`)."""
-        return self._receiving_done
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held: an incomplete frame plus the fragments of an open message."""
-        return len(self._buffer) + len(self._message_buffer)
-
     def receive_data(self, data: Buffer) -> list[Event]:
         """Parse received bytes; the events they complete (see :meth:`.Protocol.receive_data`)."""
         if self._receiving_done:

@@ -32,10 +32,11 @@ from ..core.frames import Buffer
 from ..core.keepalive import KeepaliveAction
 from ..core.options import DEFAULTS, ConnectionOptions
 from ..core.protocol import Protocol, Role, State
+from ..sockets import tune_socket
 from . import parking
 from .channel import Incoming, Message
 from .close_timers import CloseTimers
-from .io import make_io, tune_socket
+from .io import make_io
 from .reader import Reader
 from .sending import SendPath
 
@@ -235,12 +236,10 @@ class Connection:
             TypeError: ``data`` is not bytes-like.
             ConnectionClosed: The connection is not open.
         """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"ping takes bytes-like data, got {type(data).__name__}")
         with self.lock:
             protocol = self._open_protocol_locked()
             try:
-                protocol.send_ping(data)
+                protocol.send_ping(data)  # checks the type and the 125-byte limit
             except ConnectionClosed:
                 raise self._closed_error() from None
             send = self._sync_locked()

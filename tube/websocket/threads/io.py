@@ -28,9 +28,7 @@ import sys
 import threading
 import time
 
-from ..core.keepalive import tcp_keepalive
-
-__all__ = ["TLSIO", "BaseIO", "PlainIO", "make_io", "tune_socket"]
+__all__ = ["TLSIO", "BaseIO", "PlainIO", "make_io"]
 
 _MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 # One TLS record holds at most 16 KiB of plaintext; writing record-sized chunks keeps each SSL
@@ -230,23 +228,3 @@ def make_io(sock: socket.socket, idle_timeout: float | None = None) -> BaseIO:
     if isinstance(sock, ssl.SSLSocket):
         return TLSIO(sock, idle_timeout)
     return PlainIO(sock, idle_timeout)
-
-
-def tune_socket(
-    sock: socket.socket, ping_interval: float | None, ping_timeout: float | None
-) -> None:
-    """TCP_NODELAY, and TCP keepalive derived from the ping options (not TCP: nothing to do)."""
-    with contextlib.suppress(OSError):
-        # Frames are written whole; Nagle's algorithm would only delay small ones.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    settings = tcp_keepalive(ping_interval, ping_timeout)
-    if settings is None or not hasattr(socket, "TCP_KEEPIDLE"):
-        return
-    # The kernel keeps probing a silent peer while our reader is paused by a full channel
-    # (WebSocket pings are suspended then): a vanished peer fails the socket all the same.
-    idle, interval, count = settings
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
