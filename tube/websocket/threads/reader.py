@@ -96,6 +96,9 @@ class Reader:
         Raises:
             RuntimeError: No thread could be started.
         """
+        self._new_thread(initial_data).start()
+
+    def _new_thread(self, initial_data: bytes) -> threading.Thread:
         thread = threading.Thread(
             target=self._run,
             args=(initial_data,),
@@ -103,7 +106,7 @@ class Reader:
             daemon=True,
         )
         self.thread = thread
-        thread.start()
+        return thread
 
     def _run(self, initial_data: bytes) -> None:
         """Read, hand over, repeat; then the TCP teardown (or park when idle)."""
@@ -169,11 +172,14 @@ class Reader:
 
     def _unpark(self) -> None:
         """The parked socket is readable (watcher thread): start a reader thread again."""
+        # Under the lock only to record the thread after _park (which holds it) has finished;
+        # starting a thread takes tens of microseconds, which senders need not wait for.
         with self._owner.lock:
-            try:
-                self.start()
-                return
-            except RuntimeError:
-                logger.exception("cannot start a WebSocket reader thread; aborting")
+            thread = self._new_thread(b"")
+        try:
+            thread.start()
+            return
+        except RuntimeError:
+            logger.exception("cannot start a WebSocket reader thread; aborting")
         self._send.io.shutdown(socket.SHUT_RDWR)
         self._owner._finish()
