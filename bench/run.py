@@ -120,6 +120,12 @@ SERVERS: dict[str, dict[str, Any]] = {
         "about": "experiment: Tube's core, one thread per connection, no channel",
         "optional": True,
     },
+    "tube-1thread-message": {
+        "cmd": [PY, str(BENCH / "servers" / "tube_core_1thread.py"), "--message"],
+        "mode": "ws",
+        "about": "experiment: Tube's core, one thread per connection, one write per message",
+        "optional": True,
+    },
     "tube-2thread": {
         "cmd": [PY, str(BENCH / "servers" / "tube_core_2thread.py")],
         "mode": "ws",

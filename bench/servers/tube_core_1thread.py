@@ -9,6 +9,7 @@ compare with ``tube`` (the real transport).
 """
 
 import contextlib
+import sys
 import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,6 +24,7 @@ from tube.websocket.core.protocol import Protocol, Role
 RECV_MIN = 4096
 RECV_MAX = 65536
 JOIN_LIMIT = 65536
+PER_MESSAGE = False  # --message: one sendall per echo, as the seed's API does
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -71,6 +73,11 @@ class Handler(BaseHTTPRequestHandler):
                     protocol.send_binary(event.data)
                 elif kind is TextMessage:
                     protocol.send_text(event.data)
+                else:
+                    continue
+                if PER_MESSAGE:
+                    for chunk in protocol.data_to_send():
+                        sock.sendall(chunk)
             data = b""
             out = protocol.data_to_send()
             if out:
@@ -94,6 +101,10 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
+    global PER_MESSAGE
+    PER_MESSAGE = "--message" in sys.argv
+    if PER_MESSAGE:
+        sys.argv.remove("--message")
     args = parse_args(__doc__)
     server = Server((args.host, args.port), Handler)
     server.max_message_size = args.max_message_size
