@@ -9,8 +9,8 @@ compare with ``tube`` (the real transport).
 """
 
 import contextlib
-import sys
 import socket
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from _common import parse_args, ready
