@@ -1,4 +1,4 @@
-"""The threaded transport: :class:`Connection`, its reader thread, the incoming channel, timers.
+"""The threaded transport: :class:`Connection`, who reads its socket, the incoming channel, timers.
 
 The public names are re-exported by :mod:`tube.websocket`; import them from there.
 """

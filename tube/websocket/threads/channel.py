@@ -1,11 +1,14 @@
 """The bounded channel of received messages: the seed's ``incoming chan []byte``.
 
-The reader thread puts messages in (a batch per socket read), the application takes them out
-one at a time, in order. The channel is bounded both by a message count and by bytes, with
-high and low water marks: once a bound is reached, :meth:`Incoming._put` blocks the reader
-thread until the application has taken enough out (down to the low water marks). The reader
-then stops reading the socket, the kernel's receive buffer fills, and TCP flow control slows
-the peer down: memory stays bounded whatever the peer sends.
+Whoever reads the socket puts messages in (a batch per socket read), the application takes them
+out one at a time, in order. A consumer that finds the channel empty reads the socket itself
+when nobody else does (its :class:`MessageSource`, see :mod:`.reader`), and otherwise waits.
+
+The channel is bounded both by a message count and by bytes, with high and low water marks:
+once a bound is reached, :meth:`Incoming._put` blocks the reader thread until the application
+has taken enough out (down to the low water marks). The reader then stops reading the socket,
+the kernel's receive buffer fills, and TCP flow control slows the peer down: memory stays
+bounded whatever the peer sends. A consumer reads only while the channel is empty.
 
 A batch is always accepted whole before the reader waits (a message is never dropped), so the
 count may exceed its bound by the messages of one socket read.
@@ -17,13 +20,24 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Protocol as Interface
 
 from ..core.errors import ConnectionClosed
 
-__all__ = ["Incoming", "Message"]
+__all__ = ["Incoming", "Message", "MessageSource"]
 
 Message = str | bytes
 """A received message: ``str`` for a text message, ``bytes`` for a binary one."""
+
+
+class MessageSource(Interface):
+    """The connection's socket, as a consumer on an empty channel may read it."""
+
+    def can_consume(self) -> bool:
+        """True if a consumer may read the socket now (channel lock held)."""
+
+    def read_for_consumer(self, deadline: float | None) -> None:
+        """Read once and put what arrived (no lock held); returns at ``deadline`` at the latest."""
 
 
 class Incoming:
@@ -40,7 +54,7 @@ class Incoming:
             Text messages count their size in UTF-8 bytes, as they arrived.
 
     Concurrency: any number of threads may call :meth:`get` or iterate at once (each message is
-    delivered to exactly one of them). Only the connection's reader thread puts messages in.
+    delivered to exactly one of them). Only the thread reading the socket puts messages in.
     """
 
     __slots__ = (
@@ -58,6 +72,7 @@ class Incoming:
         "_nbytes",
         "_producer_waiting",
         "_released",
+        "_source",
     )
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
@@ -79,6 +94,8 @@ class Incoming:
         # A peer's protocol violation that ends the channel once the messages before it are
         # taken: the first consumer to find the channel drained calls it (see _end_when_drained).
         self._commit: Callable[[], None] | None = None
+        # The socket, once attached: consumers read it themselves when nobody else does.
+        self._source: MessageSource | None = None
 
     # ------------------------------------------------------------------ consumer side
 
@@ -172,13 +189,26 @@ class Incoming:
                     # A fresh exception each time: re-raising one instance would grow its
                     # traceback on every call.
                     raise self._error()
+                if deadline is not None and deadline <= time.monotonic():
+                    raise TimeoutError(f"no message within {timeout} s")
+                source = self._source
+                if source is not None and source.can_consume():
+                    self._lock.release()
+                    try:
+                        source.read_for_consumer(deadline)
+                    finally:
+                        self._lock.acquire()
+                    if self._getters > 1 and not self._messages:
+                        # The socket is free again (nothing arrived but control frames, or our
+                        # deadline passed): let the other consumers take their turn.
+                        self._changed.notify_all()
+                    continue
+                # Someone else reads: the reader thread (or another consumer) puts messages in,
+                # or hands the socket over to us, and notifies either way.
                 if deadline is None:
                     self._changed.wait()
                 else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"no message within {timeout} s")
-                    self._changed.wait(remaining)
+                    self._changed.wait(deadline - time.monotonic())
         finally:
             self._getters -= 1
 
@@ -207,8 +237,13 @@ class Incoming:
 
     # ------------------------------------------------------------------ producer side
 
-    def _put(self, batch: Iterable[Message]) -> None:
-        """Append messages (reader thread); block while the channel is over a bound."""
+    def _put(self, batch: Iterable[Message], wait: bool = True) -> None:
+        """Append messages; with ``wait`` (a reader thread) block while over a bound.
+
+        A consumer that read the socket itself puts without waiting: it takes the messages
+        next, and it only reads when the channel is empty, so the channel holds at most one
+        read's worth beyond its bounds.
+        """
         with self._lock:
             messages = self._messages
             before = len(messages)
@@ -217,7 +252,7 @@ class Incoming:
                 self._nbytes += _size(message)
             if self._getters:
                 self._changed.notify(len(messages) - before)
-            if len(messages) >= self._high_count or self._nbytes >= self._high_bytes:
+            if wait and (len(messages) >= self._high_count or self._nbytes >= self._high_bytes):
                 self._producer_waiting = True
                 try:
                     while not self._released and not (
@@ -231,6 +266,12 @@ class Incoming:
     def _paused(self) -> bool:
         """True while the reader thread waits for the application to take messages."""
         return self._producer_waiting
+
+    def _wake_consumers(self) -> None:
+        """The socket is free to read: waiting consumers look again."""
+        with self._lock:
+            if self._getters:
+                self._changed.notify_all()
 
     def _release(self) -> None:
         """Stop making the reader wait, for good (the connection is being torn down)."""
@@ -249,7 +290,7 @@ class Incoming:
             self._changed.notify_all()
 
     def _close(self, error: Callable[[], ConnectionClosed]) -> None:
-        """Mark the end: once drained, :meth:`get` raises ``error()`` (reader thread, once)."""
+        """Mark the end: once drained, :meth:`get` raises ``error()`` (once)."""
         with self._lock:
             self._closed = True
             self._released = True

@@ -3,11 +3,12 @@
 One class, in sections, with its parts composed in, each owning one concern and its state:
 :class:`~.sending.SendPath` (bytes to write, write lock, ``send_timeout``, I/O),
 :class:`~.close_timers.CloseTimers` (keepalive, close retry, give-up, failure bound),
-:class:`~.reader.Reader` (the reader thread and parking) and :class:`~.channel.Incoming` (the
-bounded channel of received messages). The connection holds the life cycle (one
-:class:`_State`) and the sans-I/O :class:`~tube.websocket.core.protocol.Protocol`, and decides
-the order of events at the end (README, "Closing and timeouts"): ``incoming`` ends as soon as
-no message can arrive any more, and a peer's violation never overtakes the messages before it.
+:class:`~.reader.Reader` (who reads the socket, parking, the teardown) and
+:class:`~.channel.Incoming` (the bounded channel of received messages). The connection holds
+the life cycle (one :class:`_State`) and the sans-I/O
+:class:`~tube.websocket.core.protocol.Protocol`, and decides the order of events at the end
+(README, "Closing and timeouts"): ``incoming`` ends as soon as no message can arrive any more,
+and a peer's violation never overtakes the messages before it.
 
 Build one with :func:`~tube.websocket.create_connection` (the seed's create-then-upgrade life
 cycle) or, in transports and tests, attached at once with :func:`open_connection`.
@@ -97,10 +98,12 @@ class Connection:
           :class:`ConnectionClosed` raised). Sending never waits for the application to read.
         * Reading the fields without :attr:`lock` is safe; waiting for a change takes
           :attr:`status_changed`. Hold :attr:`lock` only briefly and never while waiting for a
-          message: the reader thread needs it for every read.
-        * The reader thread never runs application code and is never blocked by it, except by
-          the bound of :attr:`incoming` (the backpressure). There is at most one reader thread
-          per connection, and none while the connection is idle (parked).
+          message: whoever reads the socket needs it for every read.
+        * One thread at a time reads the socket (:mod:`.reader`): an application thread
+          waiting on an empty :attr:`incoming` reads it itself; a reader thread takes over
+          when the application stays away, and never runs application code. A reader thread is
+          blocked by the application only through the bound of :attr:`incoming` (the
+          backpressure).
     """
 
     __slots__ = (
@@ -263,9 +266,12 @@ class Connection:
             protocol.send_close(code, reason)
             send = self._sync_locked()
             self._timers.start_close_retry()
+            reader = self._reader
         # Aborted meanwhile: the connection is closed, which is what the caller wanted.
         with contextlib.suppress(ConnectionClosed):
             send.flush(self._closed_error)
+        if reader is not None:
+            reader.watch()  # the peer's close frame must be read, consumer or not
 
     def close(self, code: int = 1000, reason: str = "", *, wait: bool = True) -> None:
         """Start the closing handshake (see :meth:`initiate_close`) and wait for the end.
@@ -329,7 +335,12 @@ class Connection:
                         protocol.send_binary(message, compress=compress)
             except ConnectionClosed:
                 raise self._closed_error() from None
-            send = self._sync_locked()
+            send = self._send
+            assert send is not None
+            # Data frames never change the connection's state (close frames do, elsewhere):
+            # no _sync_locked. Usually the frame is written here, in one system call.
+            if send.write_or_queue(protocol.data_to_send()):
+                return
         send.flush(self._closed_error)
 
     def _open_protocol_locked(self) -> Protocol:
@@ -414,7 +425,8 @@ class Connection:
 
         Raises:
             InvalidState: The connection was already attached, or its handshake failed.
-            RuntimeError: The reader thread could not be started (the socket is then closed).
+            RuntimeError: Neither a reader thread nor the parking watcher could be started (the
+                socket is then closed).
         """
         with self.lock:
             if self._state > _State.OPENING:
@@ -425,7 +437,8 @@ class Connection:
             self._protocol = protocol
             self.conn = sock
             self.subprotocol = subprotocol
-            self._reader = Reader(self, sock, self._send, self._timers)
+            self._reader = Reader(self, sock, self._send, self._timers, self.incoming)
+            self.incoming._source = self._reader
             self._state = _State.OPEN
             self._timers.start_keepalive()
             try:
@@ -444,8 +457,11 @@ class Connection:
 
     # ------------------------------------------------------------------ reading (the reader)
 
-    def _process(self, data: Buffer) -> bool:
-        """Feed received bytes; return True once the TCP connection should be closed."""
+    def _process(self, data: Buffer, wait: bool) -> bool:
+        """Feed received bytes; return True once the TCP connection should be closed.
+
+        ``wait``: a reader thread blocks while the channel is full; a consumer does not.
+        """
         protocol = self._protocol
         assert protocol is not None
         with self.lock:
@@ -474,7 +490,7 @@ class Connection:
             with contextlib.suppress(ConnectionClosed):
                 send.flush(self._closed_error)
         if messages is not None:
-            self.incoming._put(messages)
+            self.incoming._put(messages, wait)
         if failure is not None:
             self._defer_failure(failure)
             return True
@@ -486,9 +502,9 @@ class Connection:
         """A peer's violation: fail once the application took the messages before it.
 
         The violation is in effect the next item of :attr:`incoming`: the application's
-        replies to the earlier messages go out before the close frame. The reader reads no
-        more; it waits here until the failure is committed, at the latest after
-        ``close_give_up_time``.
+        replies to the earlier messages go out before the close frame. Nobody reads any more;
+        a reader thread waits (:meth:`_await_end`) until the failure is committed, at the
+        latest after ``close_give_up_time``, then runs the TCP teardown.
         """
         logger.info("WebSocket peer %s broke the protocol: %s", self._peer(), error)
         with self.lock:
@@ -496,6 +512,8 @@ class Connection:
             self._timers.start_failure_bound()
             self.status_changed.notify_all()  # lets tests observe the deferral
         self.incoming._end_when_drained(self._commit_failure)
+
+    def _await_end(self) -> None:
         with self.status_changed:
             self.status_changed.wait_for(lambda: self._state >= _State.CLOSED)
 
@@ -509,7 +527,7 @@ class Connection:
         return self._state is _State.OPEN
 
     def _internal_error(self) -> None:
-        """A bug in our code: close with 1011 and no detail for the peer (reader thread)."""
+        """A bug in our code: close with 1011 and no detail for the peer (reading thread)."""
         try:
             with self.lock:
                 protocol = self._protocol
@@ -560,7 +578,7 @@ class Connection:
         logger.debug("WebSocket connection closed: code %d %r", code, reason)
 
     def _finish(self) -> None:
-        """End of the reader thread: the TCP connection is over; close the socket."""
+        """The TCP connection is over (the reading thread, at the end): close the socket."""
         send = self._send
         protocol = self._protocol
         assert send is not None and protocol is not None
@@ -597,6 +615,7 @@ class Connection:
         self._sync_locked().try_flush()
         self._end()
         send.io.shutdown(socket.SHUT_RDWR)
+        self._watch()  # someone must read the EOF and close the socket
         return False
 
     def _on_close_retry(self) -> None:
@@ -618,7 +637,12 @@ class Connection:
                 self.options.close_give_up_time,
             )
             self._send.io.shutdown(socket.SHUT_RDWR)
+            self._watch()
         self.incoming._release()
+
+    def _watch(self) -> None:
+        if self._reader is not None:
+            self._reader.watch()
 
     def _reading_paused(self) -> bool:
         return self.incoming._paused
@@ -656,7 +680,7 @@ def open_connection(
     ``deflate`` is what the handshake negotiated for permessage-deflate, if anything.
 
     Raises:
-        RuntimeError: The reader thread could not be started (the socket is then closed).
+        RuntimeError: Nothing could be started to read the socket (it is then closed).
     """
     connection = Connection(options)
     connection._open(

@@ -2,7 +2,7 @@
 
 Two implementations share one small interface:
 
-* :class:`PlainIO` (TCP): the socket stays in blocking mode and the reader thread blocks in
+* :class:`PlainIO` (TCP): the socket stays in blocking mode and the reading thread blocks in
   ``recv_into`` (one system call per read); ``SO_RCVTIMEO`` ends a read that waited longer than
   the idle timeout, so that the reader can park the connection. Writers never block in the
   kernel: they send with ``MSG_DONTWAIT`` and, when the send buffer is full, wait for
@@ -61,9 +61,10 @@ def _wait(sock: socket.socket, events: int, timeout: float | None) -> bool:
 
 
 class BaseIO:
-    """Reads and writes of one socket, shared by a reader thread and writer threads.
+    """Reads and writes of one socket, shared by the reading thread and writer threads.
 
-    Concurrency: :meth:`recv_into` is called by the reader thread only; :meth:`send_nowait` and
+    Concurrency: :meth:`recv_into` and :meth:`wait_readable` are called by the thread holding
+    the connection's read turn only; :meth:`send_nowait` and
     :meth:`wait_writable` by whoever holds the connection's write lock (or tries a write without
     blocking from the timer thread); :meth:`shutdown` from any thread.
     """
@@ -81,6 +82,10 @@ class BaseIO:
             nothing arrived within the ``idle_timeout`` given to the constructor.
         """
         raise NotImplementedError
+
+    def wait_readable(self, timeout: float | None) -> bool:
+        """Wait until a read would not block (data, EOF or an error); False on timeout."""
+        return _wait(self.sock, _POLL_DONE, timeout)
 
     def send_nowait(self, data: memoryview) -> int:
         """Write a prefix of ``data`` without blocking; return its length (0: buffer full)."""
@@ -179,6 +184,12 @@ class TLSIO(BaseIO):
                 _wait(sock, _POLLOUT, None)
             elif not _wait(sock, _POLL_DONE, self._idle_timeout):
                 return -1
+
+    def wait_readable(self, timeout: float | None) -> bool:
+        # Decrypted bytes may wait inside the SSL object, where poll cannot see them.
+        if self.sock.pending():  # type: ignore[attr-defined]
+            return True
+        return super().wait_readable(timeout)
 
     def send_nowait(self, data: memoryview) -> int:
         # Always the same chunk for the same remaining data, as OpenSSL requires for a retry.

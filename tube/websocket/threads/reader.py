@@ -1,16 +1,30 @@
-"""The read worker of a threaded connection: its thread, its receive buffer, and parking.
+"""The reading side of a threaded connection: who reads the socket, and when.
 
-The reader thread reads the socket into a reusable buffer and hands each read to the
-connection (which feeds the protocol and delivers messages); at the end it runs the TCP
-teardown. After ``parking.PARK_AFTER`` seconds without a byte it *parks*: it hands the socket
-to the shared watcher thread (:mod:`.parking`) and ends; the watcher starts a new reader thread
-as soon as the peer speaks again. A connection so has at most one reader thread at a time, and
-none while idle: a thread stack is ~16 KiB resident, most of an idle connection's memory.
+At most one thread reads a connection's socket at a time; the *turn* (:class:`Turn`) says which:
+
+* ``CONSUMER``: an application thread waiting in ``incoming.get()`` on an empty channel reads
+  the socket itself (:meth:`Reader.read_for_consumer`) and takes what it read. An echo or a
+  request/response loop so runs on one thread, without a hand-off between two threads for
+  every batch of messages: that hand-off (a wake-up, and the two threads taking turns at the
+  GIL) cost more than everything else on a busy connection.
+* ``AWAY``: nobody reads; the application thread that read last is handling what it got. If no
+  consumer comes back within ``parking.LINGER`` seconds, the parking watcher's sweep parks the
+  socket, so that pings, close frames and messages are still read.
+* ``WATCHED``: parked; the watcher starts a reader thread as soon as the peer speaks.
+* ``THREAD``: a reader thread reads, feeds the protocol and puts messages in the channel, and
+  blocks while the channel is full (the backpressure). After ``parking.PARK_AFTER`` seconds
+  without a byte it parks the socket and ends; once a consumer waits on an empty channel, it
+  hands the turn back after its next read and ends.
+* ``DONE``: the TCP connection is over.
+
+A reader thread also runs the TCP teardown at the end, so that the application thread is never
+held up by it. The socket is closed only by the thread that holds the turn, never while parked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import socket
 import threading
@@ -20,10 +34,11 @@ from typing import Protocol as Interface
 from ..core.errors import ConnectionClosed
 from ..core.frames import Buffer
 from . import parking
+from .channel import Incoming
 from .close_timers import CloseTimers
 from .sending import SendPath
 
-__all__ = ["Reader", "ReaderOwner"]
+__all__ = ["Reader", "ReaderOwner", "Turn"]
 
 logger = logging.getLogger("tube.websocket")
 
@@ -33,20 +48,36 @@ _RECV_SIZE_MIN = 2 * 1024
 _RECV_SIZE_MAX = 64 * 1024
 
 
+class Turn(enum.Enum):
+    """Who reads the socket (see the module's docstring)."""
+
+    AWAY = "away"
+    CONSUMER = "consumer"
+    THREAD = "thread"
+    WATCHED = "watched"
+    DONE = "done"
+
+
 class ReaderOwner(Interface):
     """What the reader needs from its connection (each method takes the locks it needs)."""
 
     lock: threading.RLock
     status_changed: threading.Condition
 
-    def _process(self, data: Buffer) -> bool:
-        """Feed received bytes; True once the TCP connection should be closed."""
+    def _process(self, data: Buffer, wait: bool) -> bool:
+        """Feed received bytes; True once the TCP connection should be closed.
+
+        ``wait``: block while the channel is full (reader threads only).
+        """
 
     def _receive_eof(self) -> None:
         """The peer closed TCP."""
 
     def _may_park(self) -> bool:
         """True while the connection is open (lock held): a closing one keeps its reader."""
+
+    def _await_end(self) -> None:
+        """Wait until no message can arrive any more (a deferred violation is committed)."""
 
     def _closed_error(self) -> ConnectionClosed:
         """The exception of a failed write."""
@@ -59,72 +90,252 @@ class ReaderOwner(Interface):
 
 
 class Reader:
-    """The read worker of one connection.
+    """The reading side of one connection.
 
     Args:
         owner: The connection.
         sock: Its socket (registered with the parking watcher while idle).
         send: Its send path (for the I/O object and the last flush before the teardown).
-        timers: Its timers (the reader records every sign of life in ``timers.keepalive``).
+        timers: Its timers (every read records a sign of life in ``timers.keepalive``).
+        incoming: Its channel (consumers waiting there are woken when the turn is theirs).
 
     Attributes:
-        thread: The current reader thread, or ``None`` while parked.
+        thread: The current reader thread, or ``None``.
+        turn: Who reads the socket now (:class:`Turn`).
 
-    Concurrency: :meth:`start` is called once by the connection under its lock; everything
-    else runs on the reader thread, or on the watcher thread for :meth:`_unpark`.
+    Concurrency: the turn changes under the connection's lock; only the thread holding the
+    turn (or the watcher, for a parked socket) touches the socket's read side and the buffer.
     """
 
-    __slots__ = ("_owner", "_send", "_sock", "_timers", "thread")
+    __slots__ = (
+        "_away_since",
+        "_buffer",
+        "_incoming",
+        "_owner",
+        "_send",
+        "_sock",
+        "_timers",
+        "consumer_waiting",
+        "thread",
+        "turn",
+    )
 
     def __init__(
-        self, owner: ReaderOwner, sock: socket.socket, send: SendPath, timers: CloseTimers
+        self,
+        owner: ReaderOwner,
+        sock: socket.socket,
+        send: SendPath,
+        timers: CloseTimers,
+        incoming: Incoming,
     ) -> None:
         self._owner = owner
         self._sock = sock
         self._send = send
         self._timers = timers
+        self._incoming = incoming
         self.thread: threading.Thread | None = None
+        self.turn = Turn.AWAY
+        self._away_since = 0.0
+        # Set by a consumer that found a reader thread reading: the thread hands the turn back.
+        self.consumer_waiting = False
+        # The receive buffer of whoever holds the turn (None while idle: it is made on demand).
+        self._buffer: bytearray | None = None
 
     @property
     def is_current(self) -> bool:
         """True when called from the reader thread itself."""
         return threading.current_thread() is self.thread
 
+    # ------------------------------------------------------------------ starting
+
     def start(self, initial_data: bytes = b"") -> None:
-        """Start a reader thread (first, or after parking).
+        """Start reading a connection that was just attached (lock held).
+
+        Bytes received behind the handshake are fed by a reader thread; otherwise the turn
+        waits for the first consumer, and the sweep parks the socket if none comes.
 
         Raises:
-            RuntimeError: No thread could be started.
+            RuntimeError: Neither a reader thread nor the watcher could be started.
         """
-        self._new_thread(initial_data).start()
+        if not initial_data:
+            try:
+                self._go_away_locked()
+                return
+            except (OSError, RuntimeError) as error:
+                logger.debug("cannot start the parking watcher: %s", error)
+        self._start_thread(initial_data, teardown=False)
 
-    def _new_thread(self, initial_data: bytes) -> threading.Thread:
+    def _start_thread(self, initial_data: bytes, *, teardown: bool) -> None:
+        """Start a reader thread (lock held); raises RuntimeError if none can be started."""
+        thread = self._new_thread_locked(initial_data, teardown)
+        try:
+            thread.start()
+        except RuntimeError:
+            self.thread = None
+            raise
+
+    def _new_thread_locked(self, initial_data: bytes, teardown: bool) -> threading.Thread:
         thread = threading.Thread(
             target=self._run,
-            args=(initial_data,),
+            args=(initial_data, teardown),
             name=f"tube-reader-{self._sock.fileno()}",
             daemon=True,
         )
         self.thread = thread
+        self.turn = Turn.THREAD
         return thread
 
-    def _run(self, initial_data: bytes) -> None:
-        """Read, hand over, repeat; then the TCP teardown (or park when idle)."""
+    def _go_away_locked(self) -> None:
+        """Nobody reads for now (lock held): the sweep parks the socket if nobody comes back."""
+        self.turn = Turn.AWAY
+        self._away_since = time.monotonic()
+        parking.linger(self)
+
+    # ------------------------------------------------------------------ consumers
+
+    def can_consume(self) -> bool:
+        """True if a waiting consumer may read now; otherwise ask the reader to hand over.
+
+        Called by a consumer on an empty channel (channel lock held, not the connection's).
+        """
+        turn = self.turn
+        if turn is Turn.AWAY:
+            return True
+        if turn is Turn.THREAD or turn is Turn.WATCHED:
+            self.consumer_waiting = True
+        return False
+
+    def read_for_consumer(self, deadline: float | None) -> None:
+        """Read the socket once on a consumer's thread (no lock held); see the docstring.
+
+        Returns once something was read and processed (messages, if any, are in the channel),
+        at ``deadline`` (monotonic), or at once if the turn is not free.
+        """
+        owner = self._owner
+        with owner.lock:
+            if self.turn is not Turn.AWAY:
+                return
+            self.turn = Turn.CONSUMER
+        finish = teardown = False
+        try:
+            received = self._consumer_recv(deadline)
+            if received == 0:
+                owner._receive_eof()
+                finish = True
+            elif received > 0:
+                buffer = self._buffer
+                assert buffer is not None
+                keepalive = self._timers.keepalive
+                if keepalive is not None:
+                    keepalive.last_received = time.monotonic()
+                teardown = owner._process(memoryview(buffer)[:received], False)
+                if received == len(buffer) and received < _RECV_SIZE_MAX:
+                    self._buffer = bytearray(_RECV_SIZE_MAX)
+        except Exception:
+            logger.exception("internal error while reading a WebSocket; closing with 1011")
+            owner._internal_error()
+            finish = True
+        if finish:
+            self._end_locked_turn()
+            return
+        with owner.lock:
+            if teardown:
+                try:
+                    self._start_thread(b"", teardown=True)
+                    return
+                except RuntimeError:
+                    logger.exception("cannot start a WebSocket reader thread; aborting")
+            else:
+                try:
+                    self._go_away_locked()
+                    return
+                except (OSError, RuntimeError) as error:
+                    # No watcher: keep a reader thread on the socket instead.
+                    logger.debug("cannot start the parking watcher: %s", error)
+                    try:
+                        self._start_thread(b"", teardown=False)
+                        return
+                    except RuntimeError:
+                        logger.exception("cannot start a WebSocket reader thread; aborting")
+        self._send.io.shutdown(socket.SHUT_RDWR)
+        self._end_locked_turn()
+
+    def _consumer_recv(self, deadline: float | None) -> int:
+        """One read for a consumer: the byte count, 0 at EOF, -1 at ``deadline``."""
+        io = self._send.io
+        while True:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return -1
+            buffer = self._buffer
+            if buffer is None or timeout is not None:
+                # Idle (or a deadline to keep): wait without a buffer, which is made on demand.
+                if not io.wait_readable(timeout):
+                    continue
+                if buffer is None:
+                    buffer = self._buffer = bytearray(_RECV_SIZE_MIN)
+            received = io.recv_into(buffer)
+            if received >= 0:
+                return received
+            self._buffer = None  # idle for PARK_AFTER seconds: free the buffer meanwhile
+
+    def _end_locked_turn(self) -> None:
+        """The TCP connection is over (the caller holds the turn): finish it."""
+        with self._owner.lock:
+            self.turn = Turn.DONE
+        self._buffer = None
+        self._owner._finish()
+
+    # ------------------------------------------------------------------ the sweep
+
+    def _sweep(self, now: float, lingering: set[parking.Lingering]) -> None:
+        """Park the socket if nobody came back for it within LINGER (watcher thread)."""
+        with self._owner.lock:
+            if self.turn is not Turn.AWAY:
+                lingering.discard(self)
+                return
+            if now - self._away_since < parking.LINGER:
+                return
+            lingering.discard(self)
+            self._buffer = None
+            try:
+                self._park_locked()
+            except (OSError, RuntimeError) as error:
+                # Out of descriptors for the watcher: a reader thread reads instead.
+                logger.debug("cannot park a WebSocket connection: %s", error)
+                self._start_thread(b"", teardown=False)
+
+    def watch(self) -> None:
+        """Make sure the socket is read soon (a close is starting): park it if nobody reads."""
+        with self._owner.lock:
+            if self.turn is Turn.AWAY:
+                with contextlib.suppress(OSError, RuntimeError):  # the sweep does it later
+                    self._park_locked()
+
+    # ------------------------------------------------------------------ the reader thread
+
+    def _run(self, initial_data: bytes, teardown: bool) -> None:
+        """Read, hand over, repeat; then the TCP teardown (or park, or hand the turn back)."""
         owner = self._owner
         send = self._send
         io = send.io
         timers = self._timers
-        parked = False
+        handed_over = False
         try:
-            close_transport = owner._process(initial_data) if initial_data else False
+            close_transport = teardown or (
+                owner._process(initial_data, True) if initial_data else False
+            )
             buffer = bytearray(_RECV_SIZE_MIN)
             view = memoryview(buffer)
             while not close_transport:
+                if self.consumer_waiting and self._hand_back():
+                    handed_over = True
+                    return
                 received = io.recv_into(buffer)
                 if received <= 0:
                     if received < 0:  # idle
                         if self._park():
-                            parked = True
+                            handed_over = True
                             return
                         continue
                     owner._receive_eof()
@@ -132,11 +343,13 @@ class Reader:
                 keepalive = timers.keepalive
                 if keepalive is not None:
                     keepalive.last_received = time.monotonic()
-                close_transport = owner._process(view[:received])
+                close_transport = owner._process(view[:received], True)
                 if received == len(buffer) and received < _RECV_SIZE_MAX:
                     buffer = bytearray(_RECV_SIZE_MAX)
                     view = memoryview(buffer)
             else:
+                # A peer's violation waits for the application to take the messages before it.
+                owner._await_end()
                 # RFC 6455 §7.1.1: the server closes the TCP connection first (and a client
                 # does after a failure). Shut the write side down (TLS: after close_notify) and
                 # read until the peer's EOF, so that unread data does not turn our close frame
@@ -150,8 +363,26 @@ class Reader:
             logger.exception("internal error in the WebSocket reader thread; closing with 1011")
             owner._internal_error()
         finally:
-            if not parked:
+            if not handed_over:
+                with owner.lock:
+                    self.turn = Turn.DONE
                 owner._finish()
+
+    def _hand_back(self) -> bool:
+        """A consumer waits on an empty channel: give it the turn and end; False to read on."""
+        owner = self._owner
+        with owner.lock:
+            self.consumer_waiting = False
+            if not owner._may_park():
+                return False
+            try:
+                self._go_away_locked()
+            except (OSError, RuntimeError):
+                self.turn = Turn.THREAD
+                return False
+            self.thread = None
+        self._incoming._wake_consumers()
+        return True
 
     def _park(self) -> bool:
         """Hand the idle socket to the parking watcher and end; False to read on."""
@@ -160,7 +391,7 @@ class Reader:
             if not owner._may_park():
                 return False
             try:
-                parking.park(self._sock, self._unpark)
+                self._park_locked()
             except (OSError, RuntimeError) as error:
                 # Out of file descriptors or threads for the watcher: keep this reader; the
                 # connection stays open and simply does not save memory while idle.
@@ -170,16 +401,23 @@ class Reader:
             owner.status_changed.notify_all()  # lets tests observe parking
             return True
 
+    def _park_locked(self) -> None:
+        parking.park(self._sock, self._unpark)
+        self.turn = Turn.WATCHED
+
     def _unpark(self) -> None:
         """The parked socket is readable (watcher thread): start a reader thread again."""
-        # Under the lock only to record the thread after _park (which holds it) has finished;
-        # starting a thread takes tens of microseconds, which senders need not wait for.
+        # Under the lock only to record the turn; starting a thread takes tens of microseconds.
         with self._owner.lock:
-            thread = self._new_thread(b"")
+            if self.turn is not Turn.WATCHED:
+                return
+            thread = self._new_thread_locked(b"", False)
         try:
             thread.start()
             return
         except RuntimeError:
             logger.exception("cannot start a WebSocket reader thread; aborting")
         self._send.io.shutdown(socket.SHUT_RDWR)
+        with self._owner.lock:
+            self.turn = Turn.DONE
         self._owner._finish()

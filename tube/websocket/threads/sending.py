@@ -77,6 +77,39 @@ class SendPath:
         else:
             self._out.extend(chunks)
 
+    def write_or_queue(self, chunks: list[Buffer]) -> bool:
+        """Write the protocol's output at once if nobody else writes; queue what is left.
+
+        Called with the connection's lock held, which every producer of frames holds, so
+        nothing can be queued meanwhile. The write never blocks (``MSG_DONTWAIT``), so holding
+        that lock through it is fine. Returns True if everything was written: the caller has
+        nothing to flush. On any other outcome (a partial write, a full socket buffer, an
+        error, another writer busy) the rest is queued and the caller flushes as usual, which
+        also reports an error or a ``send_timeout``.
+        """
+        out = self._out
+        if out or self.aborted or not self._write_lock.acquire(blocking=False):
+            self.queue(chunks)
+            return False
+        try:
+            if len(chunks) == 1:
+                buffer = chunks[0]
+            elif sum(len(chunk) for chunk in chunks) <= JOIN_LIMIT:
+                buffer = b"".join(chunks)
+            else:
+                self.queue(chunks)
+                return False
+            try:
+                sent = self.io.send_nowait(buffer)  # type: ignore[arg-type]
+            except OSError:
+                sent = 0  # flush() meets the error again and aborts
+            if sent >= len(buffer):
+                return True
+            out.append(memoryview(buffer)[sent:] if sent else buffer)
+            return False
+        finally:
+            self._write_lock.release()
+
     @property
     def pending(self) -> bool:
         """True while some queued bytes are not written yet."""
