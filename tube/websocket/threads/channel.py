@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol as Interface
 
 from ..core.errors import ConnectionClosed
+from .conditions import Condition
 
 __all__ = ["Incoming", "Message", "MessageSource"]
 
@@ -79,7 +80,7 @@ class Incoming:
         self._lock = threading.Lock()
         # One condition for both sides: consumers wait only while the channel is empty and the
         # producer only while it is over a bound, so they never wait at the same time.
-        self._changed = threading.Condition(self._lock)
+        self._changed = Condition(self._lock)
         self._messages: deque[Message] = deque()
         self._nbytes = 0
         self._high_count = max_messages

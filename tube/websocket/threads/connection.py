@@ -37,6 +37,7 @@ from ..sockets import tune_socket
 from . import parking
 from .channel import Incoming, Message
 from .close_timers import CloseTimers
+from .conditions import Condition
 from .io import make_io
 from .reader import Reader
 from .sending import SendPath
@@ -132,7 +133,7 @@ class Connection:
             options = options.replace(**kwargs)
         self.options = options
         self.lock = threading.RLock()
-        self.status_changed = threading.Condition(self.lock)
+        self.status_changed: threading.Condition = Condition(self.lock)
         self.incoming = Incoming(options.incoming_size, options.incoming_bytes)
         self.conn: socket.socket | None = None
         self.subprotocol: str | None = None
