@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -150,6 +151,46 @@ def test_any_batches_come_out_whole_and_in_order(batches: list[list[bytes]]) -> 
     channel._close(closed_error)
     assert list(channel) == [m for batch in batches for m in batch]
     assert channel.buffered_bytes == 0
+
+
+# One step on the channel: put a batch, get one message, or get_many(max_count).
+_step = st.one_of(
+    st.tuples(
+        st.just("put"),
+        st.lists(st.one_of(st.binary(max_size=20), st.text(max_size=5)), max_size=40),
+    ),
+    st.tuples(st.just("get"), st.none()),
+    st.tuples(st.just("get_many"), st.one_of(st.none(), st.integers(1, 150))),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_step, max_size=80))
+def test_interleaved_puts_and_takes_match_a_fifo(
+    steps: list[tuple[str, list[str | bytes] | int | None]],
+) -> None:
+    # The channel keeps its messages in a list read from a moving head, compacted now and
+    # then: whatever the interleaving, it must behave as a plain FIFO.
+    channel = Incoming(1 << 20, 1 << 30)  # never blocks here
+    model: collections.deque[str | bytes] = collections.deque()
+    for action, argument in steps:
+        if action == "put":
+            assert isinstance(argument, list)
+            channel._put(argument)
+            model.extend(argument)
+        elif not model:
+            with pytest.raises(TimeoutError):
+                channel.get(timeout=0)
+        elif action == "get":
+            assert channel.get() == model.popleft()
+        else:
+            assert argument is None or isinstance(argument, int)
+            count = len(model) if argument is None else min(argument, len(model))
+            assert channel.get_many(argument) == [model.popleft() for _ in range(count)]
+        assert len(channel) == len(model)
+        assert channel.buffered_bytes == sum(
+            len(m.encode() if isinstance(m, str) else m) for m in model
+        )
 
 
 def test_get_many_takes_every_waiting_message_in_order() -> None:
