@@ -186,8 +186,11 @@ class TLSIO(BaseIO):
                 return -1
 
     def wait_readable(self, timeout: float | None) -> bool:
-        # Decrypted bytes may wait inside the SSL object, where poll cannot see them.
-        if self.sock.pending():  # type: ignore[attr-defined]
+        # Decrypted bytes may wait inside the SSL object, where poll cannot see them. Under the
+        # I/O lock: a writer may be using the SSL object.
+        with self._io_lock:
+            pending = self.sock.pending()  # type: ignore[attr-defined]
+        if pending:
             return True
         return super().wait_readable(timeout)
 
