@@ -133,6 +133,11 @@ def plain_response(response: Response, method: str) -> bytes:
     return Response(response.status, response.reason, headers, body).to_bytes()
 
 
+# What send_and_close() reads and drops at most before closing: 16 reads of 64 KiB.
+_DISCARD_READS = 16
+_DISCARD_SIZE = 65536
+
+
 def send_and_close(sock: socket.socket, data: bytes, timeout: float) -> None:
     """Write ``data`` (``timeout`` seconds at most per wait), end the stream, close the socket.
 
@@ -141,7 +146,27 @@ def send_and_close(sock: socket.socket, data: bytes, timeout: float) -> None:
     with contextlib.suppress(OSError):
         sock.settimeout(timeout)
         sock.sendall(data)
-    close_socket(sock)
+        sock.shutdown(socket.SHUT_WR)
+        _discard_received(sock)
+    sock.close()
+
+
+def _discard_received(sock: socket.socket) -> None:
+    """Drop, without waiting, the bytes the client sent that were not read (bounded).
+
+    Closing a socket with unread bytes makes the kernel send a reset instead of a clean end: a
+    client that sent more than its head (a body, a head refused for its size) would see its
+    connection reset, perhaps before it reads the answer.
+    """
+    # Non-blocking mode, not MSG_DONTWAIT: with a timeout set, Python polls before each read.
+    # The plain socket's methods also under TLS: the TLS session has ended (shutdown).
+    socket.socket.setblocking(sock, False)
+    for _ in range(_DISCARD_READS):
+        try:
+            if not socket.socket.recv(sock, _DISCARD_SIZE):
+                return
+        except OSError:  # BlockingIOError: nothing more for now
+            return
 
 
 def close_socket(sock: socket.socket) -> None:
