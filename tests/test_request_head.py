@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -411,3 +412,24 @@ def test_random_chunking_of_a_handshake_still_upgrades(running: Callable[..., Se
             assert [frame.close_code for frame in closes] == [1000]
 
     upgrades()
+
+
+def test_nothing_of_the_head_stays_with_the_handler(running: Callable[..., Server]) -> None:
+    # An idle connection's thread keeps its frames for as long as the WebSocket lives: none of
+    # them may hold the head's buffer or the parsed request.
+    held: list[str] = []
+
+    def handler(connection: Connection) -> None:
+        frame = sys._getframe()
+        while frame is not None:
+            for name, value in frame.f_locals.items():
+                if isinstance(value, Request | bytearray | memoryview):
+                    held.append(f"{frame.f_code.co_name}: {name}")
+            frame = frame.f_back  # type: ignore[assignment]
+        echo(connection)
+
+    server = running(handler)
+    with connect(server.url, open_timeout=TIMEOUT) as client:
+        client.send("hi")
+        assert client.incoming.get(timeout=TIMEOUT) == "hi"
+    assert held == []

@@ -359,6 +359,7 @@ class Server:
             answer = self._answer(request)
             if answer is not None:
                 send_and_close(sock, plain_response(answer, request.method), read_timeout)
+                logger.debug("answered %s %s: %d", request.method, request.target, answer.status)
                 return None
             response, subprotocol, deflate = self.options.accept(request)
         except HandshakeError as error:
