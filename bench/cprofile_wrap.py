@@ -90,10 +90,15 @@ def main() -> None:
     if not as_module:
         sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
     main_profile.enable()
-    if as_module:
-        runpy.run_module(target, run_name="__main__", alter_sys=True)
-    else:
-        runpy.run_path(target, run_name="__main__")
+    try:
+        if as_module:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(target, run_name="__main__")
+    finally:
+        # A server that handles SIGTERM itself (Tube's serve() shuts down gracefully) replaces
+        # the handler above and returns or exits: dump then, or the profile is lost.
+        dump(signal.SIGTERM, None)
 
 
 if __name__ == "__main__":

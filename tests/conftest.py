@@ -7,6 +7,10 @@
   :class:`~tube.websocket.Connection` with ``options``, upgrades it and runs ``app(connection)``
   in the handler thread. Exceptions raised by ``app`` (other than ``ConnectionClosed``) fail the
   test at teardown; the server and every connection still open are shut down.
+* ``running`` is a factory: ``running(handler, **options)`` starts a :func:`~tube.websocket.serve`
+  server on 127.0.0.1 (ephemeral port) serving in a thread, shut down and closed at the end.
+* ``tls_contexts``: (server context, client context) trusting one self-signed CA (trustme), the
+  server's certificate for ``localhost`` and ``127.0.0.1``.
 * ``raw_peer`` is a factory: ``raw_peer(server)`` opens a TCP (or TLS) connection, performs the
   client handshake by hand and returns a :class:`RawPeer` that writes and reads frames byte by
   byte -- a peer that can misbehave on purpose (stop reading, never answer, break the protocol).
@@ -36,7 +40,9 @@ from tube.websocket import (
     Connection,
     ConnectionClosed,
     HandshakeError,
+    Server,
     create_connection,
+    serve,
     upgrade_connection,
 )
 from tube.websocket.core.options import ConnectionOptions
@@ -522,3 +528,41 @@ def raw_peer() -> Iterator[Callable[..., RawPeer]]:
     for peer in peers:
         with contextlib.suppress(OSError):
             peer.close()
+
+
+# ---------------------------------------------------------------------- serve()
+
+# Seconds a fixture waits for a server's thread to end.
+SERVER_JOIN_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Server]]:
+    """Factory: ``running(handler, **options)`` -> a Server serving in a thread, shut down after."""
+    started: list[tuple[Server, threading.Thread]] = []
+
+    def start(handler: Callable[[Connection], object], **options: Any) -> Server:
+        server = serve(handler, "127.0.0.1", 0, **options)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-serve")
+        thread.start()
+        started.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        thread.join(SERVER_JOIN_TIMEOUT)
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context) for a self-signed CA made by trustme."""
+    import trustme  # a test dependency, needed only by the TLS tests
+
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    return server_context, client_context

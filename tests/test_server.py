@@ -13,12 +13,10 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trustme
 
 from tube.websocket import (
     Connection,
@@ -39,25 +37,6 @@ TIMEOUT = 10.0
 def echo(connection: Connection) -> None:
     for message in connection.incoming:
         connection.send(message)
-
-
-@pytest.fixture
-def running() -> Iterator[Callable[..., Server]]:
-    """Factory: ``running(handler, **options)`` -> a Server serving in a thread, shut down after."""
-    started: list[tuple[Server, threading.Thread]] = []
-
-    def start(handler: Callable[[Connection], object], **options: Any) -> Server:
-        server = serve(handler, "127.0.0.1", 0, **options)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-serve")
-        thread.start()
-        started.append((server, thread))
-        return server
-
-    yield start
-    for server, thread in started:
-        server.shutdown()
-        thread.join(TIMEOUT)
-        server.server_close()
 
 
 def test_echo_and_the_handler_return_closes_with_1000(running: Callable[..., Server]) -> None:
@@ -212,12 +191,10 @@ def test_shutdown_is_bounded_when_a_handler_ignores_it(running: Callable[..., Se
         release.set()
 
 
-def test_a_silent_client_does_not_stall_tls_clients(running: Callable[..., Server]) -> None:
-    authority = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("localhost").configure_cert(context)
-    client_context = ssl.create_default_context()
-    authority.configure_trust(client_context)
+def test_a_silent_client_does_not_stall_tls_clients(
+    running: Callable[..., Server], tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    context, client_context = tls_contexts
     server = running(echo, ssl=context)
     server.request_head_timeout = 1.0
     assert server.url.startswith("wss://")

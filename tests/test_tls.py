@@ -8,10 +8,9 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-import trustme
 
 from tube.websocket import Connection, ConnectionClosed, send_blob_data, send_text
 
@@ -19,17 +18,6 @@ from .conftest import RawPeer, WsServer, build_frame, wait_ended
 
 ServerFactory = Callable[..., WsServer]
 PeerFactory = Callable[..., RawPeer]
-
-
-@pytest.fixture(scope="module")
-def contexts() -> Iterator[tuple[ssl.SSLContext, ssl.SSLContext]]:
-    """(server context, client context) for a self-signed CA made by trustme."""
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    yield server_context, client_context
 
 
 def echo(connection: Connection) -> None:
@@ -40,9 +28,9 @@ def echo(connection: Connection) -> None:
 def test_wss_echo_with_a_frame_behind_the_handshake(
     ws_server: ServerFactory,
     raw_peer: PeerFactory,
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
-    server_context, client_context = contexts
+    server_context, client_context = tls_contexts
     server = ws_server(echo, ssl_context=server_context)
     peer = raw_peer(server, ssl_context=client_context, after_request=build_frame(0x1, b"early"))
     assert isinstance(peer.sock, ssl.SSLSocket)
@@ -87,7 +75,7 @@ def parse_server_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
 def test_eight_threads_send_while_the_reader_receives_over_tls(
     ws_server: ServerFactory,
     raw_peer: PeerFactory,
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
     threads_count, per_thread, incoming_count = 8, 500, 2000
     server_got: list[int] = []
@@ -114,7 +102,7 @@ def test_eight_threads_send_while_the_reader_receives_over_tls(
         connection.send("done")
         wait_ended(connection, 20)
 
-    server_context, client_context = contexts
+    server_context, client_context = tls_contexts
     server = ws_server(app, ssl_context=server_context)
     peer = raw_peer(server, ssl_context=client_context)
     sock = peer.sock
@@ -176,7 +164,7 @@ def test_eight_threads_send_while_the_reader_receives_over_tls(
 def test_tls_peer_that_stops_reading_times_out(
     ws_server: ServerFactory,
     raw_peer: PeerFactory,
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
     outcome: list[float] = []
 
@@ -191,7 +179,7 @@ def test_tls_peer_that_stops_reading_times_out(
         assert info.value.code == 1006
         wait_ended(connection)
 
-    server_context, client_context = contexts
+    server_context, client_context = tls_contexts
     server = ws_server(app, ssl_context=server_context, send_timeout=0.5)
     raw_peer(server, ssl_context=client_context)  # never reads
     connection = server.next_connection()
@@ -204,11 +192,11 @@ def test_tls_peer_that_stops_reading_times_out(
 def test_tls_close_sends_close_notify_before_tcp_ends(
     ws_server: ServerFactory,
     raw_peer: PeerFactory,
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
     # Issue 8 §4: a TLS peer still reading sees the TLS stream end cleanly (close_notify),
     # not truncated: with ragged EOFs reported, reading to the end raises nothing.
-    server_context, client_context = contexts
+    server_context, client_context = tls_contexts
     server = ws_server(echo, ssl_context=server_context)
     peer = raw_peer(server, ssl_context=client_context)
     assert isinstance(peer.sock, ssl.SSLSocket)

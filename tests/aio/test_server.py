@@ -10,7 +10,6 @@ import ssl
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 
@@ -145,19 +144,10 @@ def test_handler_cancelled_or_raising_closes_with_1011_and_returning_with_1000()
     run(main)
 
 
-@pytest.fixture
-def tls() -> Iterator[tuple[ssl.SSLContext, ssl.SSLContext]]:
-    trustme = pytest.importorskip("trustme")
-    authority = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("localhost", "127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context()
-    authority.configure_trust(client)
-    yield server, client
-
-
-def test_tls_echo_and_a_stalled_hello(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
-    server_context, client_context = tls
+def test_tls_echo_and_a_stalled_hello(
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_context, client_context = tls_contexts
 
     async def main() -> None:
         async with aio.serve(echo, "127.0.0.1", 0, ssl=server_context, open_timeout=1.0) as server:

@@ -138,7 +138,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--transport",
         choices=("threads", "asyncio"),
         default="threads",
-        help="threads: http.server + upgrade_connection (default); asyncio: tube.websocket.aio",
+        help="threads: tube.websocket.serve (default); asyncio: tube.websocket.aio.serve",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks one")

@@ -3,9 +3,10 @@
 ``http.server`` needs several things before it can face the internet; :class:`Server` does them:
 
 * a listen backlog of 1024 (``http.server`` asks for 5: a burst of clients sees its SYNs
-  dropped and retried a second later), and ``TCP_NODELAY`` on every accepted socket;
-* :class:`~tube.websocket.WebSocketRequestHandler`'s deadlines on each request head
-  (``request_head_timeout``) and each read (``timeout``);
+  dropped and retried a second later), and ``TCP_NODELAY`` on every WebSocket;
+* deadlines on each request head (``request_head_timeout``, the whole head) and on each read
+  (``read_timeout``): a client that connects and stays silent, or dribbles its head, holds its
+  thread no longer;
 * TLS with the handshake in the connection's thread, under those deadlines, never in the
   accepting thread (the listening socket is wrapped with ``do_handshake_on_connect=False``):
   a client that connects and stays silent stalls nobody else;
@@ -25,9 +26,12 @@ gets a daemon thread that reads its request head and, after the upgrade, runs
 ``handler(connection)``. When ``handler`` returns, the connection is closed with 1000 (1011 if it
 raised) if it is still open.
 
-This module is an integration, not part of the transport: it composes ``http.server``
-(:mod:`.http_server`) with the threaded :class:`~tube.websocket.Connection`, and the
-transport never imports upwards.
+The request head is read and parsed without ``http.server`` (:mod:`.request_head`: the core's
+bounded parser, about 20 times cheaper than ``http.server``'s), with the same limits and
+statuses as :func:`~tube.websocket.upgrade_connection` applies. Methods other than ``GET`` and
+``HEAD`` get 501. This module is an integration, not part of the transport: it composes the
+core's handshake with the threaded :class:`~tube.websocket.Connection`, and the transport never
+imports upwards.
 """
 
 from __future__ import annotations
@@ -38,20 +42,20 @@ import logging
 import selectors
 import signal
 import socket
-import socketserver
 import ssl as ssl_module
 import threading
 import time
 import types
 from collections.abc import Callable
-from http.server import HTTPServer
-from typing import Any
+from typing import Any, Self
 
 from ..core.errors import ConnectionClosed, HandshakeError
-from ..core.http import Request, Response, get_header
+from ..core.handshake import rejection_response
+from ..core.http import Request, Response
 from ..core.options import ConnectionOptions
-from ..threads.connection import Connection
-from .http_server import WebSocketRequestHandler, upgrade_connection
+from ..core.protocol import Role
+from ..threads.connection import Connection, open_connection
+from .request_head import close_socket, plain_response, read_request_head, send_and_close, start_tls
 
 __all__ = ["ProcessRequest", "Server", "serve"]
 
@@ -71,7 +75,7 @@ _BACKOFF_MAX = 0.5
 _ACCEPT_BATCH = 64
 
 
-class Server(socketserver.ThreadingMixIn, HTTPServer):
+class Server:
     """A threaded WebSocket server; build it with :func:`serve`.
 
     Args:
@@ -89,6 +93,8 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
 
     Attributes:
         options: The connections' :class:`~tube.websocket.core.options.ConnectionOptions`.
+        socket: The listening socket (an ``ssl.SSLSocket`` with ``ssl``).
+        server_address: The address it is bound to, as ``socket.getsockname()`` gives it.
 
     Concurrency contract: :meth:`serve_forever` runs in one thread; :meth:`shutdown` may be
     called from any other thread (or a handler), once or more.
@@ -100,13 +106,11 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
 
     #: The listen backlog (the kernel caps it at ``net.core.somaxconn``).
     request_queue_size = 1024
-    #: Seconds allowed to receive a whole request head (see WebSocketRequestHandler).
+    #: Seconds allowed, from the thread's start, for the TLS handshake and the whole request head.
     request_head_timeout = 10.0
-    #: Seconds of silence allowed while reading a request head.
+    #: Seconds of silence allowed while reading a request head (and writing a plain answer).
     read_timeout = 10.0
-    daemon_threads = True
-    # Handler threads are waited for by shutdown(), bounded; socketserver would wait forever.
-    block_on_close = False
+    #: Set ``SO_REUSEADDR``: a restarted server can bind while old connections are in TIME_WAIT.
     allow_reuse_address = True
 
     def __init__(
@@ -135,8 +139,7 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
         self.process_request_callback = process_request
         self.shutdown_timeout = float(shutdown_timeout)
         self.ssl_context = ssl
-        if ":" in host:
-            self.address_family = socket.AF_INET6
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._active: dict[Connection, threading.Thread] = {}
@@ -145,24 +148,28 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
         self._done = threading.Event()
         self._done.set()
         self._wake_read, self._wake_write = socket.socketpair()
+        listener = socket.socket(self.address_family, socket.SOCK_STREAM)
         try:
-            super().__init__((host, port), _RequestHandler)
+            if self.allow_reuse_address:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(self.request_queue_size)
         except BaseException:
+            listener.close()
             self._wake_read.close()
             self._wake_write.close()
             raise
+        self.server_address: Any = listener.getsockname()
         if ssl is not None:
-            # The TLS handshake happens at the handler's first read, in its own thread.
-            self.socket = ssl.wrap_socket(  # SSLContext.wrap_socket (``ssl`` is the context)
-                self.socket, server_side=True, do_handshake_on_connect=False
+            # The TLS handshake happens in each connection's thread (see _upgrade).
+            listener = ssl.wrap_socket(  # SSLContext.wrap_socket (``ssl`` is the context)
+                listener, server_side=True, do_handshake_on_connect=False
             )
+        self.socket: socket.socket = listener
 
-    def server_bind(self) -> None:
-        """Bind without ``HTTPServer``'s reverse DNS look-up of the host (it can take seconds)."""
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = host if isinstance(host, str) else host.decode()
-        self.server_port = port
+    def __enter__(self) -> Self:
+        """Return the server; leaving the block shuts it down and closes it (see ``__exit__``)."""
+        return self
 
     # ------------------------------------------------------------------ addresses
 
@@ -230,7 +237,8 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
         """Accept what is pending; return the pause before the next attempt (0: none)."""
         for _ in range(_ACCEPT_BATCH):
             try:
-                sock, address = self.socket.accept()
+                # The address is not kept: _peer() looks it up again if a log line needs it.
+                sock = self.socket.accept()[0]
             except (BlockingIOError, InterruptedError):
                 return 0.0
             except OSError as error:
@@ -248,24 +256,21 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
             if backoff:
                 logger.info("accepting connections again")
                 backoff = 0.0
-            self._start(sock, address)
+            self._start(sock)
         return 0.0
 
-    def _start(self, sock: socket.socket, address: Any) -> None:
-        """Hand an accepted socket to a new thread (``socketserver``'s per-request thread)."""
-        sock.setblocking(True)
-        with contextlib.suppress(OSError):
-            # Responses and frames are written whole: Nagle would only delay them.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _start(self, sock: socket.socket) -> None:
+        """Hand an accepted socket to a new daemon thread of its own."""
+        # Everything else (timeouts, TCP_NODELAY) is set in that thread: the accepting thread
+        # makes no system call per connection but accept() and the thread's start.
+        thread = threading.Thread(
+            target=self._serve_socket, args=(sock,), name="tube-server-connection", daemon=True
+        )
         try:
-            self.process_request(sock, address)
+            thread.start()
         except RuntimeError as error:  # can't start new thread
-            logger.warning("cannot serve %s: %s", address, error)
-            self.shutdown_request(sock)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Log an unexpected error of a request's thread (``socketserver`` prints it)."""
-        logger.exception("error while serving %s", client_address)
+            logger.warning("cannot serve a connection: %s", error)
+            close_socket(sock)
 
     # ------------------------------------------------------------------ stopping
 
@@ -274,9 +279,7 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
         with contextlib.suppress(OSError):
             self._wake_write.send(b"\0")
 
-    # Returns whether every handler ended, where socketserver's returns None: callers that
-    # ignore the result see no difference.
-    def shutdown(self, timeout: float | None = None) -> bool:  # type: ignore[override]
+    def shutdown(self, timeout: float | None = None) -> bool:
         """Stop accepting, close every WebSocket with 1001 and wait for the handlers.
 
         Args:
@@ -318,7 +321,7 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
 
     def server_close(self) -> None:
         """Close the listening socket (after :meth:`shutdown`)."""
-        super().server_close()
+        self.socket.close()
         self._wake_read.close()
         self._wake_write.close()
 
@@ -329,8 +332,98 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
 
     # ------------------------------------------------------------------ connections
 
+    def _serve_socket(self, sock: socket.socket) -> None:
+        """A connection's thread: the opening handshake, then the handler."""
+        # _upgrade's frame, with the head's buffer and the request, is gone before the handler
+        # runs: an idle connection keeps only what the Connection holds.
+        connection = self._upgrade(sock)
+        if connection is not None:
+            self._run(connection)
+
+    def _upgrade(self, sock: socket.socket) -> Connection | None:
+        """Read the request head and answer it; the attached connection, or None (closed)."""
+        read_timeout = self.read_timeout
+        deadline = time.monotonic() + self.request_head_timeout
+        request: Request | None = None
+        try:
+            if isinstance(sock, ssl_module.SSLSocket):
+                start_tls(sock, deadline, read_timeout)
+            head = read_request_head(sock, deadline, read_timeout)
+            if head is None:
+                close_socket(sock)  # the client left without a request: nothing to answer
+                return None
+            request, initial_data = head
+            if request.method != "GET" and request.method != "HEAD":
+                # What http.server answers for a method without a do_ handler.
+                raise HandshakeError(501, f"unsupported method {request.method!r}")
+            answer = self._answer(request)
+            if answer is not None:
+                send_and_close(sock, plain_response(answer, request.method), read_timeout)
+                logger.debug("answered %s %s: %d", request.method, request.target, answer.status)
+                return None
+            response, subprotocol, deflate = self.options.accept(request)
+        except HandshakeError as error:
+            logger.info(
+                "refused WebSocket handshake from %s for %s: %s",
+                _peer(sock),
+                "?" if request is None else request.target,
+                error,
+            )
+            method = "" if request is None else request.method
+            send_and_close(sock, plain_response(rejection_response(error), method), read_timeout)
+            return None
+        except TimeoutError:
+            logger.info(
+                "closing connection from %s: no complete request head within %.1f s",
+                _peer(sock),
+                self.request_head_timeout,
+            )
+            close_socket(sock)
+            return None
+        except OSError as error:  # ssl.SSLError included
+            logger.debug("lost %s before the upgrade: %s", _peer(sock), error)
+            close_socket(sock)
+            return None
+        except Exception:
+            # Local misuse (a subprotocol callback returning a name not offered, ...): the
+            # client gets a 500 without detail, the traceback goes to the log.
+            logger.exception("error while answering %s", _peer(sock))
+            method = "" if request is None else request.method
+            send_and_close(sock, plain_response(_internal_error(), method), read_timeout)
+            return None
+        try:
+            sock.sendall(response.to_bytes())
+        except OSError as error:
+            logger.info("lost %s during the upgrade: %s", _peer(sock), error)
+            close_socket(sock)
+            return None
+        try:
+            # The Connection takes the socket over (its own timeouts, TCP_NODELAY, keepalive).
+            return open_connection(
+                sock,
+                Role.SERVER,
+                self.options,
+                initial_data=initial_data,
+                subprotocol=subprotocol,
+                deflate=deflate,
+            )
+        except RuntimeError as error:  # no reader thread: open_connection closed the socket
+            logger.warning("cannot serve %s: %s", request.target, error)
+            return None
+
+    def _answer(self, request: Request) -> Response | None:
+        """``process_request``'s response to a GET or HEAD (500 if it raised), or None."""
+        callback = self.process_request_callback
+        if callback is None:
+            return None
+        try:
+            return callback(request)
+        except Exception:
+            logger.exception("error in process_request for %s", request.target)
+            return _internal_error()
+
     def _run(self, connection: Connection) -> None:
-        """Serve one upgraded connection with the handler (the request's thread)."""
+        """Serve one upgraded connection with the handler (the connection's thread)."""
         with self._lock:
             stopping = self._stopping.is_set()
             if not stopping:
@@ -355,72 +448,19 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
                 self._changed.notify_all()
 
 
-class _RequestHandler(WebSocketRequestHandler):
-    """Answers ``process_request``'s responses, upgrades the rest and runs the handler."""
+def _internal_error() -> Response:
+    """The answer when our side failed: 500, and no detail for the client."""
+    headers = [("Content-Type", "text/plain; charset=utf-8")]
+    return Response(500, "Internal Server Error", headers, b"internal server error\n")
 
-    server: Server
-    protocol_version = "HTTP/1.1"
 
-    def setup(self) -> None:
-        """Take the server's deadlines: the head deadline, and the per-read timeout."""
-        self.request_head_timeout = self.server.request_head_timeout
-        super().setup()
-        self.connection.settimeout(self.server.read_timeout)
-
-    def do_GET(self) -> None:
-        """Answer with ``process_request``'s response, or upgrade and run the handler."""
-        if self._answered():
-            return
-        connection = Connection(self.server.options)
-        try:
-            upgrade_connection(self, connection)
-        except HandshakeError:
-            return  # answered and logged by upgrade_connection
-        except OSError as error:
-            logger.info("lost %s during the upgrade: %s", self.client_address[0], error)
-            return
-        self.server._run(connection)
-
-    def do_HEAD(self) -> None:
-        """Like ``GET``; a response from ``process_request`` is sent without its body."""
-        self.do_GET()
-
-    def _answered(self) -> bool:
-        """Send ``process_request``'s response if it gives one; True if it did."""
-        callback = self.server.process_request_callback
-        if callback is None:
-            return False
-        headers = [(name, str(value)) for name, value in self.headers.raw_items()]
-        request = Request(self.command, self.path, self.request_version, headers)
-        try:
-            response = callback(request)
-        except Exception:
-            logger.exception("error in process_request for %s", self.path)
-            response = Response(500, "Internal Server Error", [], b"internal server error\n")
-            response.headers.append(("Content-Type", "text/plain; charset=utf-8"))
-        if response is None:
-            return False
-        self._send(response)
-        return True
-
-    def _send(self, response: Response) -> None:
-        headers = list(response.headers)
-        if get_header(headers, "Content-Length") is None:
-            headers.append(("Content-Length", str(len(response.body))))
-        if get_header(headers, "Connection") is None:
-            headers.append(("Connection", "close"))
-        body = b"" if self.command == "HEAD" else response.body
-        self.close_connection = True
-        try:
-            self.wfile.write(Response(response.status, response.reason, headers, body).to_bytes())
-            self.wfile.flush()
-        except OSError:
-            return  # the client went away
-        self.log_request(response.status, len(response.body))
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Send http.server's per-request lines to the logger (debug), not to stderr."""
-        logger.debug("%s - %s", self.address_string(), format % args)
+def _peer(sock: socket.socket) -> str:
+    """The client's address, for a log line (looked up only when one is written)."""
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return "a client that left"
+    return str(address[0])
 
 
 class _StopOnSignals:
