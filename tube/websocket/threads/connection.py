@@ -196,7 +196,9 @@ class Connection:
             TypeError: ``message`` is neither ``str`` nor bytes-like.
             UnicodeEncodeError: ``message`` is a ``str`` with lone surrogates.
         """
-        _check_message(message, "send")
+        cls = type(message)
+        if cls is not bytes and cls is not str:  # the common types need no further check
+            _check_message(message, "send")
         self._send_messages((message,), compress)
 
     def send_text(self, text: str) -> None:
