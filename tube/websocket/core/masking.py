@@ -19,6 +19,7 @@ and give the same results.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Protocol
@@ -37,8 +38,14 @@ __all__ = [
 # Below this size the big-integer XOR beats four translate passes (crossover measured ~512 B).
 _INT_THRESHOLD = 512
 
-# _XOR_TABLES[k] maps every byte b to b ^ k: 64 KiB built once at import.
-_XOR_TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
+
+@functools.cache
+def _xor_tables() -> list[bytes]:
+    """``_xor_tables()[k]`` maps every byte b to b ^ k: 64 KiB, built on first use only.
+
+    Building it takes ~40 ms, which every import would pay even with the C accelerator.
+    """
+    return [bytes(b ^ k for b in range(256)) for k in range(256)]
 
 
 def python_apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
@@ -89,7 +96,7 @@ def python_unmask_in_place(
         # works in place on any writable buffer).
         buffer[start:stop] = python_apply_mask(buffer[start:stop], key)
         return
-    tables = _XOR_TABLES
+    tables = _xor_tables()
     for offset in range(4):
         # Each strided slice is a C-level copy of a quarter of the range; translate and the
         # slice assignment are C loops too. No Python-level work per byte. (Strided slices of

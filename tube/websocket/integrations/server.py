@@ -55,6 +55,7 @@ from ..core.http import Request, Response
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
 from ..threads.connection import Connection, open_connection
+from ..threads.lean import start_daemon_thread
 from .request_head import close_socket, plain_response, read_request_head, send_and_close, start_tls
 
 __all__ = ["ProcessRequest", "Server", "serve"]
@@ -263,11 +264,8 @@ class Server:
         """Hand an accepted socket to a new daemon thread of its own."""
         # Everything else (timeouts, TCP_NODELAY) is set in that thread: the accepting thread
         # makes no system call per connection but accept() and the thread's start.
-        thread = threading.Thread(
-            target=self._serve_socket, args=(sock,), name="tube-server-connection", daemon=True
-        )
         try:
-            thread.start()
+            start_daemon_thread(self._serve_socket, (sock,), "tube-server-connection")
         except RuntimeError as error:  # can't start new thread
             logger.warning("cannot serve a connection: %s", error)
             close_socket(sock)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol as Interface
 
 from ..core.errors import ConnectionClosed
-from .conditions import Condition
+from .lean import Condition
 
 __all__ = ["Incoming", "Message", "MessageSource"]
 

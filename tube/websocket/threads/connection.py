@@ -37,8 +37,8 @@ from ..sockets import tune_socket
 from . import parking
 from .channel import Incoming, Message
 from .close_timers import CloseTimers
-from .conditions import Condition
 from .io import make_io
+from .lean import Condition
 from .reader import Reader
 from .sending import SendPath
 

@@ -1,11 +1,11 @@
-"""The lean Condition (tube.websocket.threads.conditions) behaves as threading.Condition."""
+"""The lean threading objects (tube.websocket.threads.lean) behave as threading's own."""
 
 from __future__ import annotations
 
 import sys
 import threading
 
-from tube.websocket.threads.conditions import Condition
+from tube.websocket.threads.lean import Condition, start_daemon_thread
 
 
 def test_waiters_are_kept_in_a_list_and_cost_less_than_a_deque() -> None:
@@ -51,3 +51,33 @@ def test_wait_times_out_and_leaves_no_waiter_behind() -> None:
     with condition:
         assert condition.wait(0.01) is False
         assert condition._waiters == []
+
+
+def test_a_lean_daemon_thread_runs_and_waits_with_a_list() -> None:
+    done = threading.Event()
+    ran: list[int] = []
+
+    def record(value: int) -> None:
+        ran.append(value)
+        done.set()
+
+    thread = start_daemon_thread(record, (7,), "lean")
+    assert done.wait(10)
+    thread.join(10)
+    assert ran == [7]
+    assert thread.daemon
+    assert thread.name == "lean"
+    assert isinstance(vars(vars(thread)["_started"])["_cond"]._waiters, list)
+
+
+def test_acquire_and_release_go_to_the_lock() -> None:
+    lock = threading.RLock()
+    condition = Condition(lock)
+    assert condition.acquire(timeout=1)
+    assert condition.acquire(blocking=False)  # reentrant, as the RLock is
+    condition.release()
+    condition.release()
+    assert lock.acquire(blocking=False)  # free again
+    lock.release()
+    with condition:
+        assert condition.wait(0) is False  # owned: waiting is allowed
