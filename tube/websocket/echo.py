@@ -18,8 +18,8 @@ line is the only output; everything else goes through :mod:`logging` (logger
 ``tube.websocket.echo``, silent below WARNING unless ``--verbose``).
 
 Threads: the server gives each connection a thread, which runs the echo loop (blocked in
-``connection.incoming`` while the client is silent); the connection's own reader thread feeds
-that channel, and is parked by the transport while the connection is idle. With
+``connection.incoming`` while the client is silent); waiting there, that thread reads the
+socket itself, so an echo needs no other thread. With
 ``--transport asyncio``: one event loop, one handler task per connection (:func:`echo_handler`).
 """
 
