@@ -639,7 +639,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default=",".join(s for s in SERVERS if not SERVERS[s].get("optional")),
-        help=f"comma-separated, from: {', '.join(SERVERS)} (the tube-1thread/2thread experiments only if named)",
+        help=f"comma-separated, from: {', '.join(SERVERS)} (experiments only if named)",
     )
     parser.add_argument(
         "--scenarios",
