@@ -340,9 +340,13 @@ def test_a_client_that_leaves_early_is_no_error(
     server = running(echo)
     before = connection_threads()
     with caplog.at_level(logging.INFO, logger="tube.websocket"):
-        socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT).close()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\n")
+        for sent in (b"", b"GET / HTTP/1.1\r\n"):  # nothing at all, or half a head
+            with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+                sock.sendall(sent)
+                sock.shutdown(socket.SHUT_WR)  # the client leaves
+                # The server closes in turn, without an answer: its thread has started and
+                # is ending (joining a thread the server is still starting would fail).
+                assert sock.recv(100) == b""
         for thread in connection_threads() - before:
             thread.join(TIMEOUT)
             assert not thread.is_alive()
