@@ -34,6 +34,7 @@ from .events import (
     Event,
 )
 from .frames import (
+    FIN,
     MAX_CONTROL_PAYLOAD,
     UINT16,
     Buffer,
@@ -263,13 +264,24 @@ class Protocol:
             ConnectionClosed: If a close frame was already sent or the connection is closed.
             TypeError: If ``data`` is not bytes-like.
         """
-        data = byte_payload(data, "send_binary")
+        if type(data) is not bytes:
+            data = byte_payload(data, "send_binary")
         self._check_can_send()
         self._send_message(_BINARY, data, fragment_size, compress)
 
     def _send_message(
         self, opcode: int, payload: Buffer, fragment_size: int | None, compress: bool | None
     ) -> None:
+        if (
+            len(payload) < 126
+            and fragment_size is None
+            and self._mask_key is None
+            and self._deflate is None
+        ):
+            # A server's small message, the most common case: one frame with a two-byte
+            # header and no mask (what serialize_frame builds, without its general cases).
+            self._outgoing.append(bytes((opcode | FIN, len(payload))) + payload)
+            return
         if self._deflate is not None and compress is not False:
             opcode, payload = self._compress(opcode, payload, compress)
         if fragment_size is None or len(payload) <= fragment_size:
