@@ -269,12 +269,10 @@ class Connection:
             protocol.send_close(code, reason)
             send = self._sync_locked()
             self._timers.start_close_retry()
-            reader = self._reader
         # Aborted meanwhile: the connection is closed, which is what the caller wanted.
         with contextlib.suppress(ConnectionClosed):
             send.flush(self._closed_error)
-        if reader is not None:
-            reader.watch()  # the peer's close frame must be read, consumer or not
+        self._watch()  # the peer's close frame must be read, consumer or not
 
     def close(self, code: int = 1000, reason: str = "", *, wait: bool = True) -> None:
         """Start the closing handshake (see :meth:`initiate_close`) and wait for the end.

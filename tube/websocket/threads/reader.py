@@ -157,13 +157,10 @@ class Reader:
         Raises:
             RuntimeError: Neither a reader thread nor the watcher could be started.
         """
-        if not initial_data:
-            try:
-                self._go_away_locked()
-                return
-            except (OSError, RuntimeError) as error:
-                logger.debug("cannot start the parking watcher: %s", error)
-        self._start_thread(initial_data, teardown=False)
+        if initial_data:
+            self._start_thread(initial_data, teardown=False)
+        else:
+            self._leave_locked()
 
     def _start_thread(self, initial_data: bytes, *, teardown: bool) -> None:
         """Start a reader thread (lock held); raises RuntimeError if none can be started."""
@@ -190,6 +187,19 @@ class Reader:
         self.turn = Turn.AWAY
         self._away_since = time.monotonic()
         parking.linger(self)
+
+    def _leave_locked(self) -> None:
+        """Leave the socket to whoever reads next (lock held); a reader thread without watcher.
+
+        Raises:
+            RuntimeError: Neither the watcher nor a reader thread could be started.
+        """
+        try:
+            self._go_away_locked()
+            return
+        except (OSError, RuntimeError) as error:
+            logger.debug("cannot start the parking watcher: %s", error)
+        self._start_thread(b"", teardown=False)
 
     # ------------------------------------------------------------------ consumers
 
@@ -225,40 +235,25 @@ class Reader:
             elif received > 0:
                 buffer = self._buffer
                 assert buffer is not None
-                keepalive = self._timers.keepalive
-                if keepalive is not None:
-                    keepalive.last_received = time.monotonic()
-                teardown = owner._process(memoryview(buffer)[:received], False)
-                if received == len(buffer) and received < _RECV_SIZE_MAX:
-                    self._buffer = bytearray(_RECV_SIZE_MAX)
+                teardown = self._deliver(buffer, received, False)
+                self._buffer = _grown(buffer, received)
         except Exception:
             logger.exception("internal error while reading a WebSocket; closing with 1011")
             owner._internal_error()
             finish = True
         if finish:
-            self._end_locked_turn()
+            self._finish()
             return
         with owner.lock:
-            if teardown:
-                try:
+            try:
+                if teardown:
                     self._start_thread(b"", teardown=True)
-                    return
-                except RuntimeError:
-                    logger.exception("cannot start a WebSocket reader thread; aborting")
-            else:
-                try:
-                    self._go_away_locked()
-                    return
-                except (OSError, RuntimeError) as error:
-                    # No watcher: keep a reader thread on the socket instead.
-                    logger.debug("cannot start the parking watcher: %s", error)
-                    try:
-                        self._start_thread(b"", teardown=False)
-                        return
-                    except RuntimeError:
-                        logger.exception("cannot start a WebSocket reader thread; aborting")
-        self._send.io.shutdown(socket.SHUT_RDWR)
-        self._end_locked_turn()
+                else:
+                    self._leave_locked()
+                return
+            except RuntimeError:
+                logger.exception("cannot start a WebSocket reader thread; aborting")
+        self._abort()
 
     def _consumer_recv(self, deadline: float | None) -> int:
         """One read for a consumer: the byte count, 0 at EOF, -1 at ``deadline``."""
@@ -279,12 +274,24 @@ class Reader:
                 return received
             self._buffer = None  # idle for PARK_AFTER seconds: free the buffer meanwhile
 
-    def _end_locked_turn(self) -> None:
+    def _deliver(self, buffer: bytearray, received: int, wait: bool) -> bool:
+        """Hand one read to the connection, a sign of life; True once TCP should be closed."""
+        keepalive = self._timers.keepalive
+        if keepalive is not None:
+            keepalive.last_received = time.monotonic()
+        return self._owner._process(memoryview(buffer)[:received], wait)
+
+    def _finish(self) -> None:
         """The TCP connection is over (the caller holds the turn): finish it."""
         with self._owner.lock:
             self.turn = Turn.DONE
         self._buffer = None
         self._owner._finish()
+
+    def _abort(self) -> None:
+        """Nothing can read the socket any more (the caller holds the turn): end it now."""
+        self._send.io.shutdown(socket.SHUT_RDWR)
+        self._finish()
 
     # ------------------------------------------------------------------ the sweep
 
@@ -319,14 +326,12 @@ class Reader:
         owner = self._owner
         send = self._send
         io = send.io
-        timers = self._timers
         handed_over = False
         try:
             close_transport = teardown or (
                 owner._process(initial_data, True) if initial_data else False
             )
             buffer = bytearray(_RECV_SIZE_MIN)
-            view = memoryview(buffer)
             while not close_transport:
                 if self.consumer_waiting and self._hand_back():
                     handed_over = True
@@ -340,13 +345,8 @@ class Reader:
                         continue
                     owner._receive_eof()
                     break
-                keepalive = timers.keepalive
-                if keepalive is not None:
-                    keepalive.last_received = time.monotonic()
-                close_transport = owner._process(view[:received], True)
-                if received == len(buffer) and received < _RECV_SIZE_MAX:
-                    buffer = bytearray(_RECV_SIZE_MAX)
-                    view = memoryview(buffer)
+                close_transport = self._deliver(buffer, received, True)
+                buffer = _grown(buffer, received)
             else:
                 # A peer's violation waits for the application to take the messages before it.
                 owner._await_end()
@@ -364,9 +364,7 @@ class Reader:
             owner._internal_error()
         finally:
             if not handed_over:
-                with owner.lock:
-                    self.turn = Turn.DONE
-                owner._finish()
+                self._finish()
 
     def _hand_back(self) -> bool:
         """A consumer waits on an empty channel: give it the turn and end; False to read on."""
@@ -417,7 +415,11 @@ class Reader:
             return
         except RuntimeError:
             logger.exception("cannot start a WebSocket reader thread; aborting")
-        self._send.io.shutdown(socket.SHUT_RDWR)
-        with self._owner.lock:
-            self.turn = Turn.DONE
-        self._owner._finish()
+        self._abort()
+
+
+def _grown(buffer: bytearray, received: int) -> bytearray:
+    """The buffer for the next read: a larger one once a read filled this one."""
+    if received == len(buffer) and received < _RECV_SIZE_MAX:
+        return bytearray(_RECV_SIZE_MAX)
+    return buffer

@@ -92,6 +92,8 @@ class SendPath:
             self.queue(chunks)
             return False
         try:
+            # queue()'s joining, written out: this runs once per message, and going through
+            # queue() or a shared helper measured ~0.2 us more per echoed message.
             if len(chunks) == 1:
                 buffer = chunks[0]
             elif sum(len(chunk) for chunk in chunks) <= JOIN_LIMIT:
