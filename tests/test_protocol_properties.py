@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tube.websocket.core.deflate import DeflateOptions, DeflateParameters
 from tube.websocket.core.errors import ConnectionClosed
 from tube.websocket.core.events import (
     BinaryMessage,
@@ -111,6 +112,49 @@ def test_serialise_parse_round_trip(
         expected = BinaryMessage(message)
     wire = b"".join(bytes(b) for b in sender.data_to_send())
     assert receiver.receive_data(wire) == [expected]
+
+
+@SETTINGS
+@given(
+    ROLES,
+    st.binary(max_size=140) | st.text(max_size=140),
+    st.booleans(),
+    st.sampled_from(["open", "pong queued", "close sent", "close received"]),
+)
+def test_frame_message_is_send_and_data_to_send_or_declines(
+    role: Role, message: bytes | str, deflate: bool, situation: str
+) -> None:
+    # The fast path must give exactly the bytes of the general one, or decline and change
+    # nothing; it frames only a server's small message without compression or queued output.
+    def protocol() -> Protocol:
+        parameters = DeflateParameters(False, False, 15, 15, DeflateOptions())
+        made = Protocol(role, deflate=parameters if deflate else None)
+        if situation == "pong queued":
+            made.receive_data(frame(9, b"hi", key=None if role is Role.CLIENT else b"abcd"))
+        elif situation == "close sent":
+            made.send_close(1000)
+            made.data_to_send()
+        elif situation == "close received":
+            made.receive_data(frame(8, b"\x03\xe8", key=None if role is Role.CLIENT else b"abcd"))
+            made.data_to_send()
+        return made
+
+    fast = protocol()
+    framed = fast.frame_message(message)
+    payload = message.encode() if isinstance(message, str) else message
+    simple = role is Role.SERVER and not deflate and situation == "open" and len(payload) < 126
+    if not simple:
+        assert framed is None
+        queued = sum(len(chunk) for chunk in fast.data_to_send())
+        assert queued == sum(len(chunk) for chunk in protocol().data_to_send())  # unchanged
+        return
+    general = protocol()
+    if isinstance(message, str):
+        general.send_text(message)
+    else:
+        general.send_binary(message)
+    assert framed == b"".join(bytes(chunk) for chunk in general.data_to_send())
+    assert fast.data_to_send() == []  # nothing queued: the caller writes the frame
 
 
 @SETTINGS

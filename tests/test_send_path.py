@@ -135,6 +135,31 @@ def test_a_reader_that_stops_is_aborted_after_send_timeout(
     assert connection.close_code == 1006
 
 
+@pytest.mark.parametrize("message", [b"b" * 100, "t" * 100], ids=["binary", "text"])
+def test_small_messages_to_a_reader_that_stops_abort_after_send_timeout(
+    tcp_pair: tuple[socket.socket, socket.socket], message: bytes | str
+) -> None:
+    # Small messages take the framed-and-written-at-once path: once the socket's buffers are
+    # full, it must queue, wait and abort like the general path, and then refuse more sends.
+    server_sock, client = tcp_pair
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    options = ConnectionOptions(send_timeout=0.5, ping_interval=None)
+    connection = open_connection(server_sock, Role.SERVER, options)
+    sent = 0
+    with pytest.raises(ConnectionClosed) as info:
+        for _ in range(1_000_000):  # a few thousand fill the buffers
+            connection.send(message)
+            sent += 1
+    assert info.value.code == 1006
+    assert "no byte could be written for 0.5 s" in info.value.reason
+    assert sent > 10
+    with pytest.raises(ConnectionClosed):
+        connection.send(message)
+    assert connection.wait_closed(5)
+    assert connection.close_code == 1006
+
+
 def test_parking_failure_keeps_the_connection_open(
     socket_pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -58,6 +58,14 @@ class Turn(enum.Enum):
     DONE = "done"
 
 
+# On CPython 3.11 an enum member looked up through its class costs about 75 ns (a plain class
+# attribute about 18): the per-read paths compare with these names instead.
+_AWAY = Turn.AWAY
+_CONSUMER = Turn.CONSUMER
+_THREAD = Turn.THREAD
+_WATCHED = Turn.WATCHED
+
+
 class ReaderOwner(Interface):
     """What the reader needs from its connection (each method takes the locks it needs)."""
 
@@ -184,7 +192,7 @@ class Reader:
 
     def _go_away_locked(self) -> None:
         """Nobody reads for now (lock held): the sweep parks the socket if nobody comes back."""
-        self.turn = Turn.AWAY
+        self.turn = _AWAY
         self._away_since = time.monotonic()
         parking.linger(self)
 
@@ -209,9 +217,9 @@ class Reader:
         Called by a consumer on an empty channel (channel lock held, not the connection's).
         """
         turn = self.turn
-        if turn is Turn.AWAY:
+        if turn is _AWAY:
             return True
-        if turn is Turn.THREAD or turn is Turn.WATCHED:
+        if turn is _THREAD or turn is _WATCHED:
             self.consumer_waiting = True
         return False
 
@@ -223,9 +231,9 @@ class Reader:
         """
         owner = self._owner
         with owner.lock:
-            if self.turn is not Turn.AWAY:
+            if self.turn is not _AWAY:
                 return
-            self.turn = Turn.CONSUMER
+            self.turn = _CONSUMER
         finish = teardown = False
         try:
             received = self._consumer_recv(deadline)
