@@ -261,16 +261,14 @@ class Protocol:
             or self.state is _CLOSED
         ):
             return None
-        if isinstance(message, bytes):
-            if len(message) < 126:
-                return _SMALL_BINARY_HEADERS[len(message)] + message
+        length = len(message)
+        if length >= 126:  # a longer str cannot encode to fewer bytes: not encoded for nothing
             return None
-        # A longer str cannot encode to fewer than 126 bytes: don't encode it for nothing.
-        if len(message) < 126:
-            payload = message.encode()
-            if len(payload) < 126:
-                return _SMALL_TEXT_HEADERS[len(payload)] + payload
-        return None
+        if isinstance(message, bytes):
+            return _SMALL_BINARY_HEADERS[length] + message
+        payload = message.encode()
+        length = len(payload)
+        return _SMALL_TEXT_HEADERS[length] + payload if length < 126 else None
 
     def send_text(
         self, text: str, *, fragment_size: int | None = None, compress: bool | None = None

@@ -120,12 +120,14 @@ class Incoming:
         with self._lock:
             messages = self._messages
             head = self._head
-            if head == len(messages):
+            count = len(messages)
+            if head == count:
                 self._wait_for_message(timeout)
                 head = self._head
+                count = len(messages)
             message = messages[head]
             assert message is not None
-            if head + 1 == len(messages):
+            if head + 1 == count:
                 messages.clear()
                 self._head = 0
             else:
@@ -273,9 +275,9 @@ class Incoming:
     def _put(self, batch: Iterable[Message], wait: bool = True) -> None:
         """Append messages; with ``wait`` (a reader thread) block while over a bound.
 
-        A consumer that read the socket itself puts without waiting: it takes the messages
-        next, and it only reads when the channel is empty, so the channel holds at most one
-        read's worth beyond its bounds.
+        A consumer that read the socket itself (one of the getters) puts without waiting: it
+        takes the messages next, and it only reads when the channel is empty, so the channel
+        holds at most one read's worth beyond its bounds.
         """
         with self._lock:
             messages = self._messages
@@ -289,7 +291,8 @@ class Incoming:
                 else:
                     nbytes += _size(message)
             self._nbytes = nbytes
-            if self._getters:
+            # A consumer putting (not wait) is a getter itself: wake only the others.
+            if self._getters > (0 if wait else 1):
                 self._changed.notify(len(messages) - before)
             if wait and (
                 len(messages) - self._head >= self._high_count or self._nbytes >= self._high_bytes
