@@ -69,13 +69,11 @@ class SendPath:
 
     def queue(self, chunks: list[Buffer]) -> None:
         """Append the protocol's output (connection lock held), joining small frames."""
-        if len(chunks) == 1:
-            self._out.append(chunks[0])
-        elif sum(len(chunk) for chunk in chunks) <= JOIN_LIMIT:
-            # One send call for everything: fewer system calls and TCP segments.
-            self._out.append(b"".join(chunks))
-        else:
+        buffer = _joined(chunks)
+        if buffer is None:
             self._out.extend(chunks)
+        else:
+            self._out.append(buffer)
 
     def write_or_queue(self, buffer: Buffer) -> bool:
         """Write ``buffer`` at once if nobody else writes; queue what is left.
@@ -105,12 +103,11 @@ class SendPath:
 
     def write_or_queue_all(self, chunks: list[Buffer]) -> bool:
         """:meth:`write_or_queue` for the protocol's output, joined as :meth:`queue` joins it."""
-        if len(chunks) == 1:
-            return self.write_or_queue(chunks[0])
-        if sum(len(chunk) for chunk in chunks) <= JOIN_LIMIT:
-            return self.write_or_queue(b"".join(chunks))
-        self._out.extend(chunks)
-        return False
+        buffer = _joined(chunks)
+        if buffer is None:
+            self._out.extend(chunks)  # large: written by flush(), chunk by chunk
+            return False
+        return self.write_or_queue(buffer)
 
     @property
     def pending(self) -> bool:
@@ -214,3 +211,12 @@ class SendPath:
 
 def _aborted_error() -> ConnectionClosed:
     return ConnectionClosed(1006, "the connection was aborted")
+
+
+def _joined(chunks: list[Buffer]) -> Buffer | None:
+    """The protocol's output as one buffer (one send call, fewer TCP segments); None if large."""
+    if len(chunks) == 1:
+        return chunks[0]
+    if sum(len(chunk) for chunk in chunks) <= JOIN_LIMIT:
+        return b"".join(chunks)
+    return None
