@@ -571,14 +571,23 @@ def environment(versions: dict[str, str]) -> dict[str, Any]:
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "tube", "bench"],
+        # Reports are not code: a run that rewrites bench/results/ is still of this commit.
+        ["git", "status", "--porcelain", "--", "tube", "bench", ":!bench/results"],
         cwd=ROOT,
         capture_output=True,
         text=True,
     ).stdout.strip()
     if commit and dirty:
         commit += " + uncommitted changes in tube/ or bench/"
+    # What Tube's servers will use (they inherit this environment, TUBE_NO_SPEEDUPS included).
+    core = subprocess.run(
+        [PY, "-c", "from tube.websocket.core.accelerator import IMPLEMENTATION as i; print(i)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return {
+        "tube_core": {"c": "C accelerator", "python": "pure Python"}.get(core, "unknown"),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "kernel": platform.release(),
@@ -606,6 +615,7 @@ def write_reports(
         f"{env['date']}; commit {env['commit']}; Python {env['python']}; {env['cpu']} "
         f"({env['cores']} cores); Linux {env['kernel']}.",
         "Peers: " + ", ".join(f"{k} {v}" for k, v in env["peers"].items()) + ".",
+        f"Tube's core: {env.get('tube_core', 'unknown')}.",
         "",
         f"Medians of {args.repetitions} repetitions (servers interleaved), {args.duration} s "
         f"measured after {args.warmup} s of warm-up; server pinned to one core, the C load "
