@@ -4,6 +4,7 @@ concurrent senders while the reader thread receives, over one ssl.SSLSocket."""
 from __future__ import annotations
 
 import selectors
+import socket
 import ssl
 import struct
 import threading
@@ -205,3 +206,83 @@ def test_tls_close_sends_close_notify_before_tcp_ends(
     frames = peer.expect_eof()  # an SSLEOFError here would be a truncated TLS stream
     assert [f.close_code for f in frames] == [1000]
     wait_ended(server.connections[0])
+
+
+class _BioClient:
+    """A TLS client over a plain socket through memory BIOs: it decides how much of each TLS
+    record goes on the wire, which an ``ssl.SSLSocket`` never lets its caller do."""
+
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self._in, self._out, server_hostname="localhost")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self._out.read())
+                self._in.write(self.sock.recv(65536))
+        self.sock.sendall(self._out.read())
+
+    def encrypt(self, data: bytes) -> bytes:
+        self.tls.write(data)
+        return self._out.read()
+
+    def read_until(self, marker: bytes) -> bytes:
+        received = b""
+        while marker not in received:
+            try:
+                received += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                chunk = self.sock.recv(65536)
+                assert chunk, "the server closed the connection"
+                self._in.write(chunk)
+        return received
+
+
+def test_get_timeout_holds_while_a_tls_record_is_incomplete(
+    ws_server: ServerFactory, tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    # A peer that sends half a TLS record makes the socket readable while OpenSSL still waits
+    # for the rest: get(timeout) must end at its timeout all the same (not after the 2-second
+    # idle timeout), and the message must arrive whole once the record is complete.
+    waited: list[float] = []
+    received: list[str] = []
+    gave_up, done = threading.Event(), threading.Event()
+
+    def app(connection: Connection) -> None:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            connection.incoming.get(timeout=0.3)
+        waited.append(time.monotonic() - started)
+        gave_up.set()
+        received.append(connection.incoming.get(timeout=10))  # type: ignore[arg-type]
+        done.set()
+        wait_ended(connection)
+
+    server_context, client_context = tls_contexts
+    server = ws_server(app, ssl_context=server_context)
+    client = _BioClient(server.port, client_context)
+    try:
+        client.sock.sendall(
+            client.encrypt(
+                b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+        )
+        assert client.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+        record = client.encrypt(build_frame(0x1, b"whole at last"))
+        client.sock.sendall(record[: len(record) // 2])
+        connection = server.next_connection()
+        assert gave_up.wait(5)
+        client.sock.sendall(record[len(record) // 2 :])
+        assert done.wait(10)
+        assert received == ["whole at last"]
+        assert waited[0] < 1.0, f"get(timeout=0.3) took {waited[0]:.2f} s"
+        client.sock.sendall(client.encrypt(build_frame(0x8, b"\x03\xe8")))
+        client.read_until(b"\x88\x02\x03\xe8")  # the server's close frame echoes ours
+    finally:
+        client.sock.close()
+    wait_ended(connection)

@@ -74,12 +74,19 @@ class BaseIO:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
-    def recv_into(self, buffer: bytearray) -> int:
+    def recv_into(self, buffer: bytearray, deadline: float | None = None) -> int:
         """Block until bytes arrive; return how many were stored.
+
+        Args:
+            buffer: Where to store them.
+            deadline: A consumer's deadline (monotonic), for a socket already reported
+                readable: a read that would wait longer for the rest of a TLS record gives up
+                there. A plain TCP read of a readable socket never waits.
 
         Returns:
             The byte count; 0 at EOF (or after a shutdown, a reset, a TLS error); -1 when
-            nothing arrived within the ``idle_timeout`` given to the constructor.
+            nothing arrived within the ``idle_timeout`` given to the constructor, or by
+            ``deadline``.
         """
         raise NotImplementedError
 
@@ -135,7 +142,7 @@ class PlainIO(BaseIO):
                     socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(seconds, micros)
                 )
 
-    def recv_into(self, buffer: bytearray) -> int:
+    def recv_into(self, buffer: bytearray, deadline: float | None = None) -> int:
         try:
             return self.sock.recv_into(buffer)
         except (BlockingIOError, InterruptedError):
@@ -165,7 +172,7 @@ class TLSIO(BaseIO):
         self._io_lock = threading.Lock()
         self._write_wants_read = False
 
-    def recv_into(self, buffer: bytearray) -> int:
+    def recv_into(self, buffer: bytearray, deadline: float | None = None) -> int:
         sock = self.sock
         lock = self._io_lock
         while True:
@@ -182,7 +189,15 @@ class TLSIO(BaseIO):
             # waiting on the socket is safe: nothing is stranded inside the SSL object.
             if events == _POLLOUT:
                 _wait(sock, _POLLOUT, None)
-            elif not _wait(sock, _POLL_DONE, self._idle_timeout):
+                continue
+            timeout = self._idle_timeout
+            if deadline is not None:
+                # A peer trickling a record must not hold a consumer past its get() timeout.
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return -1
+                timeout = left if timeout is None else min(timeout, left)
+            if not _wait(sock, _POLL_DONE, timeout):
                 return -1
 
     def wait_readable(self, timeout: float | None) -> bool:

@@ -277,10 +277,12 @@ class Reader:
                     continue
                 if buffer is None:
                     buffer = self._buffer = bytearray(_RECV_SIZE_MIN)
-            received = io.recv_into(buffer)
+            received = io.recv_into(buffer, deadline)
             if received >= 0:
                 return received
-            self._buffer = None  # idle for PARK_AFTER seconds: free the buffer meanwhile
+            # Idle for PARK_AFTER seconds, or the deadline passed while a TLS record was
+            # incomplete: free the buffer meanwhile (OpenSSL keeps the record's start).
+            self._buffer = None
 
     def _deliver(self, buffer: bytearray, received: int, wait: bool) -> bool:
         """Hand one read to the connection, a sign of life; True once TCP should be closed."""
