@@ -311,8 +311,14 @@ def test_adopt_a_transport_whose_handshake_another_server_answered() -> None:
             await connection.send("reply")
             async with asyncio.timeout(5):
                 assert await loop.sock_recv(client_sock, 100) == b"\x81\x05reply"
+            await connection.send(b"bytes")
+            async with asyncio.timeout(5):
+                assert await loop.sock_recv(client_sock, 100) == b"\x82\x05bytes"
             await loop.sock_sendall(client_sock, build_frame(0x8, struct.pack("!H", 1000)))
             assert isinstance(await next_message(connection), ConnectionClosedOK)
+            for late in ("text", b"binary"):  # the one-step framing declines: the usual error
+                with pytest.raises(ConnectionClosedOK):
+                    await connection.send(late)
             client_sock.close()  # the EOF the server waits for after its close frame
             async with asyncio.timeout(5):
                 await connection.wait_closed()

@@ -281,7 +281,17 @@ class Connection(asyncio.BufferedProtocol):
                 for ``send_timeout`` seconds (the connection is then aborted, code 1006).
             TypeError: ``message`` is neither ``str`` nor bytes-like.
         """
-        self._queue((message,), compress)
+        cls = type(message)
+        protocol = self._protocol
+        # The commonest send, a server's small message, framed in one step (as on threads);
+        # the protocol declines whatever needs the general path, which raises the errors.
+        frame = None
+        if (cls is bytes or cls is str) and protocol is not None and not self._lost:
+            frame = protocol.frame_message(message)  # type: ignore[arg-type]  # bytes or str
+        if frame is None:
+            self._queue((message,), compress)
+        else:
+            self._sender.queue([frame])
         if self._sender.paused:
             await self._sender.wait_writable()
 
