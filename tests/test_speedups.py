@@ -76,11 +76,13 @@ def test_the_implementation_attribute_matches_the_functions_in_use() -> None:
         assert masking.apply_mask is C.apply_mask
         assert masking.unmask_in_place is C.unmask_in_place
         assert cast(object, utf8.Utf8Validator) is CUtf8Validator
+        assert utf8.utf8_size is C.utf8_size
     else:
         assert masking.IMPLEMENTATION == "python"
         assert masking.apply_mask is python_apply_mask
         assert masking.unmask_in_place is python_unmask_in_place
         assert utf8.Utf8Validator is PythonUtf8Validator
+        assert utf8.utf8_size is utf8._utf8_size_python
 
 
 def implementation_in_subprocess(no_speedups: str | None) -> str:
@@ -395,6 +397,30 @@ def test_both_validators_agree_on_every_split(data: bytes, cuts: list[int]) -> N
     python = verdicts(PythonUtf8Validator(), pieces)
     assert verdicts(CUtf8Validator(), pieces) == python
     assert all(python) == is_valid(data)
+
+
+@requires_c
+@SETTINGS
+@given(st.text() | st.text(alphabet=st.characters(max_codepoint=0xFF)), st.integers(0, 3))
+@example("", 0)
+@example("\x80\xff\u07ff\u0800\uffff\U00010000\U0010ffff", 0)
+def test_utf8_size_is_the_length_of_the_encoding(text: str, repeat: int) -> None:
+    # Every storage kind of str (ASCII, Latin-1, UCS-2, UCS-4) and every UTF-8 length.
+    text = text * (1 + repeat * 1000)
+    assert C is not None
+    assert C.utf8_size(text) == len(text.encode()) == utf8.message_size(text)
+
+
+@requires_c
+@pytest.mark.parametrize("text", ["\ud800", "a\udfff", "\U0001f600\udc00"])
+def test_utf8_size_of_a_lone_surrogate_raises_as_encode_does(text: str) -> None:
+    assert C is not None
+    with pytest.raises(UnicodeEncodeError):
+        text.encode()
+    with pytest.raises(UnicodeEncodeError):
+        C.utf8_size(text)
+    with pytest.raises(TypeError, match="takes a str"):
+        C.utf8_size(b"bytes")
 
 
 @requires_c

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from ..core.errors import ConnectionClosed, ProtocolError
+from ..core.utf8 import message_size
 from .reading import PAUSED_BY_CHANNEL
 
 if TYPE_CHECKING:
@@ -29,14 +30,6 @@ __all__ = ["Incoming", "Message"]
 
 Message = str | bytes
 """A received message: ``str`` for a text message, ``bytes`` for a binary one."""
-
-
-def message_size(message: Message) -> int:
-    """The size a message counts for in the byte bound: its UTF-8 size for text."""
-    if type(message) is bytes or message.isascii():  # isascii() is O(1) on str
-        return len(message)
-    assert isinstance(message, str)
-    return len(message.encode())
 
 
 class Incoming:

@@ -1,9 +1,10 @@
 /*
- * tube.websocket.core._speedups: the optional C accelerator of the core's two hot loops.
+ * tube.websocket.core._speedups: the optional C accelerator of the core's hot loops.
  *
  *   apply_mask(data, key, /) -> bytes                XOR with the 4-byte key (RFC 6455 §5.3)
  *   unmask_in_place(buffer, key, start=0, stop=None, /) -> None     the same, in place
  *   utf8_check(data, state, /) -> int               one step of an incremental UTF-8 check
+ *   utf8_size(text, /) -> int                       len(text.encode()), without encoding
  *
  * Each function gives exactly the result of its pure-Python twin in masking.py and utf8.py,
  * which stay the fallback when this module was not built (no compiler, no Python headers) or
@@ -458,6 +459,68 @@ utf8_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLong(result == UTF8_REJECT ? -1 : result);
 }
 
+/* ---------------------------------------------------------------------- UTF-8 length */
+
+PyDoc_STRVAR(utf8_size_doc,
+"utf8_size(text, /)\n--\n\n"
+"Return ``len(text.encode())`` without encoding: the UTF-8 length of a ``str``, counted from\n"
+"its code points. A lone surrogate raises UnicodeEncodeError, as ``encode`` does.");
+
+static PyObject *
+utf8_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_arg_count("utf8_size", nargs, 1, 1) < 0) {
+        return NULL;
+    }
+    PyObject *text = args[0];
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "utf8_size takes a str, got %.200s",
+                     Py_TYPE(text)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    if (PyUnicode_IS_ASCII(text)) {
+        return PyLong_FromSsize_t(length);
+    }
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t size = length;  /* one byte per code point, plus the extra bytes below */
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *chars = data;
+        for (Py_ssize_t i = 0; i < length; i++) {
+            size += chars[i] >> 7;  /* 80..FF: two bytes */
+        }
+        return PyLong_FromSsize_t(size);
+    }
+    int surrogate = 0;
+    if (kind == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *chars = data;
+        for (Py_ssize_t i = 0; i < length; i++) {
+            Py_UCS2 c = chars[i];
+            size += (c >= 0x80) + (c >= 0x800);
+            surrogate |= (c & 0xF800) == 0xD800;
+        }
+    }
+    else {
+        const Py_UCS4 *chars = data;
+        for (Py_ssize_t i = 0; i < length; i++) {
+            Py_UCS4 c = chars[i];
+            size += (c >= 0x80) + (c >= 0x800) + (c >= 0x10000);
+            surrogate |= (c & 0xFFFFF800) == 0xD800;
+        }
+    }
+    if (surrogate) {
+        /* Not encodable: let the codec raise its usual error. */
+        PyObject *encoded = PyUnicode_AsUTF8String(text);
+        if (encoded == NULL) {
+            return NULL;
+        }
+        size = PyBytes_GET_SIZE(encoded);
+        Py_DECREF(encoded);
+    }
+    return PyLong_FromSsize_t(size);
+}
+
 /* ------------------------------------------------------------------------------- module */
 
 static PyMethodDef speedups_methods[] = {
@@ -465,13 +528,14 @@ static PyMethodDef speedups_methods[] = {
     {"unmask_in_place", (PyCFunction)(void (*)(void))unmask_in_place, METH_FASTCALL,
      unmask_in_place_doc},
     {"utf8_check", (PyCFunction)(void (*)(void))utf8_check, METH_FASTCALL, utf8_check_doc},
+    {"utf8_size", (PyCFunction)(void (*)(void))utf8_size, METH_FASTCALL, utf8_size_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tube.websocket.core._speedups",
-    .m_doc = "Optional C accelerator of Tube's core: masking and UTF-8 validation.",
+    .m_doc = "Optional C accelerator of Tube's core: masking, UTF-8 validation and length.",
     .m_size = 0,
     .m_methods = speedups_methods,
 };

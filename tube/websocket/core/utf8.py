@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from .accelerator import speedups
 
-__all__ = ["CUtf8Validator", "PythonUtf8Validator", "Utf8Validator"]
+__all__ = ["CUtf8Validator", "PythonUtf8Validator", "Utf8Validator", "message_size", "utf8_size"]
 
 _DecoderFactory = codecs.getincrementaldecoder("utf-8")
 
@@ -39,6 +39,22 @@ def _no_accelerator(data: bytes | bytearray | memoryview, state: int) -> int:
 _utf8_check: Callable[[bytes | bytearray | memoryview, int], int] = (
     _no_accelerator if speedups is None else speedups.utf8_check
 )
+
+
+def _utf8_size_python(text: str) -> int:
+    return len(text.encode())
+
+
+#: ``len(text.encode())``; with the C accelerator, counted without building the bytes (the
+#: transports size each non-ASCII text message this way for their buffer limits).
+utf8_size: Callable[[str], int] = _utf8_size_python if speedups is None else speedups.utf8_size
+
+
+def message_size(message: str | bytes) -> int:
+    """The size a message counts for in the transports' byte bounds: UTF-8 bytes for text."""
+    if type(message) is bytes or message.isascii():  # isascii() is O(1) on str
+        return len(message)
+    return utf8_size(message)  # type: ignore[arg-type]  # a str
 
 
 class PythonUtf8Validator:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol as Interface
 
 from ..core.errors import ConnectionClosed
+from ..core.utf8 import message_size, utf8_size
 from .lean import Condition
 
 __all__ = ["Incoming", "Message", "MessageSource"]
@@ -135,11 +136,11 @@ class Incoming:
                 self._head = head = head + 1
                 if head >= 64 and head * 2 >= len(messages):
                     self._compact_locked()
-            # _size() inlined: this runs once per message.
+            # message_size() inlined: this runs once per message.
             if type(message) is bytes or message.isascii():
                 self._nbytes -= len(message)
             else:
-                self._nbytes -= _size(message)
+                self._nbytes -= utf8_size(message)  # type: ignore[arg-type]  # a str
             if self._producer_waiting:
                 self._taken_locked()
             return message
@@ -181,7 +182,7 @@ class Incoming:
                 messages[head:stop] = [None] * max_count  # taken: release them
                 self._head = stop
                 self._compact_locked()
-                self._nbytes -= sum(_size(message) for message in batch)
+                self._nbytes -= sum(map(message_size, batch))
             self._taken_locked()
             return batch
 
@@ -285,11 +286,11 @@ class Incoming:
             nbytes = self._nbytes
             for message in batch:
                 messages.append(message)
-                # _size() inlined: this runs once per message.
+                # message_size() inlined: this runs once per message.
                 if type(message) is bytes or message.isascii():
                     nbytes += len(message)
                 else:
-                    nbytes += _size(message)
+                    nbytes += utf8_size(message)  # type: ignore[arg-type]  # a str
             self._nbytes = nbytes
             # A consumer putting (not wait) is a getter itself: wake only the others.
             if self._getters > (0 if wait else 1):
@@ -342,10 +343,3 @@ class Incoming:
             self._commit = None
             self._error = error
             self._changed.notify_all()
-
-
-def _size(message: Message) -> int:
-    """The size of a message in bytes: UTF-8 bytes for text (``isascii`` is O(1) in CPython)."""
-    if isinstance(message, str) and not message.isascii():
-        return len(message.encode())
-    return len(message)
