@@ -496,7 +496,7 @@ class Connection:
         with self.lock:
             events = protocol.receive_data(data)
             send = self._sync_locked()
-        # Usually every event is a message: one pass for those, the rest only when there is any.
+        # Usually every event is a message: one pass for those, the others only if there are any.
         messages: list[Message] = [
             event.data for event in events if isinstance(event, _MESSAGE_EVENTS)
         ]
