@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 
+import pytest
+
 from tube.websocket.threads.lean import Condition, start_daemon_thread
 
 
@@ -81,3 +83,39 @@ def test_acquire_and_release_go_to_the_lock() -> None:
     lock.release()
     with condition:
         assert condition.wait(0) is False  # owned: waiting is allowed
+
+
+def test_waiting_on_a_reentrant_lock_held_twice_releases_it_and_restores_both_levels() -> None:
+    # RLock's _release_save/_acquire_restore are looked up at wait time, not stored.
+    lock = threading.RLock()
+    condition = Condition(lock)
+    entered = threading.Event()
+    state: dict[str, bool] = {"go": False, "restored": False}
+
+    def waiter() -> None:
+        with condition, condition:  # two levels
+            entered.set()
+            assert condition.wait_for(lambda: state["go"], timeout=10)
+        # Both levels were restored: leaving both with-blocks released the lock completely.
+        state["restored"] = lock.acquire(blocking=False)
+        if state["restored"]:
+            lock.release()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert entered.wait(10)
+    with condition:  # only possible if wait() released both levels
+        state["go"] = True
+        condition.notify()
+    thread.join(10)
+    assert state["restored"]
+    assert sorted(vars(condition)) == ["_lock", "_waiters"]  # no bound methods kept
+
+
+def test_notify_without_the_lock_raises_for_both_kinds_of_lock() -> None:
+    for lock in (threading.Lock(), threading.RLock()):
+        condition = Condition(lock)
+        with pytest.raises(RuntimeError, match="un-acquired"):
+            condition.notify()
+        with condition:
+            condition.notify()  # held: fine
