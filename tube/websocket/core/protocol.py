@@ -56,9 +56,10 @@ _CLOSE = Opcode.CLOSE.value
 _UNSET: object = object()
 
 # The two-byte headers of unmasked, unfragmented text and binary frames of 0-125 bytes, by
-# length: frame_message() looks its header up instead of building it.
+# length: the small-message paths look their header up instead of building it.
 _SMALL_TEXT_HEADERS = tuple(bytes((_TEXT | FIN, n)) for n in range(126))
 _SMALL_BINARY_HEADERS = tuple(bytes((_BINARY | FIN, n)) for n in range(126))
+_SMALL_HEADERS = {_TEXT: _SMALL_TEXT_HEADERS, _BINARY: _SMALL_BINARY_HEADERS}
 
 
 class Role(enum.Enum):
@@ -324,7 +325,7 @@ class Protocol:
         ):
             # A server's small message, the most common case: one frame with a two-byte
             # header and no mask (what serialize_frame builds, without its general cases).
-            self._outgoing.append(bytes((opcode | FIN, len(payload))) + payload)
+            self._outgoing.append(_SMALL_HEADERS[opcode][len(payload)] + payload)
             return
         if self._deflate is not None and compress is not False:
             opcode, payload = self._compress(opcode, payload, compress)

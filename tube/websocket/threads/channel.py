@@ -134,7 +134,7 @@ class Incoming:
             else:
                 messages[head] = None  # taken: release it
                 self._head = head = head + 1
-                if head >= 64 and head * 2 >= len(messages):
+                if head >= 64:  # _compact_locked() decides; the call is rare
                     self._compact_locked()
             # message_size() inlined: this runs once per message.
             if type(message) is bytes or message.isascii():
