@@ -273,6 +273,7 @@ class Server:
                     connection._abort("the client left during the opening handshake")
                     return False
             request, consumed = parsed
+            request.remote_address = connection.remote_address
             connection.request = request
             # Hold further frames in the kernel until the WebSocket is open.
             connection._reading.pause(PAUSED_TO_HOLD)

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import HandshakeError, InvalidHandshake
 
@@ -115,12 +116,19 @@ class Request:
         target: The request target as sent, e.g. ``"/chat?room=1"``.
         version: The protocol version, e.g. ``"HTTP/1.1"``.
         headers: The header fields, in order.
+        remote_address: Who sent it, as the server's socket gives the peer's address (e.g.
+            ``("203.0.113.9", 50312)``), set by the server that received the request (the
+            threaded and asyncio ``serve()``, ``http.server``, WSGI's ``REMOTE_ADDR``, ASGI's
+            ``client``); ``None`` for a request we build or parse ourselves. Not part of the
+            head: :meth:`to_bytes` ignores it and it takes no part in comparisons. Behind a
+            proxy it is the proxy's address; forwarded headers are the application's to trust.
     """
 
     method: str
     target: str
     version: str
     headers: Headers
+    remote_address: Any = field(default=None, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         """Serialise the head, blank line included.

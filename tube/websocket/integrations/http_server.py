@@ -169,7 +169,9 @@ def _parsed_request(handler: BaseHTTPRequestHandler) -> Request:
     # A line without a colon ends http.server's headers: the rest, unseen, is the "payload".
     if handler.headers.defects or handler.headers.get_payload():
         raise HandshakeError(400, "expected header lines 'name: value', got a malformed line")
-    return Request(handler.command, handler.path, handler.request_version, headers)
+    request = Request(handler.command, handler.path, handler.request_version, headers)
+    request.remote_address = handler.client_address
+    return request
 
 
 def _detach_files(handler: BaseHTTPRequestHandler) -> None:

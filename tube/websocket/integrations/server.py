@@ -351,6 +351,7 @@ class Server:
                 close_socket(sock)  # the client left without a request: nothing to answer
                 return None
             request, initial_data = head
+            request.remote_address = _address(sock)
             if request.method != "GET" and request.method != "HEAD":
                 # What http.server answers for a method without a do_ handler.
                 raise HandshakeError(501, f"unsupported method {request.method!r}")
@@ -450,6 +451,14 @@ def _internal_error() -> Response:
     """The answer when our side failed: 500, and no detail for the client."""
     headers = [("Content-Type", "text/plain; charset=utf-8")]
     return Response(500, "Internal Server Error", headers, b"internal server error\n")
+
+
+def _address(sock: socket.socket) -> Any:
+    """The client's socket address, or None once it left."""
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
 
 
 def _peer(sock: socket.socket) -> str:

@@ -260,6 +260,7 @@ class UvicornProtocol(asyncio.Protocol):
             if parsed is None:
                 raise HandshakeError(400, "expected a complete request head")
             request, consumed = parsed
+            request.remote_address = transport.get_extra_info("peername")
             negotiated = Negotiated()
             options = self.options
             response, _ = accept_request(

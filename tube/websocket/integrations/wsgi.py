@@ -277,12 +277,17 @@ def request_from_environ(environ: Mapping[str, Any]) -> Request:
         else:
             continue
         headers.append(("-".join(part.capitalize() for part in name.split("_")), value))
-    return Request(
+    request = Request(
         str(environ.get("REQUEST_METHOD", "GET")),
         target,
         str(environ.get("SERVER_PROTOCOL", "HTTP/1.0")),
         headers,
     )
+    address = environ.get("REMOTE_ADDR")
+    if isinstance(address, str) and address:
+        port = environ.get("REMOTE_PORT")
+        request.remote_address = (address, int(port) if str(port).isdigit() else 0)
+    return request
 
 
 def _server_socket(environ: Mapping[str, Any]) -> tuple[socket.socket, str]:
