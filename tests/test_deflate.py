@@ -3,6 +3,7 @@ Protocol receiving and sending compressed messages (round trips, RSV1 rules, bom
 
 from __future__ import annotations
 
+import gc
 import os
 import tracemalloc
 import zlib
@@ -726,3 +727,29 @@ def test_bomb_over_10000_tiny_frames_fails_with_1009_in_flat_memory(bomb: bytes)
     events, peak = run_bounded(frames)
     assert failure(events).close_code == 1009
     assert peak < MEMORY_BOUND, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_refused_bomb_is_freed_at_once_without_the_cyclic_collector(bomb: bytes) -> None:
+    # Issue 22 §1: the MessageTooBig's traceback reached decompress()'s output buffer (the
+    # limit plus one byte) and the receiver's event list, which holds the failure that holds
+    # the error: a cycle only the collector freed. With the collector off, memory must still
+    # come back as soon as the events are dropped, and the kept error must hold no frame.
+    data = frame(2, bomb, rsv=4)
+    limit = 4 << 20
+    gc.disable()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        errors = []
+        for _ in range(3):
+            server = Protocol(Role.SERVER, max_message_size=limit, deflate=params())
+            events = server.receive_data(data)
+            errors.append(failure(events))  # a transport keeps the error until it commits it
+            del server, events
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert all(error.close_code == 1009 for error in errors)
+    assert all(error.__traceback__ is None for error in errors)
+    assert held < limit // 4, f"{held / 2**20:.1f} MiB still allocated"

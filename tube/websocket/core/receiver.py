@@ -462,6 +462,11 @@ class Receiver:
         # returned before the failure must reach the application, and its replies to them the
         # peer, first. The transport calls fail() with the error's code once the application
         # has taken those messages (or a bound expired); until then sending stays possible.
+        # The error outlives this call (the transport keeps it until it commits it) but its
+        # traceback must not: it holds the frames of the parse, among them inflating's output
+        # (up to the size limit) and receive_data's event list, which holds this failure: a
+        # cycle that only the cyclic collector would free (issue 22 §1).
+        error.__traceback__ = None
         self.stop()
         return ProtocolFailure(error)
 
