@@ -1,0 +1,1 @@
+"""The Tube relay: an end-to-end-encrypted file relay (server, protocol, peers)."""
