@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +13,7 @@ from tube.websocket.core.errors import HandshakeError, InvalidHandshake
 from tube.websocket.core.http import (
     MAX_HEADERS,
     MAX_LINE_SIZE,
+    HeadScanner,
     Request,
     Response,
     get_header,
@@ -501,3 +503,86 @@ def test_too_many_headers_rejected_early(chunk_sizes: list[int]) -> None:
     assert error.status == 431
     # The error comes with the chunk that completes the 129th header line.
     assert buffered < len(head_with_headers(MAX_HEADERS + 2)) + 700
+
+
+# ------------------------------------------------------------------------ HeadScanner
+
+
+def first_answer(stream: bytes, cuts: list[int], every_read: bool) -> tuple[int, object]:
+    """Feed ``stream`` in reads ending at ``cuts``; parse after every read or when the scanner
+    says so. Returns the read at which the parser first answered, and its answer."""
+    scanner = HeadScanner()
+    buffer = bytearray()
+    start = 0
+    for index, cut in enumerate([*cuts, len(stream)]):
+        buffer += stream[start:cut]
+        start = max(start, cut)
+        if every_read or scanner.ready(buffer):
+            try:
+                result = parse_request_head(buffer)
+            except HandshakeError as error:
+                return index, (error.status, str(error))
+            if result is not None:
+                return index, result
+    return -1, None
+
+
+HEAD_PARTS = st.sampled_from(
+    [
+        b"GET",
+        b" ",
+        b"/",
+        b"HTTP/1.1",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b":",
+        b"X",
+        b"\t",
+        b"\x00",
+        b"\r\n\r\n",
+    ]
+)
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.lists(HEAD_PARTS, max_size=40), requests()), st.data())
+def test_the_scanner_answers_at_the_same_read_as_parsing_every_read(
+    head: list[bytes] | Request, data: st.DataObject
+) -> None:
+    # Issue 22 §2: parsing only when HeadScanner.ready() says so changes neither the answer
+    # nor the read it comes with (an early 400, 414 or 431 stays early).
+    stream = head.to_bytes() if isinstance(head, Request) else b"".join(head)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    assert first_answer(stream, cuts, every_read=False) == first_answer(
+        stream, cuts, every_read=True
+    )
+
+
+@settings(max_examples=20)
+@given(st.sampled_from([b"GET /" + b"a" * 20_000, head_with_headers(10 * MAX_HEADERS)]), CHUNKS)
+def test_the_scanner_answers_limits_at_the_same_read(stream: bytes, chunk_sizes: list[int]) -> None:
+    cuts = list(itertools.accumulate(chunk_sizes))
+    assert first_answer(stream, cuts, every_read=False) == first_answer(
+        stream, cuts, every_read=True
+    )
+
+
+def test_a_dribbled_head_is_parsed_a_bounded_number_of_times() -> None:
+    # 100 header lines of about 8 KB (within the limits), arriving 100 bytes at a time: 8,000
+    # reads, of which at most three are worth a parse (first line, blank line).
+    stream = (
+        b"GET / HTTP/1.1\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (n, b"v" * 8000) for n in range(100))
+        + b"\r\n"
+    )
+    scanner = HeadScanner()
+    buffer = bytearray()
+    parses = 0
+    for start in range(0, len(stream), 100):
+        buffer += stream[start : start + 100]
+        if scanner.ready(buffer):
+            parses += 1
+            result = parse_request_head(buffer)
+    assert result is not None and len(result[0].headers) == 100
+    assert parses <= 3

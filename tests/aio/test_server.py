@@ -14,6 +14,9 @@ import textwrap
 import pytest
 
 from tube.websocket import ConnectionClosed, HandshakeRejected, aio
+from tube.websocket.aio import server as server_module
+from tube.websocket.aio.opening import HeadBuffer
+from tube.websocket.core.http import parse_request_head
 
 from .conftest import RawPeer, echo, next_message, run
 
@@ -235,3 +238,47 @@ def test_at_the_fd_limit_the_server_backs_off_and_keeps_serving(
         run(main)
     warnings = [r for r in caplog.records if "cannot accept" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_dribbled_request_head_is_parsed_in_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 22 §2: the server re-parsed the whole head after every read, work in the square of
+    # the head's size. Count the bytes handed to the parser while a 100 KB head (within the
+    # limits) arrives one read per 1,000 bytes: each write waits until the server took it in.
+    scanned: list[int] = []
+
+    def counting_parse(data: bytes | bytearray) -> object:
+        scanned.append(len(data))
+        return parse_request_head(data)
+
+    monkeypatch.setattr(server_module, "parse_request_head", counting_parse)
+    fed = asyncio.Event()
+    feed = HeadBuffer.feed
+
+    def feed_and_tell(self: HeadBuffer, chunk: memoryview) -> None:
+        feed(self, chunk)
+        fed.set()
+
+    monkeypatch.setattr(HeadBuffer, "feed", feed_and_tell)
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    head = (
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        + "".join(f"X-{n}: {'v' * 1000}\r\n" for n in range(100))
+        + "\r\n"
+    ).encode()
+
+    async def main() -> None:
+        async with aio.serve(echo, "127.0.0.1", 0) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            for start in range(0, len(head), 1000):
+                fed.clear()
+                writer.write(head[start : start + 1000])
+                await fed.wait()
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)
+    # Parsing after each of the 102 reads scanned about 5 MB; linear work scans the head a
+    # few times at most (the first line, then the whole head at its blank line).
+    assert len(scanned) <= 3 and sum(scanned) <= 2 * len(head), scanned

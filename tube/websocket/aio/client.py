@@ -24,7 +24,14 @@ from ..core import uri as urls
 from ..core.deflate import DeflateOptions
 from ..core.errors import InvalidHandshake, OpenTimeout
 from ..core.handshake import Negotiated
-from ..core.http import Request, Response, decode_chunked, get_header, parse_response_head
+from ..core.http import (
+    HeadScanner,
+    Request,
+    Response,
+    decode_chunked,
+    get_header,
+    parse_response_head,
+)
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
 from .connection import Connection
@@ -192,10 +199,12 @@ async def _read_response(connection: Connection) -> tuple[Response, int]:
     """Read until the response head is complete; the core's parser bounds it."""
     head = connection._head
     assert head is not None
+    scanner = HeadScanner()  # parse only when it may answer: linear in the head's size
     while True:
-        parsed = parse_response_head(head.data)
-        if parsed is not None:
-            return parsed
+        if scanner.ready(head.data):
+            parsed = parse_response_head(head.data)
+            if parsed is not None:
+                return parsed
         if not await head.more():
             received = bytes(head.data)
             how = "in the middle of its handshake response" if received else "without answering"

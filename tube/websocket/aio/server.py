@@ -26,7 +26,7 @@ from typing import Any
 
 from ..core.errors import HandshakeError
 from ..core.handshake import rejection_response
-from ..core.http import Request, Response, parse_request_head
+from ..core.http import HeadScanner, Request, Response, parse_request_head
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
 from .connection import Connection
@@ -264,11 +264,13 @@ class Server:
         """Read and answer the opening request; True once the connection is a WebSocket."""
         head = connection._head
         assert head is not None
+        scanner = HeadScanner()  # parse only when it may answer: linear in the head's size
         try:
             while True:
-                parsed = parse_request_head(head.data)
-                if parsed is not None:
-                    break
+                if scanner.ready(head.data):
+                    parsed = parse_request_head(head.data)
+                    if parsed is not None:
+                        break
                 if not await head.more():
                     connection._abort("the client left during the opening handshake")
                     return False

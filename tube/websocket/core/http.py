@@ -10,8 +10,9 @@ head at most :data:`MAX_HEADERS` header lines. A limit is enforced as soon as it
 while the head is still incomplete, so a peer can never make the caller buffer more than about
 ``MAX_LINE_SIZE * (MAX_HEADERS + 1)`` bytes (about 1 MiB) waiting for the blank line. The parse
 functions are stateless: each call rescans the bytes given, at C speed and never past that bound,
-so a transport should still put a deadline on the whole opening handshake (a peer trickling one
-byte at a time costs one rescan per byte).
+so a transport should still put a deadline on the whole opening handshake, and call them only
+when :class:`HeadScanner` says a read made it worth it (a rescan per read would cost the square of
+the head's size).
 
 Deliberate strictness (RFC 9112 §2.2 and §5.2 allow some leniency; we do not take it):
 
@@ -40,6 +41,7 @@ from .errors import HandshakeError, InvalidHandshake
 __all__ = [
     "MAX_HEADERS",
     "MAX_LINE_SIZE",
+    "HeadScanner",
     "Headers",
     "Request",
     "Response",
@@ -315,6 +317,54 @@ def _split_head(
         name, _, value = line.partition(":")
         append((name, value.strip(" \t")))
     return start_line, headers, end + 4
+
+
+class HeadScanner:
+    """Tells when a head arriving in pieces is worth parsing, looking at each byte once.
+
+    The parse functions are stateless and rescan everything they are given; a transport that
+    called them after every read would do work in the square of the head's size (a peer
+    dribbling a 1 MiB head in 100-byte reads: about 10,000 rescans). A transport asks
+    :meth:`ready` after each read instead, and parses only when the parser may now answer
+    something other than "incomplete": the blank line arrived, the first line is complete (an
+    empty one is refused at once), a bare LF arrived, or a limit is broken (a line longer than
+    ``max_line_size``, more than ``max_headers`` header lines). That happens at most a few times
+    per head, so the work is linear in the bytes received.
+
+    Concurrency: not thread-safe; one per head being received.
+    """
+
+    __slots__ = ("_line_start", "_lines", "_max_headers", "_max_line", "_scanned")
+
+    def __init__(self, *, max_line_size: int = MAX_LINE_SIZE, max_headers: int = MAX_HEADERS):
+        self._max_line = max_line_size
+        self._max_headers = max_headers
+        self._scanned = 0  # bytes of the head looked at so far
+        self._lines = 0  # complete lines so far
+        self._line_start = 0  # where the partial last line starts
+
+    def ready(self, data: bytes | bytearray) -> bool:
+        """Look at the bytes added to ``data`` since the last call; True if it is worth parsing.
+
+        Args:
+            data: Everything received so far (the same growing buffer on every call).
+        """
+        start = self._scanned
+        end = self._scanned = len(data)
+        lines = data.count(b"\n", start, end)
+        if lines:
+            # The blank line, or a bare LF: look back over the bytes that pair with new ones.
+            if data.find(_CRLF2, max(0, start - 3), end) >= 0:
+                return True
+            if data.count(b"\r\n", max(0, start - 1), end) != lines:
+                return True
+            first_line = self._lines == 0
+            self._lines += lines
+            self._line_start = data.rfind(b"\n", start, end) + 1
+            if first_line or self._lines > self._max_headers + 1:
+                return True
+        # The partial line may end with the CR of its CRLF, hence the + 1 (as the parser).
+        return end - self._line_start > self._max_line + 1
 
 
 def parse_request_head(
