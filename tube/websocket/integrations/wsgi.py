@@ -285,8 +285,8 @@ def request_from_environ(environ: Mapping[str, Any]) -> Request:
     )
     address = environ.get("REMOTE_ADDR")
     if isinstance(address, str) and address:
-        port = environ.get("REMOTE_PORT")
-        request.remote_address = (address, int(port) if str(port).isdigit() else 0)
+        port = str(environ.get("REMOTE_PORT"))
+        request.remote_address = (address, int(port) if port.isdigit() else 0)
     return request
 
 
