@@ -178,7 +178,7 @@ def test_commitment() -> None:
 
 def test_file_id() -> None:
     salt = bytes(16)
-    encoded = lv_cat(salt, "a.txt".encode(), (5).to_bytes(8, "big"), (7).to_bytes(8, "big"))
+    encoded = lv_cat(salt, b"a.txt", (5).to_bytes(8, "big"), (7).to_bytes(8, "big"))
     assert file_id(salt, "a.txt", 5, 7) == hashlib.sha256(encoded).digest()[:16]
     assert len(file_id(salt, "a.txt", 5, 7)) == 16
     # The length prefixes keep name and salt apart.
