@@ -55,10 +55,14 @@ def file_bytes(offset: int, length: int) -> bytes:
     return bytes((offset + i) % 251 for i in range(length))
 
 
+def b64u(data: bytes) -> str:
+    """Unpadded base64url, as the protocol's JSON carries bytes (peer.py's ``b64u``)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 def link_code() -> str:
     """The link-mode code: nameplate, a dot, 16 secret bytes as 22 base64url characters."""
-    secret = base64.urlsafe_b64encode(fixed("link secret", 16)).rstrip(b"=").decode()
-    return f"4821.{secret}"
+    return f"4821.{b64u(fixed('link secret', 16))}"
 
 
 def cpace_run(code: str, label: str) -> tuple[dict[str, Any], CPace, bytes]:
@@ -137,14 +141,14 @@ def build() -> dict[str, Any]:
 
     offer = {
         "t": "offer",
-        "file_id": base64.b64encode(the_file_id).decode(),
+        "file_id": b64u(the_file_id),
         "name": name,
         "size": size,
         "type": "text/plain",
         "lastModified": last_modified,
         "chunk": CHUNK_SIZE,
         "epoch": epoch,
-        "nonce": base64.b64encode(stream_nonce).decode(),
+        "nonce": b64u(stream_nonce),
     }
     ack = {"t": "ack", "through": 0, "window": 16}
 
