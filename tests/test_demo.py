@@ -1,4 +1,4 @@
-"""The demo application, ``python -m tube``, run as a user would: a subprocess on a free port."""
+"""The demo, ``python -m tube.demo``, run as a user would: a subprocess on a free port."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def read_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
 @pytest.fixture
 def demo() -> Iterator[Demo]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tube", "--port", "0"],
+        [sys.executable, "-m", "tube.demo", "--port", "0"],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -1,6 +1,9 @@
-"""``python -m tube``: run the chat demo (see :mod:`tube.demo`)."""
+"""``python -m tube``: run the relay and its page (``send FILE`` / ``receive CODE``: the peer).
 
-from tube.demo.server import main
+The chat demo is ``python -m tube.demo``.
+"""
+
+from tube.relay.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -325,9 +325,9 @@ def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m tube``; returns the exit status."""
+    """Entry point of ``python -m tube.demo``; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m tube",
+        prog="python -m tube.demo",
         description="Tube chat demo: open the printed URL in several browser tabs and chat.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -345,5 +345,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         serve(args.host, args.port)
     except OSError as error:
-        parser.exit(1, f"python -m tube: cannot listen on {args.host}:{args.port}: {error}\n")
+        parser.exit(1, f"python -m tube.demo: cannot listen on {args.host}:{args.port}: {error}\n")
     return 0

@@ -1,0 +1,166 @@
+"""``python -m tube``: run the relay and its page; ``send`` and ``receive`` run the peer.
+
+``python -m tube [serve] [--host H] [--port P] ...`` starts the relay and prints
+``Tube relay on http://H:P/`` once it listens. SIGTERM and Ctrl-C drain it: every WebSocket is
+closed with 1001 (going away) and the process exits 0. ``python -m tube send FILE`` and
+``python -m tube receive CODE`` are the command-line peer (:mod:`tube.relay.cli`, which needs
+the ``relay-cli`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+
+from .limits import Limits
+
+__all__ = ["main", "serve_main"]
+
+logger = logging.getLogger("tube.relay")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tube",
+        description=(
+            "Tube: an end-to-end-encrypted file relay. Runs the relay and its page; open the "
+            "printed URL in two browsers, or use 'python -m tube send FILE' and "
+            "'python -m tube receive CODE'."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    parser.add_argument("--certfile", "--tls-cert", help="TLS certificate (PEM): serve https/wss")
+    parser.add_argument("--keyfile", "--tls-key", help="TLS private key (PEM)")
+    parser.add_argument(
+        "--trust-proxy",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="a proxy whose forwarded client address counts (repeatable)",
+    )
+    parser.add_argument(
+        "--client-ip-header",
+        default="X-Forwarded-For",
+        help="the header a trusted proxy puts the client address in (right-most entry counts)",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin allowed besides the relay's own (repeatable), e.g. https://example.com",
+    )
+    parser.add_argument("--metrics", action="store_true", help="serve /metrics (Prometheus)")
+    parser.add_argument(
+        "--max-bytes", type=int, default=Limits().max_bytes, help="bytes one pair may forward"
+    )
+    parser.add_argument(
+        "--idle", type=float, default=Limits().idle_s, help="seconds a stalled receiver may hold"
+    )
+    parser.add_argument(
+        "--wait", type=float, default=Limits().wait_s, help="seconds a code waits for a receiver"
+    )
+    parser.add_argument(
+        "--grace", type=float, default=Limits().grace_s, help="seconds a dropped side may resume"
+    )
+    parser.add_argument(
+        "--pairs-per-ip", type=int, default=Limits().pairs_per_ip, help="transfers per address"
+    )
+    parser.add_argument("--reuse-port", action="store_true", help="share the port (SO_REUSEPORT)")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="logging level (default: warning)",
+    )
+    return parser
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    """Run the relay until SIGTERM or Ctrl-C; the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    from .server import RelayConfig  # imported here: `--help` stays light
+
+    try:
+        limits = Limits(
+            max_bytes=args.max_bytes,
+            idle_s=args.idle,
+            wait_s=args.wait,
+            grace_s=args.grace,
+            pairs_per_ip=args.pairs_per_ip,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    context = None
+    if args.certfile or args.keyfile:
+        if not (args.certfile and args.keyfile):
+            parser.error("--certfile and --keyfile go together")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as error:
+            parser.exit(2, f"python -m tube: cannot load the TLS certificate: {error}\n")
+    origins = tuple(args.allow_origin)
+    config = RelayConfig(
+        host=args.host,
+        port=args.port,
+        ssl=context,
+        trusted_proxies=frozenset(args.trust_proxy),
+        client_ip_header=args.client_ip_header,
+        allowed_origins=origins,
+        metrics=args.metrics,
+        limits=limits,
+        reuse_port=args.reuse_port,
+    )
+    try:
+        return asyncio.run(_run(config))
+    except ValueError as error:  # an invalid origin, ...
+        parser.exit(2, f"python -m tube: {error}\n")
+    except OSError as error:
+        parser.exit(1, f"python -m tube: cannot listen on {args.host}:{args.port}: {error}\n")
+
+
+async def _run(config: object) -> int:
+    from .server import RelayConfig, RelayServer
+
+    assert isinstance(config, RelayConfig)
+    relay = RelayServer(config)
+    await relay.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    scheme = "https" if config.ssl is not None else "http"
+    host = config.host if ":" not in config.host else f"[{config.host}]"
+    print(f"Tube relay on {scheme}://{host}:{relay.port}/", flush=True)  # noqa: T201
+    try:
+        await stop.wait()
+    finally:
+        logger.info("draining: closing every connection with 1001")
+        await relay.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tube``: dispatch to the relay, or to the ``send``/``receive`` peer."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in ("send", "receive"):
+        from .cli import main as peer_main  # the peer needs the optional crypto extra
+
+        status: int = peer_main(arguments)
+        return status
+    if arguments and arguments[0] == "serve":
+        arguments = arguments[1:]
+    return serve_main(arguments)

@@ -1,0 +1,276 @@
+"""The relay's plain HTTP: the page and its assets, allocation, health and metrics.
+
+Everything that is not a WebSocket upgrade on ``/v1/relay`` is answered here, through the
+asyncio server's ``process_request``:
+
+=========================  ==================================================================
+``GET /``                  the page (``static/index.html``, its asset names filled in)
+``GET /s/<hash>/<path>``   a static file under its content hash, cached as ``immutable``
+``POST /v1/nameplates``    ``201 {"nameplate": "4821", "expires_in": 600}``, or 429/503
+``GET /healthz``           ``200 ok`` (for load balancers)
+``GET /metrics``           Prometheus text (only with ``--metrics``); aggregates only
+``GET /v1/relay[/N]``      ``None``: the upgrade goes on (the library checks Origin: 403)
+=========================  ==================================================================
+
+Asset names carry the first 16 hex digits of the file's SHA-256 and the page refers to them
+with Subresource Integrity, so a copy of the page can be checked against published hashes
+(relay-design §1, §6). HTML goes out with a strict Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import mimetypes
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..websocket.aio import http_response
+from ..websocket.core.http import Request, Response, get_header
+from .core import Allocation
+
+__all__ = [
+    "HTML_HEADERS",
+    "Assets",
+    "client_address",
+    "nameplate_of",
+    "rate_key",
+]
+
+#: Headers of every HTML page (relay-design §1: the served-JavaScript caveat).
+HTML_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-cache"),
+)
+
+_COMMON = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+
+_RELAY_PATH = re.compile(r"/v1/relay(?:/([1-9][0-9]{2,7}))?")
+_TEMPLATE = re.compile(r"\{\{(asset|sri):([A-Za-z0-9_./-]+)\}\}")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def nameplate_of(target: str) -> tuple[bool, str | None]:
+    """``(True, nameplate)`` for ``/v1/relay/<nameplate>``, ``(True, None)`` for ``/v1/relay``,
+    ``(False, None)`` for any other target (the query string is ignored)."""
+    match = _RELAY_PATH.fullmatch(target.partition("?")[0])
+    if match is None:
+        return False, None
+    return True, match.group(1)
+
+
+def client_address(
+    request: Request, trusted_proxies: frozenset[str], header: str = "X-Forwarded-For"
+) -> str:
+    """The client's address: the TCP peer, unless that peer is a proxy we trust.
+
+    Only when the connection comes from an address in ``trusted_proxies`` does ``header``
+    count, and then only its right-most entry: the address that proxy saw (the entries before
+    it were written by whoever connected to the proxy, so anyone could forge them).
+    """
+    peer = request.remote_address
+    address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+    address = _canonical(address) or address
+    if address in trusted_proxies:
+        value = get_header(request.headers, header)
+        if value:
+            forwarded = _canonical(value.rsplit(",", 1)[-1].strip())
+            if forwarded is not None:
+                return forwarded
+    return address
+
+
+def _canonical(text: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def rate_key(address: str) -> str:
+    """The key rate limits count under: an IPv4 address, or an IPv6 address's /64 network.
+
+    One IPv6 subscriber usually holds a whole /64: counting single addresses would let one
+    person claim codes from 2^64 addresses.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
+
+
+@dataclass(frozen=True, slots=True)
+class _Asset:
+    url: str
+    body: bytes
+    content_type: str
+    integrity: str
+
+
+class Assets:
+    """The static files, read and hashed once, served under content-hashed names.
+
+    ``index.html`` is a template: ``{{asset:app.js}}`` becomes the file's hashed URL and
+    ``{{sri:app.js}}`` its ``sha384-…`` integrity value.
+    """
+
+    def __init__(self, root: Path = STATIC_DIR) -> None:
+        self.root = root
+        self._by_url: dict[str, _Asset] = {}
+        self._by_name: dict[str, _Asset] = {}
+        for path in sorted(root.rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            name = path.relative_to(root).as_posix()
+            if name == "index.html":
+                continue
+            body = path.read_bytes()
+            digest = hashlib.sha256(body).hexdigest()[:16]
+            integrity = "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
+            asset = _Asset(f"/s/{digest}/{name}", body, _content_type(name), integrity)
+            self._by_url[asset.url] = asset
+            self._by_name[name] = asset
+        template = (root / "index.html").read_text(encoding="utf-8")
+        self.index = _TEMPLATE.sub(self._fill, template).encode("utf-8")
+
+    def _fill(self, match: re.Match[str]) -> str:
+        asset = self._by_name.get(match.group(2))
+        if asset is None:
+            raise ValueError(f"index.html refers to a missing static file: {match.group(2)}")
+        return asset.url if match.group(1) == "asset" else asset.integrity
+
+    def get(self, path: str) -> _Asset | None:
+        """The asset served at ``path`` (``/s/<hash>/<name>``), or None."""
+        return self._by_url.get(path)
+
+    def urls(self) -> Iterable[str]:
+        """Every asset URL (for tests and published hashes)."""
+        return self._by_url.keys()
+
+
+def _content_type(name: str) -> str:
+    if name.endswith((".js", ".mjs")):
+        return "text/javascript; charset=utf-8"
+    if name.endswith(".txt"):
+        return "text/plain; charset=utf-8"
+    guessed = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+def _strip_body(response: Response, method: str) -> Response:
+    if method == "HEAD":
+        return Response(response.status, response.reason, response.headers, b"")
+    return response
+
+
+class Web:
+    """``process_request`` of the relay's server: every plain HTTP answer.
+
+    Args:
+        allocate: ``allocate(request)`` → an :class:`~tube.relay.core.Allocation` or a
+            refusal; awaited (the registry may be asked).
+        metrics: ``metrics()`` → the Prometheus text, or None when ``/metrics`` is off.
+        assets: The static files.
+    """
+
+    def __init__(
+        self,
+        allocate: Callable[[Request], Any],
+        metrics: Callable[[], str] | None,
+        assets: Assets,
+    ) -> None:
+        self._allocate = allocate
+        self._metrics = metrics
+        self.assets = assets
+
+    async def __call__(self, request: Request) -> Response | None:
+        """Answer ``request``, or return None to let a relay upgrade go on."""
+        path = request.target.partition("?")[0]
+        method = request.method
+        is_relay, _ = nameplate_of(request.target)
+        if is_relay:
+            if method != "GET":
+                return _plain(405, "use GET with a WebSocket upgrade\n", [("Allow", "GET")])
+            if not get_header(request.headers, "Upgrade"):
+                return _plain(
+                    426,
+                    "this is a WebSocket endpoint (tube.relay.v1)\n",
+                    [("Upgrade", "websocket")],
+                )
+            return None
+        if path == "/v1/nameplates":
+            if method != "POST":
+                return _plain(405, "use POST to get a nameplate\n", [("Allow", "POST")])
+            return await self._allocation(request)
+        if method not in ("GET", "HEAD"):
+            return _plain(405, "method not allowed\n", [("Allow", "GET, HEAD")])
+        if path == "/" or path == "/index.html":
+            response = http_response(
+                200,
+                self.assets.index,
+                headers=HTML_HEADERS,
+                content_type="text/html; charset=utf-8",
+            )
+            return _strip_body(response, method)
+        if path == "/healthz":
+            return _strip_body(_plain(200, "ok\n"), method)
+        if path == "/metrics" and self._metrics is not None:
+            body = self._metrics()
+            response = http_response(
+                200, body, headers=_COMMON, content_type="text/plain; version=0.0.4; charset=utf-8"
+            )
+            return _strip_body(response, method)
+        asset = self.assets.get(path)
+        if asset is not None:
+            headers = (*_COMMON, ("Cache-Control", "public, max-age=31536000, immutable"))
+            response = http_response(
+                200, asset.body, headers=headers, content_type=asset.content_type
+            )
+            return _strip_body(response, method)
+        return _strip_body(_plain(404, "not found\n"), method)
+
+    async def _allocation(self, request: Request) -> Response:
+        length = get_header(request.headers, "Content-Length")
+        if get_header(request.headers, "Transfer-Encoding") or (length not in (None, "0")):
+            return _plain(400, "POST /v1/nameplates takes an empty body\n")
+        result = await self._allocate(request)
+        if isinstance(result, Allocation):
+            body = json.dumps(
+                {"nameplate": result.nameplate, "expires_in": round(result.expires_in)}
+            )
+            return http_response(
+                201,
+                body + "\n",
+                headers=(*_COMMON, ("Cache-Control", "no-store")),
+                content_type="application/json",
+            )
+        retry = str(max(1, round(result.retry_after)))
+        body = json.dumps({"error": result.reason, "retry_after": int(retry)})
+        return http_response(
+            result.status,
+            body + "\n",
+            headers=(*_COMMON, ("Retry-After", retry), ("Cache-Control", "no-store")),
+            content_type="application/json",
+        )
+
+
+def _plain(status: int, text: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    return http_response(status, text, headers=(*_COMMON, *headers))
