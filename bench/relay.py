@@ -591,7 +591,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="16 MiB per pair, 8 MiB slow, 1 repetition (for development)",
+        help="16 MiB per pair (slow: 16 MiB), 1 repetition (for development)",
     )
     parser.add_argument("--output", type=Path, help="markdown report (JSON written beside it)")
     parser.add_argument("--no-install", action="store_true", help="fail if the peer is missing")
@@ -599,7 +599,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.repetitions = 1
         args.size = min(args.size, 16 * MIB)
-        args.slow_size = min(args.slow_size, 8 * MIB)
+        args.slow_size = min(args.slow_size, 16 * MIB)
     if args.output is None:
         args.output = BUILD / "relay-quick.md" if args.quick else BENCH / "results" / "relay.md"
     for name in args.systems.split(","):

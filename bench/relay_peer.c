@@ -51,6 +51,8 @@
 #define CHUNK 262144u
 #define PATTERN_SPAN 4096u
 #define SAMPLE_STEP 512u
+#define RECV_BURST 65536.0   /* a throttled receiver may run this far ahead of its rate */
+#define RECV_QUANTUM 32768.0 /* and reads only when it may take at least this much */
 
 static void die(const char *fmt, ...) {
     va_list ap;
@@ -687,8 +689,8 @@ static void on_readable(struct conn *c) {
     for (int rounds = 0; rounds < 4 && !c->closed; rounds++) {
         size_t want = sizeof rbuf;
         if (!c->is_sender && c->rate > 0 && !ending) {
-            double allowed = c->rate * (now_s() - t_start) + 65536 - (double)c->counted;
-            if (allowed < 1) {
+            double allowed = c->rate * (now_s() - t_start) + RECV_BURST - (double)c->counted;
+            if (allowed < RECV_QUANTUM) {
                 c->throttled = 1;
                 update_events(c);
                 return;
@@ -722,8 +724,8 @@ static void unthrottle(void) {
     for (int i = 0; i < nconns; i++) {
         struct conn *c = &conns[i];
         if (!c->throttled || c->closed) continue;
-        double budget = c->is_sender ? c->rate * t + FRAME : c->rate * t + 65536;
-        if ((double)c->counted < budget) {
+        double budget = c->is_sender ? c->rate * t + FRAME : c->rate * t + RECV_BURST - RECV_QUANTUM;
+        if ((double)c->counted <= budget) {
             c->throttled = 0;
             if (c->is_sender) flush_out(c);
             else update_events(c);
