@@ -31,7 +31,18 @@ from typing import Any
 
 from ..websocket import ConnectionClosed, aio
 from ..websocket.core.http import Request
-from .core import SUBPROTOCOL, Action, Allocation, Close, Forget, Refusal, Relay, Send, TrackRid
+from .core import (
+    STALLED,
+    SUBPROTOCOL,
+    Action,
+    Allocation,
+    Close,
+    Forget,
+    Refusal,
+    Relay,
+    Send,
+    TrackRid,
+)
 from .limits import Limits
 from .registry import InMemoryRegistry, Registry
 from .web import Assets, Web, client_address, nameplate_of, rate_key
@@ -208,6 +219,7 @@ class RelayServer:
                     self._apply(actions)
                 if target is None:
                     continue
+                self._rearm()  # the first frame in flight arms the stall timer
                 destination = self._links.get(target)
                 if destination is None:
                     core.sent(cid, loop.time())
@@ -234,6 +246,16 @@ class RelayServer:
                 link = self._links.get(action.cid)
                 if link is not None:
                     self._spawn(link.close(action.code, action.reason))
+                    transport = link.transport
+                    if (
+                        action.code == STALLED
+                        and transport is not None
+                        and transport.get_write_buffer_size()
+                    ):
+                        # It reads nothing: our close frame would wait behind the stuck
+                        # bytes for close_give_up_time, and so would the forwarding task
+                        # of its peer, which is then told 4008 without delay.
+                        transport.abort()
                 if action.code != 1000:
                     logger.debug(
                         "closing connection %d: %d %s", action.cid, action.code, action.reason
