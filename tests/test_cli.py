@@ -339,3 +339,14 @@ def test_server_text_is_escaped_on_stderr() -> None:
     assert "\x1b" not in stderr and "\x07" not in stderr
     assert "403 Forbidden" in stderr
     assert "\\x1b[2J" in stderr
+
+
+def test_linger_0_loses_no_reply_from_a_tube_server(server: TubeServer) -> None:
+    # Issue 22 §6: a Tube server answers our close frame only once its handler asked for the
+    # message after the last one, so the replies to every line go out before its close frame.
+    lines = [f"line {i}" for i in range(1000)]
+    code, stdout, stderr = run_cli(
+        server.url(), "--linger", "0", stdin="".join(line + "\n" for line in lines)
+    )
+    assert code == 0, stderr
+    assert stdout.splitlines() == lines

@@ -1,4 +1,4 @@
-"""Issue 8 §1, §2: the order of events at the end of a connection, in both roles.
+"""Issue 8 §1, §2 and issue 22 §6: the order of events at the end of a connection, in both roles.
 
 ``incoming`` ends as soon as the closing handshake is complete (not when TCP ends), and a peer's
 protocol violation never overtakes the messages before it: the application's replies to them
@@ -8,15 +8,21 @@ server or the client role and a raw peer in the other.
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from tube.websocket import Connection, ConnectionClosed, is_closing, is_connected
+from tube.websocket import Connection, ConnectionClosed, aio, is_closing, is_connected
+from tube.websocket.core.options import ConnectionOptions
 from tube.websocket.core.protocol import Role
 
+from .aio.conftest import run
 from .conftest import RawPeer
 
 Pair = Callable[..., tuple[Connection, RawPeer]]
@@ -150,3 +156,127 @@ def test_closing_while_a_violation_waits_sends_the_violation_code(
     with pytest.raises(ConnectionClosed):
         connection.incoming.get(timeout=1)
     assert connection.close_code == 1007
+
+
+# ---------------------------------------------------------------- issue 22 §6: the peer's close
+#
+# A peer that sends its last messages and its close frame in one write must get the replies to
+# those messages before our answer to its close: the close is answered when the application asks
+# `incoming` for the item after the last message (or after close_reply_time). Both transports,
+# both roles.
+
+# The messages and the close frame of one write, and what a replying application answers.
+LAST_WORDS = ["one", "two"]
+CLOSE_REPLY_BOUND = 0.5  # close_reply_time with close_give_up_time=1.0 (half of it)
+
+
+def send_last_words(peer: RawPeer) -> None:
+    frames = [peer.frame_bytes(0x1, word.encode()) for word in LAST_WORDS]
+    peer.sock.sendall(b"".join(frames) + peer.frame_bytes(0x8, struct.pack("!H", 4000) + b"bye"))
+
+
+def expect_replies_then_close(peer: RawPeer) -> None:
+    assert [peer.recv_message() for _ in LAST_WORDS] == [w.upper() for w in LAST_WORDS]
+    close = peer.recv_data_frame()
+    assert (close.opcode, close.close_code) == (0x8, 4000)
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value)
+def test_replies_to_messages_before_the_peer_close_go_out_first(
+    socket_pair: Pair, role: Role
+) -> None:
+    connection, peer = socket_pair(role, ping_interval=None, close_give_up_time=30.0)
+
+    def reply() -> None:
+        for message in connection.incoming:
+            assert isinstance(message, str)
+            connection.send(message.upper())
+
+    thread = threading.Thread(target=reply, daemon=True)
+    thread.start()
+    send_last_words(peer)
+    expect_replies_then_close(peer)
+    thread.join(5)
+    assert not thread.is_alive()
+    assert (connection.close_code, connection.close_reason) == (4000, "bye")
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value)
+def test_the_peer_close_is_answered_after_the_bound_if_the_application_never_reads(
+    socket_pair: Pair, role: Role
+) -> None:
+    connection, peer = socket_pair(
+        role, ping_interval=None, close_give_up_time=2 * CLOSE_REPLY_BOUND
+    )
+    start = time.monotonic()
+    send_last_words(peer)
+    close = peer.recv_data_frame(timeout=5)
+    elapsed = time.monotonic() - start
+    assert (close.opcode, close.close_code) == (0x8, 4000)
+    # The bound, with 1.5 s of margin for a loaded machine (timer thread, scheduling).
+    assert CLOSE_REPLY_BOUND - 0.05 <= elapsed < CLOSE_REPLY_BOUND + 1.5, elapsed
+    assert [connection.incoming.get(timeout=1) for _ in LAST_WORDS] == LAST_WORDS
+    with pytest.raises(ConnectionClosed) as info:
+        connection.incoming.get(timeout=1)
+    assert info.value.code == 4000
+
+
+async def aio_pair(role: Role, **options: Any) -> tuple[aio.Connection, RawPeer]:
+    """An open asyncio connection in ``role`` on a socket pair's end; a raw peer on the other."""
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    settings = ConnectionOptions.from_kwargs(**options)
+    _, connection = await loop.connect_accepted_socket(lambda: aio.Connection(role, settings), ours)
+    connection._open(0, None, None)
+    return connection, RawPeer.on_socket(theirs, mask=role is Role.SERVER)
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value)
+def test_aio_replies_to_messages_before_the_peer_close_go_out_first(role: Role) -> None:
+    async def main() -> None:
+        connection, peer = await aio_pair(role, ping_interval=None, close_give_up_time=30.0)
+        try:
+
+            async def reply() -> None:
+                async for message in connection.incoming:
+                    assert isinstance(message, str)
+                    await connection.send(message.upper())
+
+            replying = asyncio.create_task(reply())
+            send_last_words(peer)
+            await asyncio.to_thread(expect_replies_then_close, peer)
+            async with asyncio.timeout(5):
+                await replying
+            assert (connection.close_code, connection.close_reason) == (4000, "bye")
+        finally:
+            peer.close()
+            await connection.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value)
+def test_aio_the_peer_close_is_answered_after_the_bound_if_the_application_never_reads(
+    role: Role,
+) -> None:
+    async def main() -> None:
+        connection, peer = await aio_pair(
+            role, ping_interval=None, close_give_up_time=2 * CLOSE_REPLY_BOUND
+        )
+        try:
+            start = time.monotonic()
+            send_last_words(peer)
+            close = await asyncio.to_thread(peer.recv_data_frame, 5)
+            elapsed = time.monotonic() - start
+            assert (close.opcode, close.close_code) == (0x8, 4000)
+            # The bound, with 1.5 s of margin for a loaded machine.
+            assert CLOSE_REPLY_BOUND - 0.05 <= elapsed < CLOSE_REPLY_BOUND + 1.5, elapsed
+            assert [await connection.incoming.get(timeout=1) for _ in LAST_WORDS] == LAST_WORDS
+            with pytest.raises(ConnectionClosed) as info:
+                await connection.incoming.get(timeout=1)
+            assert info.value.code == 4000
+        finally:
+            peer.close()
+            await connection.close()
+
+    run(main)

@@ -279,6 +279,50 @@ def test_remote_close_is_echoed_with_its_code() -> None:
     assert (server.close_code, server.close_reason) == (1001, "bye")
 
 
+def state_of(protocol: Protocol) -> State:
+    return protocol.state
+
+
+def test_a_close_answered_later_lets_data_out_first() -> None:
+    # Issue 22 §6, the core's half: with reply_close_later the peer's close frame waits for
+    # reply_close(), and messages can be sent meanwhile (RFC 6455 §5.5.1).
+    server = Protocol(Role.SERVER, reply_close_later=True)
+    events = server.receive_data(frame(TEXT, b"last") + frame(CLOSE, close_payload(4000, b"bye")))
+    assert events == [TextMessage("last"), CloseReceived(4000, "bye")]
+    assert sent_frames(server) == []
+    assert server.state is State.CLOSING and server.close_reply_pending
+    assert not server.should_close_transport()
+    assert (server.close_code, server.close_initiator) == (4000, "remote")
+    server.send_text("LAST")
+    server.reply_close()
+    assert sent_frames(server) == [(1, TEXT, b"LAST"), (1, CLOSE, close_payload(4000))]
+    # Read through a function: mypy would keep the CLOSING narrowed above.
+    assert state_of(server) is State.CLOSED and not server.close_reply_pending
+    assert server.should_close_transport()
+    server.reply_close()  # nothing pending any more
+    assert sent_frames(server) == []
+    with pytest.raises(ConnectionClosed):
+        server.send_text("too late")
+
+
+@pytest.mark.parametrize("answer", ["send_close", "fail", "eof"])
+def test_a_pending_close_answer_by_other_means(answer: str) -> None:
+    client = Protocol(Role.CLIENT, reply_close_later=True)
+    client.receive_data(frame(CLOSE, b"", key=None))
+    assert client.close_reply_pending
+    if answer == "send_close":
+        client.send_close(1001, "ignored")  # the answer echoes the peer's (empty) close
+        assert [f[1:] for f in sent_frames(client)] == [(CLOSE, b"")]
+    elif answer == "fail":
+        client.fail(1011)
+        assert [f[1:] for f in sent_frames(client)] == [(CLOSE, close_payload(1011))]
+    else:
+        client.receive_eof()
+        assert sent_frames(client) == []
+    assert client.state is State.CLOSED and not client.close_reply_pending
+    assert client.close_code == 1005
+
+
 def test_empty_close_is_echoed_empty_and_reported_as_1005() -> None:
     server = Protocol(Role.SERVER)
     assert server.receive_data(frame(CLOSE, b"")) == [CloseReceived(1005, "")]

@@ -4,11 +4,12 @@ Each line read from standard input is sent as a text message (without its line b
 message received is printed on standard output, text as it is and binary as a hex summary such as
 ``<binary 5 bytes: 68656c6c6f>``. At the end of standard input the client first waits for the
 replies still in flight: it keeps printing until no message has arrived for ``--linger`` seconds
-(1 by default), because a server stops sending as soon as it receives a close frame (RFC 6455
-§5.5.1), so closing at once would lose them. Then it runs the closing handshake (code 1000) and
-prints every message that arrives before the server's close frame. When the server closes first,
-the client stops without waiting for more input. The close code and reason are printed on
-standard error.
+(1 by default), because many servers stop sending as soon as they receive a close frame (RFC 6455
+§5.5.1), so closing at once would lose them. Tube's own servers answer the messages received
+before a close frame first (issue 22 §6): against them ``--linger 0`` loses nothing. Then it
+runs the closing handshake (code 1000) and prints every message that arrives before the server's
+close frame. When the server closes first, the client stops without waiting for more input. The
+close code and reason are printed on standard error.
 
 Exit status: 0 after a normal close (1000, 1001, or a close frame without a code), 1 after any
 other close, a failed handshake or a connection error (with the reason on standard error), 2 for
@@ -178,7 +179,7 @@ def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help=(
             "at the end of input, keep printing until no message arrived for this long, then "
-            "close (default: 1; 0 closes at once)"
+            "close (default: 1; 0 closes at once, which loses no reply from a Tube server)"
         ),
     )
     parser.add_argument(

@@ -6,10 +6,10 @@ count and by bytes, with high and low water marks: at a high mark the connection
 the transport (TCP then slows the peer down), under both low marks it resumes.
 
 Besides messages, the channel ends in one of two ways: :meth:`Incoming._end` (the closing
-handshake completed, or the connection failed or was lost) or :meth:`Incoming._fail_after`, a
-peer's protocol violation that takes effect only when the application asks for the message
-after the last good one (RFC 6455 §7.1.7 with the order of issue 8 §2): the violation is, in
-effect, the next item of the channel.
+handshake completed, or the connection failed or was lost) or :meth:`Incoming._end_after`, a
+peer's protocol violation (RFC 6455 §7.1.7 with the order of issue 8 §2) or close frame (issue 22
+§6) that takes effect only when the application asks for the message after the last one before
+it: the violation or the close is, in effect, the next item of the channel.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from ..core.errors import ConnectionClosed, ProtocolError
+from ..core.errors import ConnectionClosed
 from ..core.utf8 import message_size
 from .reading import PAUSED_BY_CHANNEL
 
@@ -48,6 +48,7 @@ class Incoming:
     """
 
     __slots__ = (
+        "_at_end",
         "_connection",
         "_error",
         "_high_bytes",
@@ -57,7 +58,6 @@ class Incoming:
         "_messages",
         "_nbytes",
         "_paused",
-        "_violation",
         "_waiter",
         "ended",
     )
@@ -74,8 +74,9 @@ class Incoming:
         self._paused = False
         # One future shared by every waiting task, resolved once per batch put in.
         self._waiter: asyncio.Future[None] | None = None
-        # A peer's violation waiting behind the messages: committed when it is reached.
-        self._violation: ProtocolError | None = None
+        # A peer's violation or close frame waiting behind the messages: what commits it (sends
+        # the close frame) when it is reached.
+        self._at_end: Callable[[], None] | None = None
         # True once no message can arrive any more (some may still wait to be taken).
         self.ended = False
         self._error: Callable[[], ConnectionClosed] | None = None
@@ -150,10 +151,10 @@ class Incoming:
 
     def _check_end(self) -> None:
         # Called with the channel empty: every message before the end has been delivered.
-        if self._violation is not None:
-            # The application asks for the item after the last good message: commit the
-            # failure now; its replies to the earlier messages are already queued before it.
-            self._commit_violation()
+        if self._at_end is not None:
+            # The application asks for the item after the last message: commit the violation
+            # or answer the close now; its replies to the earlier messages are queued before.
+            self._commit_end()
         if self.ended:
             assert self._error is not None
             raise self._error()
@@ -206,24 +207,25 @@ class Incoming:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _fail_after(self, violation: ProtocolError) -> None:
-        """Queue a peer's violation behind the messages already in (the connection, once)."""
-        self._violation = violation
+    def _end_after(self, commit: Callable[[], None]) -> None:
+        """Queue a peer's violation or close frame behind the messages already in (the
+        connection, once): ``commit()`` sends our close frame and ends the channel."""
+        self._at_end = commit
         self._wake()
 
-    def _commit_violation(self) -> None:
-        """Send the pending violation's close frame (reached, or its bound expired)."""
-        violation = self._violation
-        if violation is not None:
-            self._violation = None
-            self._connection._fail(violation.close_code, violation.reason)
+    def _commit_end(self) -> None:
+        """Commit the pending violation or close (reached, or its bound expired)."""
+        commit = self._at_end
+        if commit is not None:
+            self._at_end = None
+            commit()
 
     def _end(self, error: Callable[[], ConnectionClosed]) -> None:
         """Mark the end: once drained, :meth:`get` raises ``error()`` (the connection, once)."""
         if self.ended:
             return
         self.ended = True
-        self._violation = None
+        self._at_end = None
         self._error = error
         self._paused = False
         self._wake()

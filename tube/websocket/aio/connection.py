@@ -13,13 +13,15 @@ is complete (or the connection failed, or the peer's close arrived and ours was 
 every message received before, with ``close_code``/``close_reason``/``connected`` final; the
 TCP teardown goes on in the background, bounded by ``close_give_up_time``. A peer's violation
 is committed (its close frame queued) when the application asks for the message after the last
-good one, or ``close_give_up_time`` after it: replies to earlier messages go out first.
+good one, or ``close_give_up_time`` after it; a peer's close frame is answered the same way, at
+the latest ``close_reply_time`` after it (issue 22 §6): replies to earlier messages go out first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable
 from types import TracebackType
@@ -436,10 +438,21 @@ class Connection(asyncio.BufferedProtocol):
         protocol = self._protocol
         if protocol is None or self._lost or protocol.close_sent or protocol.state is State.CLOSED:
             return False
+        if protocol.close_reply_pending:
+            # The peer closed first and waits for our answer: it is the close frame now.
+            self.incoming._commit_end()
+            return True
         protocol.send_close(code, reason)
         self._sync()
         self._timers.start_close_retry(self.options.close_retry_time)
         return True
+
+    def _reply_close(self) -> None:
+        """Answer the peer's close frame (the application reached it, or the bound expired)."""
+        protocol = self._protocol
+        if protocol is not None and not self._lost and protocol.close_reply_pending:
+            protocol.reply_close()
+            self._sync()
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection for a local reason (keepalive timeout 1011, internal error)."""
@@ -487,13 +500,22 @@ class Connection(asyncio.BufferedProtocol):
                 # Nothing after the violation is parsed: stop reading until the close. It is
                 # committed when the application reaches it, or after a bound.
                 self._reading.pause(PAUSED_TO_HOLD)
-                self.incoming._fail_after(event.error)
-                self._timers.start_violation()
-            elif kind is CloseReceived and logger.isEnabledFor(logging.DEBUG):
-                assert isinstance(event, CloseReceived)
-                logger.debug(
-                    "close frame from %s: %d %r", self._peer_name(), event.code, event.reason
+                self.incoming._end_after(
+                    functools.partial(self._fail, event.error.close_code, event.error.reason)
                 )
+                self._timers.start_violation(self.options.close_give_up_time)
+            elif kind is CloseReceived:
+                assert isinstance(event, CloseReceived)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "close frame from %s: %d %r", self._peer_name(), event.code, event.reason
+                    )
+                if protocol.close_reply_pending:
+                    # Answered when the application reaches it, or after a bound; the closing
+                    # has started (no more keepalive; the give-up timer bounds it all).
+                    self.incoming._end_after(self._reply_close)
+                    self._timers.start_violation(self.options.close_reply_time)
+                    self._timers.start_give_up()
             # Ping: the protocol has queued the pong.
         if messages:
             self.incoming._put(messages)

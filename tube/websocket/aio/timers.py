@@ -9,7 +9,8 @@ No task per connection: each timer is one ``TimerHandle``, re-armed from its own
 * **close retry**: the seed's second close frame after ``close_retry_time``;
 * **give-up**: the TCP connection is closed ``close_give_up_time`` after the closing started;
 * **violation**: a peer's protocol violation is committed at most ``close_give_up_time`` after
-  it arrived, if the application does not ask for the next message before.
+  it arrived, and a peer's close frame answered at most ``close_reply_time`` after, if the
+  application does not ask for the next message before.
 """
 
 from __future__ import annotations
@@ -151,12 +152,11 @@ class Timers:
         )
         connection._abort("the closing handshake did not finish in time")
 
-    def start_violation(self) -> None:
-        """A peer's violation waits behind messages: commit it after ``close_give_up_time``."""
-        self._violation = self._later(
-            self._connection.options.close_give_up_time, self._on_violation
-        )
+    def start_violation(self, delay: float) -> None:
+        """A peer's violation or close waits behind messages: commit it after ``delay``."""
+        if self._violation is None:
+            self._violation = self._later(delay, self._on_violation)
 
     def _on_violation(self) -> None:
         self._violation = None
-        self._connection.incoming._commit_violation()
+        self._connection.incoming._commit_end()

@@ -24,7 +24,12 @@ from .handshake_checks import (
 from .http import Request, Response
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Protocol, Role
 
-__all__ = ["DEFAULTS", "ConnectionOptions"]
+__all__ = ["CLOSE_REPLY_TIME", "DEFAULTS", "ConnectionOptions"]
+
+
+#: Seconds a peer's close frame waits at most for the application to take the messages before
+#: it (see :attr:`ConnectionOptions.close_reply_time`).
+CLOSE_REPLY_TIME = 1.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -109,6 +114,19 @@ class ConnectionOptions:
         object.__setattr__(self, "compression", compression_options(self.compression))
 
     @property
+    def close_reply_time(self) -> float:
+        """Seconds a peer's close frame waits at most for the application before it is
+        answered: ``CLOSE_REPLY_TIME`` (1 s), or half of ``close_give_up_time`` if shorter (the
+        give-up timer, started by the peer's close frame, leaves the rest to the teardown).
+
+        A peer's close frame is answered when the application asks ``incoming`` for the item
+        after the last message received before it, so that its replies to those messages go
+        out first (RFC 6455 §5.5.1 allows sending until the answer); an application that does
+        not come back gets its answer sent after this bound.
+        """
+        return min(CLOSE_REPLY_TIME, self.close_give_up_time / 2)
+
+    @property
     def deflate_options(self) -> DeflateOptions | None:
         """:attr:`compression` as checked: ``DeflateOptions`` or ``None`` (never a string)."""
         compression = self.compression
@@ -163,13 +181,21 @@ class ConnectionOptions:
             deflate: The permessage-deflate parameters the handshake negotiated
                 (``Negotiated.deflate``), or None for no compression.
         """
+        # Every transport answers a peer's close frame once the application reached it (or a
+        # bound expired), so that its replies to the messages before it go out first.
         if self.max_fragments == "auto":
-            return Protocol(role, max_message_size=self.max_message_size, deflate=deflate)
+            return Protocol(
+                role,
+                max_message_size=self.max_message_size,
+                deflate=deflate,
+                reply_close_later=True,
+            )
         return Protocol(
             role,
             max_message_size=self.max_message_size,
             max_fragments=self.max_fragments,
             deflate=deflate,
+            reply_close_later=True,
         )
 
 

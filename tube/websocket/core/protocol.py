@@ -11,6 +11,7 @@ The state machine::
 
     OPEN --send_close()---------> CLOSING --close frame received--> CLOSED
     OPEN --close frame received--> CLOSED  (the echo is queued at once)
+    OPEN --close frame received--> CLOSING --reply_close()--> CLOSED  (with ``reply_close_later``)
     any  --protocol violation, fail() or EOF--> CLOSED
 
 CLOSED means that no frame will be sent or accepted any more; the TCP connection may still be
@@ -102,6 +103,12 @@ class Protocol:
             (:class:`~.deflate.DeflateParameters`, from :func:`~.handshake.accept_request` or
             :func:`~.handshake.validate_response`), or a ready codec; ``None`` (default): no
             compression, and RSV1 is a protocol error.
+        reply_close_later: False (default): a peer's close frame is answered as it is parsed.
+            True: it is answered only by :meth:`reply_close` (or :meth:`send_close`, or
+            :meth:`fail`); until then the state is CLOSING and messages can still be sent, as
+            RFC 6455 §5.5.1 allows ("an endpoint MAY delay sending a Close frame until its
+            current message is sent"). The transports use it so that the application's replies
+            to the messages received before the close go out before the answer (issue 22 §6).
 
     Raises:
         ValueError: If a limit is not a positive integer or ``None``.
@@ -116,6 +123,7 @@ class Protocol:
         "_mask_key",
         "_outgoing",
         "_receiver",
+        "_reply_close_later",
         "close_initiator",
         "close_received",
         "close_sent",
@@ -131,6 +139,7 @@ class Protocol:
         max_fragments: int | object | None = _UNSET,
         mask_key_source: Callable[[], bytes] | None = None,
         deflate: DeflateParameters | PerMessageDeflate | None = None,
+        reply_close_later: bool = False,
     ) -> None:
         if not isinstance(role, Role):
             raise TypeError(f"role must be a Role, got {role!r}")
@@ -157,6 +166,7 @@ class Protocol:
         self._outgoing: list[Buffer] = []
         self._failed = False
         self._eof = False
+        self._reply_close_later = reply_close_later
         if isinstance(deflate, DeflateParameters):
             deflate = PerMessageDeflate(deflate, is_server=role is Role.SERVER)
         elif deflate is not None and not isinstance(deflate, PerMessageDeflate):
@@ -214,11 +224,31 @@ class Protocol:
             code, reason = 1005, ""
         self.close_received = (code, reason)
         if self.close_sent is None:
-            # RFC 6455 §5.5.1: answer with a close frame, echoing the status code received.
             self.close_initiator = "remote"
+            if self._reply_close_later:
+                # Nothing more is received; sending goes on until reply_close().
+                self.state = State.CLOSING
+                return CloseReceived(code, reason)
             self._queue_close(None if code == 1005 else code, "")
         self.state = State.CLOSED
         return CloseReceived(code, reason)
+
+    @property
+    def close_reply_pending(self) -> bool:
+        """True while a peer's close frame waits for :meth:`reply_close` (``reply_close_later``)."""
+        return self.close_received is not None and self.close_sent is None and not self._eof
+
+    def reply_close(self) -> None:
+        """Answer the peer's close frame now (``reply_close_later``); the state becomes CLOSED.
+
+        RFC 6455 §5.5.1: the answer echoes the status code received. Does nothing unless an
+        answer is pending (:attr:`close_reply_pending`).
+        """
+        if self.close_reply_pending and self.state is not _CLOSED:
+            assert self.close_received is not None
+            code = self.close_received[0]
+            self._queue_close(None if code == 1005 else code, "")
+            self.state = State.CLOSED
 
     def receive_eof(self) -> list[Event]:
         """Record that the peer closed the TCP connection (no more bytes will arrive).
@@ -385,6 +415,10 @@ class Protocol:
     def send_close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake: queue a close frame; the state becomes CLOSING.
 
+        While a peer's close frame waits for its answer (:attr:`close_reply_pending`), the
+        answer is sent instead (:meth:`reply_close`: the peer's code) and the state becomes
+        CLOSED: the closing handshake is the peer's.
+
         Args:
             code: The close code: 1000-1003, 1007-1014 or 3000-4999.
             reason: A short explanation, at most 123 bytes once encoded as UTF-8.
@@ -395,6 +429,9 @@ class Protocol:
         """
         _check_close_arguments(code, reason)
         self._check_can_send()
+        if self.close_received is not None:
+            self.reply_close()
+            return
         self.close_initiator = "local"
         self._queue_close(code, reason)
         self.state = State.CLOSING

@@ -34,8 +34,9 @@ class TimerOwner(Interface):
     def _on_give_up(self) -> None:
         """Close the TCP connection, whatever state the closing handshake is in."""
 
-    def _commit_failure(self) -> None:
-        """Send the close frame of a peer's violation now (the application did not come back)."""
+    def _commit_deferred_end(self) -> None:
+        """Send the close frame of a peer's violation, or the answer to the peer's close frame,
+        now (the application did not come back)."""
 
     def _reading_paused(self) -> bool:
         """True while the reader waits for the application to take messages."""
@@ -109,12 +110,13 @@ class CloseTimers:
         if self._give_up is None:
             self._give_up = call_later(self._options.close_give_up_time, self._owner._on_give_up)
 
-    def start_failure_bound(self) -> None:
-        """Bound how long a peer's violation may wait for the application to come back."""
+    def start_failure_bound(self, delay: float | None = None) -> None:
+        """Bound how long a peer's violation (``close_give_up_time``, or ``delay`` seconds) or
+        close frame (``close_reply_time``) may wait for the application to come back."""
         if self._failure is None:
-            self._failure = call_later(
-                self._options.close_give_up_time, self._owner._commit_failure
-            )
+            if delay is None:
+                delay = self._options.close_give_up_time
+            self._failure = call_later(delay, self._owner._commit_deferred_end)
 
     def stop_open_timers(self) -> None:
         """The WebSocket is closed: no more pings, retries or pending failure (give-up stays)."""

@@ -287,12 +287,16 @@ class Connection:
         """
         with self.lock:
             protocol = self._protocol
+            if protocol is not None and protocol.close_reply_pending:
+                # The peer closed first and waits for our answer: it is the close frame now.
+                self._commit_deferred_end()
+                return
             if protocol is None or self._state is not _State.OPEN:
                 return  # already closing, closed, or never opened: nothing to start
             if self._failure is not None:
                 # The peer broke the protocol and the reader has stopped: its close frame could
                 # never be read. Close with the violation's code now instead.
-                self._commit_failure()
+                self._commit_deferred_end()
                 return
             protocol.send_close(code, reason)
             send = self._sync_locked()
@@ -520,6 +524,9 @@ class Connection:
         if failure is not None:
             self._defer_failure(failure)
             return True
+        if protocol.close_reply_pending:
+            self._defer_close_reply()
+            return True
         if protocol.state is _PROTOCOL_CLOSED:
             self._end()
         return protocol.should_close_transport()
@@ -537,7 +544,24 @@ class Connection:
             self._failure = error
             self._timers.start_failure_bound()
             self.status_changed.notify_all()  # lets tests observe the deferral
-        self.incoming._end_when_drained(self._commit_failure)
+        self.incoming._end_when_drained(self._commit_deferred_end)
+
+    def _defer_close_reply(self) -> None:
+        """The peer's close frame: answer it once the application took the messages before it.
+
+        As for a violation (:meth:`_defer_failure`), the close is in effect the next item of
+        :attr:`incoming`, so that the application's replies to the earlier messages go out
+        before our close frame (RFC 6455 §5.5.1 lets an endpoint send until it answers); at
+        the latest after ``close_reply_time``. Nothing after a close frame is read.
+        """
+        with self.lock:
+            self._timers.start_failure_bound(self.options.close_reply_time)
+        self.incoming._end_when_drained(self._commit_deferred_end)
+
+    def _closes_transport_first(self) -> bool:
+        """True if this end now closes TCP first (a server, or after a failure)."""
+        protocol = self._protocol
+        return protocol is not None and protocol.should_close_transport()
 
     def _await_end(self) -> None:
         with self.status_changed:
@@ -565,16 +589,20 @@ class Connection:
 
     # ------------------------------------------------------------------ the end
 
-    def _commit_failure(self) -> None:
-        """Send the close frame of a peer's deferred violation (consumer or timer thread)."""
+    def _commit_deferred_end(self) -> None:
+        """Send the close frame of a peer's deferred violation, or the answer to the peer's
+        close frame (a consumer that reached it, ``initiate_close``, or the timer thread)."""
         with self.lock:
             error = self._failure
-            if error is None:
-                return
-            self._failure = None
             protocol = self._protocol
             assert protocol is not None
-            protocol.fail(error.close_code, error.reason)
+            if error is not None:
+                self._failure = None
+                protocol.fail(error.close_code, error.reason)
+            elif protocol.close_reply_pending:
+                protocol.reply_close()
+            else:
+                return
             self._sync_locked().try_flush()
         self._end()
 

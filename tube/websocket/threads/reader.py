@@ -85,7 +85,11 @@ class ReaderOwner(Interface):
         """True while the connection is open (lock held): a closing one keeps its reader."""
 
     def _await_end(self) -> None:
-        """Wait until no message can arrive any more (a deferred violation is committed)."""
+        """Wait until no message can arrive any more (a deferred violation is committed, or
+        the peer's close frame answered)."""
+
+    def _closes_transport_first(self) -> bool:
+        """True if this end now closes TCP first (a server, or after a failure)."""
 
     def _closed_error(self) -> ConnectionClosed:
         """The exception of a failed write."""
@@ -358,15 +362,18 @@ class Reader:
                 close_transport = self._deliver(buffer, received, True)
                 buffer = _grown(buffer, received)
             else:
-                # A peer's violation waits for the application to take the messages before it.
+                # A peer's violation or close frame waits for the application to take the
+                # messages before it.
                 owner._await_end()
                 # RFC 6455 §7.1.1: the server closes the TCP connection first (and a client
                 # does after a failure). Shut the write side down (TLS: after close_notify) and
                 # read until the peer's EOF, so that unread data does not turn our close frame
-                # into a reset. The give-up timer bounds the wait.
+                # into a reset. The give-up timer bounds the wait. A client that answered the
+                # server's close frame only waits for the server's EOF.
                 with contextlib.suppress(ConnectionClosed):
                     send.flush(owner._closed_error)
-                io.shutdown(socket.SHUT_WR)
+                if owner._closes_transport_first():
+                    io.shutdown(socket.SHUT_WR)
                 while io.recv_into(buffer):  # -1 (idle) too: wait on, until EOF or give-up
                     pass
         except Exception:
