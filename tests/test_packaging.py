@@ -85,6 +85,14 @@ def test_the_distributions_hold_what_users_need(dist: tuple[Path, Path]) -> None
             next(name for name in files if name.endswith(".dist-info/METADATA"))
         ).decode()
     assert {"tube/py.typed", "tube/demo/index.html", "tube/websocket/integrations/wsgi.py"} <= files
+    # The relay's page, its static files and the code word list are package data.
+    assert {
+        "tube/relay/static/index.html",
+        "tube/relay/static/tube.css",
+        "tube/relay/static/wordlist/eff_short_wordlist_1.txt",
+        "tube/relay/static/wordlist/LICENSE.md",
+    } <= files
+    assert "Provides-Extra: relay-cli" in metadata
     assert "Name: tube-websocket" in metadata
     assert "Provides-Extra: flask" in metadata and "Provides-Extra: gunicorn" in metadata
     assert "Requires-Dist: flask" in metadata  # only under the extra
@@ -119,6 +127,16 @@ def start(python: Path, *args: str, cwd: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        client.request("GET", path)
+        response = client.getresponse()
+        return response.status, response.read()
+    finally:
+        client.close()
+
+
 def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -130,7 +148,7 @@ def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     return process.returncode, stderr.decode(errors="replace")
 
 
-def test_the_wheel_alone_runs_the_demo_and_an_echo(venv_python: Path, tmp_path: Path) -> None:
+def test_the_wheel_alone_runs_the_relay_and_the_demo(venv_python: Path, tmp_path: Path) -> None:
     # Outside the checkout: only the installed wheel can be imported.
     where = run_in_venv(venv_python, "-c", "import tube; print(tube.__file__)", cwd=tmp_path)
     assert str(venv_python.parent.parent) in where
@@ -139,17 +157,31 @@ def test_the_wheel_alone_runs_the_demo_and_an_echo(venv_python: Path, tmp_path: 
     if compiler_available():
         assert version.strip().endswith("(implementation: c)")
 
-    demo = start(venv_python, "-m", "tube", "--port", "0", cwd=tmp_path)
+    relay = start(venv_python, "-m", "tube", "--port", "0", cwd=tmp_path)
+    try:
+        line = read_line(relay, TIMEOUT).decode()
+        match = re.fullmatch(r"Tube relay on http://127\.0\.0\.1:(\d+)/\n", line)
+        assert match, line
+        port = int(match.group(1))
+        status, page = http_get(port, "/")
+        assert status == 200 and b"<title>Tube" in page
+        # Every asset the page names is served from the wheel, with its hash.
+        assets = re.findall(rb'href="(/s/[^"]+)"', page)
+        assert assets, page
+        for asset in assets:
+            assert http_get(port, asset.decode())[0] == 200, asset
+        assert http_get(port, "/healthz")[0] == 200
+    finally:
+        returncode, stderr = stop(relay)
+    assert returncode == 0, stderr
+
+    demo = start(venv_python, "-m", "tube.demo", "--port", "0", cwd=tmp_path)
     try:
         line = read_line(demo, TIMEOUT).decode()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert match, line
-        client = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=TIMEOUT)
-        client.request("GET", "/")
-        response = client.getresponse()
-        page = response.read()
-        client.close()
-        assert response.status == 200
+        status, page = http_get(int(match.group(1)), "/")
+        assert status == 200
         assert b"new WebSocket(" in page  # the page shipped as package data
     finally:
         returncode, stderr = stop(demo)
