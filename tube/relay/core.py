@@ -774,6 +774,10 @@ class Relay:
         """True while ``name`` is allocated here (for a registry's redirect decision)."""
         return name in self._nameplates
 
+    def knows_rid(self, rid: bytes) -> bool:
+        """True while a pair resumable with ``rid`` lives here (for the redirect decision)."""
+        return rid in self._rids
+
     def peer_of(self, cid: int) -> int | None:
         """The connection ``cid`` forwards to now, or None."""
         conn = self._conns.get(cid)

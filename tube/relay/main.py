@@ -13,10 +13,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .limits import Limits
 
@@ -75,6 +77,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reuse-port", action="store_true", help="share the port (SO_REUSEPORT)")
     parser.add_argument(
+        "--redis",
+        default=os.environ.get("TUBE_REDIS") or None,
+        metavar="URL",
+        help=(
+            "share nameplates and resume ids with other instances through this Redis "
+            "(redis://host:6379/0; default: $TUBE_REDIS; needs the redis extra)"
+        ),
+    )
+    parser.add_argument(
+        "--instance-url",
+        default=os.environ.get("TUBE_INSTANCE_URL") or None,
+        metavar="URL",
+        help=(
+            "this instance's own address for redirects from the others, e.g. "
+            "wss://relay-2.internal:8443 (default: $TUBE_INSTANCE_URL, else ws://HOST:PORT)"
+        ),
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
@@ -123,34 +143,54 @@ def serve_main(argv: Sequence[str]) -> int:
         limits=limits,
         reuse_port=args.reuse_port,
     )
+    registry = None
+    if args.redis:
+        try:
+            from .redis_registry import RedisRegistry
+
+            registry = RedisRegistry(args.redis, args.instance_url or "")
+        except ImportError:
+            parser.exit(
+                2,
+                "python -m tube: --redis needs the redis package: "
+                "pip install 'tube-websocket[redis]'\n",
+            )
+        except ValueError as error:  # a malformed URL
+            parser.error(f"--redis: {error}")
     try:
-        return asyncio.run(_run(config))
+        return asyncio.run(_run(config, registry))
     except ValueError as error:  # an invalid origin, ...
         parser.exit(2, f"python -m tube: {error}\n")
     except OSError as error:
         parser.exit(1, f"python -m tube: cannot listen on {args.host}:{args.port}: {error}\n")
 
 
-async def _run(config: object) -> int:
+async def _run(config: object, registry: Any) -> int:
     from .server import RelayConfig, RelayServer
 
     assert isinstance(config, RelayConfig)
-    relay = RelayServer(config)
+    relay = RelayServer(config, registry=registry)
     await relay.start()
+    if registry is not None and not registry.instance:
+        scheme = "wss" if config.ssl is not None else "ws"
+        registry.instance = f"{scheme}://{_host(config.host)}:{relay.port}"
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     scheme = "https" if config.ssl is not None else "http"
-    host = config.host if ":" not in config.host else f"[{config.host}]"
-    print(f"Tube relay on {scheme}://{host}:{relay.port}/", flush=True)  # noqa: T201
+    print(f"Tube relay on {scheme}://{_host(config.host)}:{relay.port}/", flush=True)  # noqa: T201
     try:
         await stop.wait()
     finally:
         logger.info("draining: closing every connection with 1001")
         await relay.close()
     return 0
+
+
+def _host(host: str) -> str:
+    return host if ":" not in host else f"[{host}]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

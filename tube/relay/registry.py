@@ -12,11 +12,20 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["InMemoryRegistry", "Registry"]
+__all__ = ["InMemoryRegistry", "Registry", "RegistryUnavailable"]
+
+
+class RegistryUnavailable(Exception):
+    """The shared registry cannot be reached now (any method of a shared registry may raise it).
+
+    The relay then keeps the pairs it has, refuses what needs the registry with "busy, retry"
+    (HTTP 503, close code 4009 with ``retry_after``), and tries again on the next call.
+    """
 
 
 class Registry(Protocol):
-    """The registry interface the relay's adapter uses (every method may do I/O)."""
+    """The registry interface the relay's adapter uses (every method may do I/O and raise
+    :class:`RegistryUnavailable`)."""
 
     instance: str
     """This instance's own URL (``wss://relay-2.internal:8443``), or ``""`` when alone."""

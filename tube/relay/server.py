@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import ssl as ssl_module
 from collections.abc import Coroutine, Sequence
@@ -32,19 +33,22 @@ from typing import Any
 from ..websocket import ConnectionClosed, aio
 from ..websocket.core.http import Request
 from .core import (
+    BUSY,
     STALLED,
     SUBPROTOCOL,
     Action,
     Allocation,
     Close,
+    ConnState,
     Forget,
     Refusal,
     Relay,
     Send,
     TrackRid,
+    decode_id,
 )
 from .limits import Limits
-from .registry import InMemoryRegistry, Registry
+from .registry import InMemoryRegistry, Registry, RegistryUnavailable
 from .web import Assets, Web, client_address, nameplate_of, rate_key
 
 __all__ = ["RelayConfig", "RelayServer"]
@@ -200,17 +204,23 @@ class RelayServer:
         cid = next(self._ids)
         self._links[cid] = connection
         try:
-            if nameplate is not None and not core.knows_nameplate(nameplate):
-                owner = await self.registry.owner(nameplate)
-                if owner and owner != self.registry.instance:
-                    redirect = {"t": "redirect", "url": f"{owner}/v1/relay/{nameplate}"}
-                    with contextlib.suppress(ConnectionClosed):
-                        await connection.send(Send(cid, self.outgoing(cid, redirect)).text())
-                    await connection.close(1000, "redirected")
-                    return
+            # Another instance may own the nameplate (it was allocated there, or the
+            # balancer's ring changed since): send the client there.
+            if (
+                nameplate is not None
+                and not core.knows_nameplate(nameplate)
+                and await self._redirected(connection, cid, nameplate, None)
+            ):
+                return
             self._apply(core.connect(cid, self.client_ip(request), loop.time(), nameplate))
             async for message in connection.incoming:
                 if type(message) is str:
+                    if (
+                        core.state_of(cid) is ConnState.HELLO_OK
+                        and '"resume"' in message
+                        and await self._redirected(connection, cid, None, message)
+                    ):
+                        return
                     self._apply(core.text(cid, message, loop.time()))
                     continue
                 assert isinstance(message, bytes)
@@ -235,6 +245,44 @@ class RelayServer:
         finally:
             del self._links[cid]
             self._apply(core.disconnected(cid, loop.time()))
+
+    async def _redirected(
+        self, connection: aio.Connection, cid: int, nameplate: str | None, resume: str | None
+    ) -> bool:
+        """Send the client to the instance that owns ``nameplate`` (or the resume id in the
+        ``resume`` message) when that is not this one; True if the connection was closed."""
+        try:
+            if nameplate is not None:
+                owner = await self.registry.owner(nameplate)
+                path = f"/v1/relay/{nameplate}"
+            else:
+                rid = _resume_id(resume)
+                if rid is None or self.core.knows_rid(rid):
+                    return False
+                owner = await self.registry.rid_owner(rid)
+                path = "/v1/relay"
+        except RegistryUnavailable:
+            # Nobody can tell where the name lives: "busy, retry" rather than a false 4002.
+            error = {"t": "error", "code": BUSY, "reason": "busy", "retry_after": 5}
+            await self._say_and_close(connection, cid, error, BUSY, "registry unavailable")
+            return True
+        if not owner or owner == self.registry.instance:
+            return False
+        redirect = {"t": "redirect", "url": owner + path}
+        await self._say_and_close(connection, cid, redirect, 1000, "redirected")
+        return True
+
+    async def _say_and_close(
+        self, connection: aio.Connection, cid: int, message: dict[str, Any], code: int, reason: str
+    ) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await connection.send(Send(cid, self.outgoing(cid, message)).text())
+        await connection.close(code, reason)
+
+    async def _registry_call(self, call: Coroutine[Any, Any, None]) -> None:
+        # The registry logs its outages; a missed release expires with its TTL.
+        with contextlib.suppress(RegistryUnavailable):
+            await call
 
     # ------------------------------------------------------------------ the core's actions
 
@@ -261,12 +309,16 @@ class RelayServer:
                         "closing connection %d: %d %s", action.cid, action.code, action.reason
                     )
             elif type(action) is Forget:
-                self._spawn(self.registry.release(action.nameplate))
+                self._spawn(self._registry_call(self.registry.release(action.nameplate)))
             elif type(action) is TrackRid:
+                registry = self.registry
                 if action.grace is None:
-                    self._spawn(self.registry.release_rid(action.rid))
+                    self._spawn(self._registry_call(registry.release_rid(action.rid)))
                 else:
-                    self._spawn(self.registry.register_rid(action.rid, action.grace))
+                    # Registered for the pair's whole life: a drop may come at any time, and
+                    # the pair's end releases it (the TTL only outlives a dead instance).
+                    ttl = self.config.limits.lifetime_s + action.grace
+                    self._spawn(self._registry_call(registry.register_rid(action.rid, ttl)))
         self._rearm()
 
     def _send(self, cid: int, message: dict[str, Any]) -> None:
@@ -313,7 +365,12 @@ class RelayServer:
             self._rearm()
             if isinstance(result, Refusal):
                 return result
-            if await self.registry.reserve(result.nameplate, result.expires_in):
+            try:
+                reserved = await self.registry.reserve(result.nameplate, result.expires_in)
+            except RegistryUnavailable:
+                self.core.release_nameplate(result.nameplate)
+                return Refusal(503, "the relay's registry is unavailable", 5.0)
+            if reserved:
                 return result
             self.core.release_nameplate(result.nameplate)  # another instance holds it
         return Refusal(503, "the relay is busy", 30.0)
@@ -382,3 +439,14 @@ class RelayServer:
             f'tube_relay_byes_total{{mood="{k}"}} {v}' for k, v in sorted(stats["moods"].items())
         ]
         return "\n".join(lines) + "\n"
+
+
+def _resume_id(text: str | None) -> bytes | None:
+    """The rid of a ``resume`` control message, or None (the core judges anything else)."""
+    try:
+        message = json.loads(text or "")
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("t") != "resume":
+        return None
+    return decode_id(message.get("rid"))
