@@ -6,6 +6,7 @@ asyncio server's ``process_request``:
 =========================  ==================================================================
 ``GET /``                  the page (``static/index.html``, its asset names filled in)
 ``GET /s/<hash>/<path>``   a static file under its content hash, cached as ``immutable``
+``GET /sw.js``             the page's service worker at a fixed URL (its scope is ``/``)
 ``POST /v1/nameplates``    ``201 {"nameplate": "4821", "expires_in": 600}``, or 429/503
 ``GET /healthz``           ``200 ok`` (for load balancers)
 ``GET /metrics``           Prometheus text (only with ``--metrics``); aggregates only
@@ -15,6 +16,12 @@ asyncio server's ``process_request``:
 Asset names carry the first 16 hex digits of the file's SHA-256 and the page refers to them
 with Subresource Integrity, so a copy of the page can be checked against published hashes
 (relay-design §1, §6). HTML goes out with a strict Content-Security-Policy.
+
+The page's JavaScript modules (``static/js/*.js``) import each other by bare names
+(``tube/peer.js``): every module lives under its own hash, so a relative import could not find
+its neighbour. The page carries an import map from those names to the hashed URLs, with an
+``integrity`` entry for each, and a ``modulepreload`` link per module. The import map is an
+inline script, so the CSP allows exactly it by its SHA-256 and nothing else inline.
 """
 
 from __future__ import annotations
@@ -56,8 +63,16 @@ HTML_HEADERS = (
 
 _COMMON = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
 
+#: The service worker's fixed URL: a worker's scope cannot be wider than its own folder, and
+#: the download URLs it answers (``/dl/<id>``) sit at the root.
+SERVICE_WORKER = "sw.js"
+# The page's ES modules, imported by bare name through the import map.
+_MODULE_DIR = "js/"
+_MODULE_PREFIX = "tube/"
+
 _RELAY_PATH = re.compile(r"/v1/relay(?:/([1-9][0-9]{2,7}))?")
 _TEMPLATE = re.compile(r"\{\{(asset|sri):([A-Za-z0-9_./-]+)\}\}")
+_GENERATED = re.compile(r"\{\{(importmap|modulepreload)\}\}")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -129,7 +144,9 @@ class Assets:
     """The static files, read and hashed once, served under content-hashed names.
 
     ``index.html`` is a template: ``{{asset:app.js}}`` becomes the file's hashed URL and
-    ``{{sri:app.js}}`` its ``sha384-…`` integrity value.
+    ``{{sri:app.js}}`` its ``sha384-…`` integrity value; ``{{importmap}}`` the import map of the
+    modules under ``js/`` and ``{{modulepreload}}`` their preload links. :attr:`html_headers`
+    are the page's headers, its CSP allowing the import map by hash.
     """
 
     def __init__(self, root: Path = STATIC_DIR) -> None:
@@ -148,8 +165,35 @@ class Assets:
             asset = _Asset(f"/s/{digest}/{name}", body, _content_type(name), integrity)
             self._by_url[asset.url] = asset
             self._by_name[name] = asset
+        modules = sorted((name, asset) for name, asset in self._by_name.items() if _is_module(name))
+        import_map = json.dumps(
+            {
+                "imports": {
+                    _MODULE_PREFIX + name[len(_MODULE_DIR) :]: asset.url for name, asset in modules
+                },
+                "integrity": {asset.url: asset.integrity for _, asset in modules},
+            },
+            indent=1,
+            sort_keys=True,
+        )
+        generated = {
+            "importmap": f'<script type="importmap">{import_map}</script>',
+            "modulepreload": "\n".join(
+                f'<link rel="modulepreload" href="{asset.url}" integrity="{asset.integrity}">'
+                for _, asset in modules
+            ),
+        }
         template = (root / "index.html").read_text(encoding="utf-8")
-        self.index = _TEMPLATE.sub(self._fill, template).encode("utf-8")
+        page = _TEMPLATE.sub(self._fill, template)
+        self.index = _GENERATED.sub(lambda m: generated[m.group(1)], page).encode("utf-8")
+        script_hash = base64.b64encode(hashlib.sha256(import_map.encode()).digest()).decode()
+        #: The page's headers: HTML_HEADERS with the import map's hash allowed as a script.
+        self.html_headers = tuple(
+            (name, f"{value}; script-src 'self' 'sha256-{script_hash}'")
+            if name == "Content-Security-Policy"
+            else (name, value)
+            for name, value in HTML_HEADERS
+        )
 
     def _fill(self, match: re.Match[str]) -> str:
         asset = self._by_name.get(match.group(2))
@@ -161,9 +205,22 @@ class Assets:
         """The asset served at ``path`` (``/s/<hash>/<name>``), or None."""
         return self._by_url.get(path)
 
+    def service_worker(self) -> bytes | None:
+        """The service worker's source, served at ``/sw.js``, or None if there is none."""
+        asset = self._by_name.get(SERVICE_WORKER)
+        return asset.body if asset is not None else None
+
     def urls(self) -> Iterable[str]:
         """Every asset URL (for tests and published hashes)."""
         return self._by_url.keys()
+
+
+def _is_module(name: str) -> bool:
+    return (
+        name.startswith(_MODULE_DIR)
+        and name.endswith(".js")
+        and "/" not in name[len(_MODULE_DIR) :]
+    )
 
 
 def _content_type(name: str) -> str:
@@ -226,10 +283,19 @@ class Web:
             response = http_response(
                 200,
                 self.assets.index,
-                headers=HTML_HEADERS,
+                headers=self.assets.html_headers,
                 content_type="text/html; charset=utf-8",
             )
             return _strip_body(response, method)
+        if path == "/sw.js":
+            worker = self.assets.service_worker()
+            if worker is not None:
+                # Not immutable: a new page must be able to replace the worker at this URL.
+                headers = (*_COMMON, ("Cache-Control", "no-cache"))
+                response = http_response(
+                    200, worker, headers=headers, content_type="text/javascript; charset=utf-8"
+                )
+                return _strip_body(response, method)
         if path == "/healthz":
             return _strip_body(_plain(200, "ok\n"), method)
         if path == "/metrics" and self._metrics is not None:
