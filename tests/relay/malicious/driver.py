@@ -265,12 +265,13 @@ class PeerRun:
             if self.peer.is_finished:
                 await self._wait_closed()
         finally:
-            await connection.close()
             if self.sink is not None:
-                # Whatever ended the run (cancellation included), an unfinished file goes.
+                # Whatever ended the run (cancellation included), an unfinished file goes,
+                # before anything that could be interrupted.
                 if not self.sink.complete:
                     self.sink.discard()
                 self._report_output(self.sink)
+            await connection.close()
         self.outcome.close_code = connection.close_code
         return self.outcome
 
