@@ -175,6 +175,17 @@ def test_the_wheel_alone_runs_the_relay_and_the_demo(venv_python: Path, tmp_path
         returncode, stderr = stop(relay)
     assert returncode == 0, stderr
 
+    # Without the relay-cli extra, the peer says what to install (exit 2), not a traceback.
+    peer = subprocess.run(
+        [str(venv_python), "-m", "tube", "send", "nothing.txt"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert peer.returncode == 2, peer
+    assert b"tube-websocket[relay-cli]" in peer.stderr and b"Traceback" not in peer.stderr
+
     demo = start(venv_python, "-m", "tube.demo", "--port", "0", cwd=tmp_path)
     try:
         line = read_line(demo, TIMEOUT).decode()
