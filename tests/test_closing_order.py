@@ -9,20 +9,17 @@ server or the client role and a raw peer in the other.
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from tube.websocket import Connection, ConnectionClosed, aio, is_closing, is_connected
-from tube.websocket.core.options import ConnectionOptions
+from tube.websocket import Connection, ConnectionClosed, is_closing, is_connected
 from tube.websocket.core.protocol import Role
 
-from .aio.conftest import run
+from .aio.conftest import aio_pair, run
 from .conftest import RawPeer
 
 Pair = Callable[..., tuple[Connection, RawPeer]]
@@ -219,16 +216,6 @@ def test_the_peer_close_is_answered_after_the_bound_if_the_application_never_rea
     with pytest.raises(ConnectionClosed) as info:
         connection.incoming.get(timeout=1)
     assert info.value.code == 4000
-
-
-async def aio_pair(role: Role, **options: Any) -> tuple[aio.Connection, RawPeer]:
-    """An open asyncio connection in ``role`` on a socket pair's end; a raw peer on the other."""
-    ours, theirs = socket.socketpair()
-    loop = asyncio.get_running_loop()
-    settings = ConnectionOptions.from_kwargs(**options)
-    _, connection = await loop.connect_accepted_socket(lambda: aio.Connection(role, settings), ours)
-    connection._open(0, None, None)
-    return connection, RawPeer.on_socket(theirs, mask=role is Role.SERVER)
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value)

@@ -4,6 +4,8 @@
   and fails the test if a task is still pending once the coroutine returned (a leak).
 * :class:`RawPeer` is a WebSocket client written by hand on asyncio streams, which can
   misbehave on purpose (stop reading, never answer, break the protocol, keep TCP open).
+* :func:`aio_pair` builds an open connection on a ``socket.socketpair()`` end, with the
+  blocking raw peer of ``tests.conftest`` on the other (no HTTP server).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from tests.conftest import GUID, Frame, build_frame, mask_bytes
+from tests.conftest import RawPeer as SocketPeer
 from tube.websocket import ConnectionClosed, aio
+from tube.websocket.core.options import ConnectionOptions
+from tube.websocket.core.protocol import Role
 
 T = TypeVar("T")
 
@@ -177,3 +182,29 @@ async def next_message(connection: aio.Connection, timeout: float = PEER_TIMEOUT
         return await connection.incoming.get(timeout=timeout)
     except ConnectionClosed as closed:
         return closed
+
+
+async def aio_pair(
+    role: Role, *, tcp: bool = False, **options: Any
+) -> tuple[aio.Connection, SocketPeer]:
+    """An open asyncio connection in ``role`` on a socket pair's end; a raw peer on the other.
+
+    ``tcp``: a TCP connection on 127.0.0.1 instead of ``socket.socketpair()`` (Unix sockets
+    account their send buffers in whole kernel buffers, not bytes).
+    """
+    if tcp:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            theirs = socket.socket()
+            # Small buffers on both ends (set before connecting, for the window scale), so
+            # that a peer that reads little is felt after KiB, not MiB.
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            theirs.connect(listener.getsockname())
+            ours, _ = listener.accept()
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    else:
+        ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    settings = ConnectionOptions.from_kwargs(**options)
+    _, connection = await loop.connect_accepted_socket(lambda: aio.Connection(role, settings), ours)
+    connection._open(0, None, None)
+    return connection, SocketPeer.on_socket(theirs, mask=role is Role.SERVER)

@@ -1,4 +1,5 @@
-"""Socket options every transport sets on a WebSocket's TCP connection (threads and asyncio).
+"""Socket options every transport sets on a WebSocket's TCP connection (threads and asyncio),
+and what the kernel tells about a socket's send queue.
 
 Shared by :mod:`tube.websocket.threads` and :mod:`tube.websocket.aio`, so both tune sockets
 the same way; the rules (TCP keepalive from the ping options) come from the core.
@@ -6,12 +7,43 @@ the same way; the rules (TCP keepalive from the ping options) come from the core
 
 from __future__ import annotations
 
+import array
 import contextlib
 import socket
+import sys
+from typing import Protocol
 
 from .core.keepalive import tcp_keepalive
 
-__all__ = ["tune_socket"]
+__all__ = ["tune_socket", "unsent_bytes"]
+
+# Linux's SIOCOUTQ (the same number as the terminal's TIOCOUTQ): for a TCP socket, the bytes
+# in the send queue the peer has not acknowledged; for a Unix socket, those it has not read.
+_SIOCOUTQ = 0x5411 if sys.platform.startswith("linux") else None
+
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+def unsent_bytes(sock: _HasFileno | None) -> int | None:
+    """How many bytes the kernel still holds in ``sock``'s send queue, or None where it
+    cannot be told (not Linux, no socket, a closed one).
+
+    A peer that reads, however slowly, makes this number fall byte by byte, long before the
+    kernel reports the socket writable again (Linux: once a third of the buffer is free), so
+    a transport that polls it sees a slow reader's progress (issue 22 §3).
+    """
+    if _SIOCOUTQ is None or sock is None:
+        return None
+    import fcntl  # POSIX only: imported where it is known to exist
+
+    value = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), _SIOCOUTQ, value, True)
+    except (OSError, ValueError):
+        return None
+    return value[0]
 
 
 def tune_socket(

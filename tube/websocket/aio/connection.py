@@ -198,8 +198,9 @@ class Connection(asyncio.BufferedProtocol):
         logger.debug("WebSocket connection to %s ended: %s", self._peer_name(), self.close_code)
 
     def pause_writing(self) -> None:
-        """The transport is full: senders wait, and reading stops (what we read may make us
-        write: a peer flooding pings without reading is slowed down by TCP)."""
+        """The transport is full: senders wait, reading stops (what we read may make us write:
+        a peer flooding pings without reading is slowed down by TCP), and from now on
+        ``send_timeout`` without progress aborts the connection (:class:`~.sending.Sender`)."""
         self._sender.pause()
         if self._protocol is not None:
             self._reading.pause(PAUSED_BY_WRITING)
@@ -213,8 +214,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _write_head(self, data: bytes) -> None:
         """Write an HTTP head (and body) of the opening handshake."""
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        self._sender.write_head(data)
 
     def _open(
         self, consumed: int, subprotocol: str | None, deflate: DeflateParameters | None

@@ -7,9 +7,12 @@ answers every message of a read makes one system call for all of them. A batch l
 
 Backpressure: the transport calls ``pause_writing()`` above its high-water mark; a sender then
 waits in :meth:`Sender.drain` until ``resume_writing()``. ``send_timeout`` means "no progress
-for this long": each time the wait expires, the transport's buffer is compared with what it
-held before, and the deadline restarts if any byte left (issue 8 §6); a peer that reads nothing
-for ``send_timeout`` gets the connection aborted.
+for this long" (issue 8 §6), and it is watched by the send path itself, not by a waiting
+sender (issue 22 §3): from ``pause_writing()`` on, a timer looks every ``send_timeout`` seconds
+at how many bytes have left the transport's buffer; when none left since the last look, the
+connection is aborted. So a peer that floods pings and reads none of the pongs is dropped as
+surely as one that stops reading an application's messages, although nobody is sending then
+(reading is paused while the write side is full, so keepalive cannot notice it either).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ..core.errors import ConnectionClosed
 from ..core.frames import Buffer
+from ..sockets import unsent_bytes
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -46,10 +49,13 @@ class Sender:
     __slots__ = (
         "_connection",
         "_drain_waiters",
+        "_handed",
+        "_last_look",
         "_paused",
         "_pending",
         "_pending_size",
         "_scheduled",
+        "_watchdog",
     )
 
     def __init__(self, connection: Connection) -> None:
@@ -60,6 +66,13 @@ class Sender:
         # True between the transport's pause_writing() and resume_writing().
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        # Every byte handed to the transport: minus what its buffer still holds, the bytes that
+        # reached the kernel, which is how progress is measured (the buffer's size alone also
+        # grows with what other senders add meanwhile).
+        self._handed = 0
+        # The send_timeout watchdog while paused, and what it saw at its last look.
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._last_look = (0, 0)
 
     def queue(self, chunks: list[Buffer]) -> None:
         """Queue the protocol's output, in order; it is written at the end of this iteration."""
@@ -84,13 +97,17 @@ class Sender:
         self._pending_size = 0
         if transport is None or transport.is_closing():
             return  # aborted or lost: nothing can be written any more
+        # Counted before each write: the transport may call pause_writing() inside it.
         if len(pending) == 1:
+            self._handed += size
             transport.write(pending[0])
         elif size <= _JOIN_LIMIT:
+            self._handed += size
             transport.write(b"".join(pending))
         else:
             # One write each: writelines() would join them first (a copy of every payload).
             for chunk in pending:
+                self._handed += len(chunk)
                 transport.write(chunk)
 
     @property
@@ -98,14 +115,67 @@ class Sender:
         """True while the transport's buffer is over its high-water mark."""
         return self._paused
 
+    def write_head(self, data: bytes) -> None:
+        """Write an HTTP head (the opening handshake, a refusal) straight to the transport."""
+        transport = self._connection._transport
+        if transport is not None and not transport.is_closing():
+            self._handed += len(data)
+            transport.write(data)
+
     def pause(self) -> None:
-        """The transport's buffer went over its high-water mark (``pause_writing``)."""
+        """The transport's buffer went over its high-water mark (``pause_writing``): from now
+        on, no progress for ``send_timeout`` aborts the connection, whoever filled it."""
         self._paused = True
+        if self._watchdog is None:
+            self._last_look = self._look()
+            self._watch()
 
     def resume(self) -> None:
         """The transport's buffer drained under its low-water mark (``resume_writing``)."""
         self._paused = False
+        self._stop_watching()
         self._wake_all()
+
+    def _look(self) -> tuple[int, int]:
+        """(bytes the transport passed to the kernel, bytes the kernel still holds): progress
+        is the first rising or the second falling. The first alone moves only when the kernel
+        reports the socket writable (a third of its buffer free): a slow reader's bytes would
+        leave unseen for longer than ``send_timeout``; the second shows them leave."""
+        transport = self._connection._transport
+        if transport is None:
+            return self._handed, 0
+        passed = self._handed - transport.get_write_buffer_size()
+        held = unsent_bytes(transport.get_extra_info("socket"))
+        return passed, 0 if held is None else held
+
+    def _watch(self) -> None:
+        timeout = self._connection.options.send_timeout
+        if timeout is not None:
+            loop = self._connection._loop
+            self._watchdog = loop.call_at(loop.time() + timeout, self._check_progress)
+
+    def _stop_watching(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _check_progress(self) -> None:
+        """The watchdog: ``send_timeout`` passed while paused; abort unless a byte left."""
+        self._watchdog = None
+        connection = self._connection
+        if not self._paused or connection._lost:
+            return
+        (passed, held), (passed_before, held_before) = self._look(), self._last_look
+        if passed > passed_before or held < held_before:
+            # Progress (a slow reader): give it another send_timeout. The abort thus comes
+            # between one and two send_timeouts after the last byte left (nothing tells when
+            # a byte leaves: the watchdog looks every send_timeout).
+            self._last_look = (passed, held)
+            self._watch()
+            return
+        reason = f"send timed out: no byte could be written for {connection.options.send_timeout} s"
+        logger.info("aborting %s: %s (the peer is not reading)", connection._peer_name(), reason)
+        connection._abort(reason)
 
     def _wake_all(self) -> None:
         waiters = self._drain_waiters
@@ -114,45 +184,24 @@ class Sender:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def drain(self, send_timeout: float | None) -> bool:
-        """Wait while the transport is over its high-water mark.
-
-        Returns:
-            True once under the mark (or the connection ended: the caller checks); False when no
-            byte left for ``send_timeout`` seconds (the caller aborts the connection).
-        """
+    async def drain(self) -> None:
+        """Wait while the transport is over its high-water mark, or until the connection is
+        lost (the watchdog aborts it after ``send_timeout`` without progress)."""
         connection = self._connection
         while self._paused and not connection._lost:
-            transport = connection._transport
-            assert transport is not None
-            before = transport.get_write_buffer_size()
             waiter = connection._loop.create_future()
             self._drain_waiters.append(waiter)
-            try:
-                async with asyncio.timeout(send_timeout):
-                    await waiter
-            except TimeoutError:
-                # No resume_writing() within send_timeout; progress is any byte gone.
-                if transport.get_write_buffer_size() >= before:
-                    return False
-        return True
+            await waiter
 
     async def wait_writable(self) -> None:
-        """Wait while the transport is full (:meth:`drain`); abort after ``send_timeout``.
+        """Wait while the transport is full (:meth:`drain`).
 
         Raises:
-            ConnectionClosed: No progress for ``send_timeout`` (the connection is aborted),
-                or the connection ended meanwhile.
+            ConnectionClosed: The connection ended meanwhile: aborted after ``send_timeout``
+                without progress (code 1006, the reason says so), or lost.
         """
+        await self.drain()
         connection = self._connection
-        send_timeout = connection.options.send_timeout
-        if not await self.drain(send_timeout):
-            reason = f"send timed out: no byte could be written for {send_timeout} s"
-            logger.info(
-                "aborting %s: %s (the peer is not reading)", connection._peer_name(), reason
-            )
-            connection._abort(reason)
-            raise ConnectionClosed(1006, reason)
         if connection._lost:
             raise connection._closed_error()
 
@@ -172,4 +221,5 @@ class Sender:
         self._pending = []
         self._pending_size = 0
         self._paused = False
+        self._stop_watching()
         self._wake_all()
