@@ -10,9 +10,11 @@ import ssl
 import subprocess
 import sys
 import textwrap
+from collections.abc import Awaitable, Callable
 
 import pytest
 
+from tests.conftest import build_frame
 from tube.websocket import ConnectionClosed, HandshakeRejected, aio
 from tube.websocket.aio import server as server_module
 from tube.websocket.aio.opening import HeadBuffer
@@ -145,6 +147,66 @@ def test_handler_cancelled_or_raising_closes_with_1011_and_returning_with_1000()
                 await client.wait_closed()
 
     run(main)
+
+
+async def readme_echo(connection: aio.Connection) -> None:
+    """The README's echo handler, as written there."""
+    async for message in connection.incoming:
+        await connection.send(message)
+
+
+async def slow_echo(connection: aio.Connection) -> None:
+    """An echo that works a little on each message: the peer's EOF arrives before the reply."""
+    async for message in connection.incoming:
+        await asyncio.sleep(0.05)
+        await connection.send(message)
+
+
+@pytest.mark.parametrize("handler", [readme_echo, slow_echo], ids=lambda h: h.__name__)
+@pytest.mark.parametrize("ending", ["waits", "half-closes", "closes", "resets"])
+def test_a_peer_closing_while_the_handler_replies_is_no_server_error(
+    caplog: pytest.LogCaptureFixture,
+    handler: Callable[[aio.Connection], Awaitable[None]],
+    ending: str,
+) -> None:
+    """Issue 22 §4: a client sends a message and its close frame in one write, then waits for
+    the end, shuts its side, closes its socket (a reset once the reply hits it) or resets at
+    once. The handler's connection closes under it: no ERROR (five per five clients on main:
+    "error in the WebSocket handler; closing with 1011"), and the close code is the peer's."""
+    ended: list[aio.Connection] = []
+
+    async def recorded(connection: aio.Connection) -> None:
+        try:
+            await handler(connection)
+        finally:
+            ended.append(connection)
+
+    async def main() -> None:
+        async with aio.serve(recorded, "127.0.0.1", 0) as server:
+            for _ in range(5):
+                peer = await RawPeer.connect(server.port)
+                peer.writer.write(build_frame(0x1, b"hello") + build_frame(0x8, b"\x0f\xa0bye"))
+                if ending == "half-closes":
+                    peer.writer.write_eof()
+                elif ending == "closes":
+                    peer.writer.close()
+                elif ending == "resets":
+                    await peer.writer.drain()
+                    peer.abort()
+                if ending in ("waits", "half-closes"):
+                    await peer.expect_eof()
+                await peer.close()
+            async with asyncio.timeout(5):
+                while len(ended) < 5:
+                    await asyncio.sleep(0.01)
+                for connection in ended:
+                    await connection.wait_closed()
+        assert [connection.close_code for connection in ended] == [4000] * 5
+
+    with caplog.at_level(logging.DEBUG, logger="tube"):
+        run(main)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not loud, [(r.levelname, r.getMessage(), r.exc_text) for r in loud]
 
 
 def test_tls_echo_and_a_stalled_hello(

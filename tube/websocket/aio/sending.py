@@ -212,7 +212,13 @@ class Sender:
         transport = self._connection._transport
         assert transport is not None
         if half and transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError as exc:
+                # The peer reset the connection meanwhile (ENOTCONN): asyncio's write_eof()
+                # calls shutdown() unguarded. Nothing more can be said to it (issue 22 §4:
+                # this escaped into the application's `incoming` call).
+                self._connection._abort(f"connection lost while closing: {exc}")
         else:
             transport.close()  # TLS: close_notify, then asyncio waits for the peer's, bounded
 

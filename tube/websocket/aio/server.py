@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from ..core.errors import HandshakeError
+from ..core.errors import ConnectionClosed, HandshakeError
 from ..core.handshake import rejection_response
 from ..core.http import HeadScanner, Request, Response, parse_request_head
 from ..core.options import ConnectionOptions
@@ -319,6 +319,20 @@ class Server:
             else:
                 connection._start_close(1011, "")
             raise
+        except ConnectionClosed as closed:
+            if not connection.closing:
+                # Not this connection's end (another connection's, say): a handler error.
+                logger.exception("error in the WebSocket handler; closing with 1011")
+                connection._start_close(1011, "")
+            else:
+                # The connection closed under the handler (the peer closed or left while it
+                # replied, a send timed out): no server error, and the close code stays the
+                # one that ended it (as the threaded server does).
+                logger.debug(
+                    "the WebSocket handler for %s ended with its connection: %s",
+                    connection._peer_name(),
+                    closed,
+                )
         except Exception:
             logger.exception("error in the WebSocket handler; closing with 1011")
             connection._start_close(1011, "")
@@ -342,7 +356,9 @@ def serve(
 
     Args:
         handler: ``async def handler(connection)``; the connection is closed with 1000 when it
-            returns, 1011 when it raises or is cancelled, 1001 when the server closes.
+            returns, 1011 when it raises or is cancelled, 1001 when the server closes. A
+            ``ConnectionClosed`` from its own connection, which closed under it (the peer
+            closed or left while it replied), ends it quietly (logged at debug level).
         host: The address to listen on (``None``: every interface).
         port: The port; 0 picks a free one (see :attr:`Server.port`).
         ssl: A server ``SSLContext`` for ``wss://``.
