@@ -116,6 +116,12 @@ _RESUMABLE = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 _RETRY_RESUME = frozenset({4003, 4004, 4009, 1001, 1006, 1011, 1012, 1013, 1014})
 # How often the receiver makes its progress durable (fsync, then the sidecar): 16 MiB.
 _SYNC_EVERY = 64
+# Redirects followed per connection (scale-out: the registry names the owner; one is normal).
+_MAX_REDIRECTS = 3
+# Seconds without any message during a transfer before giving up: longer than the relay's
+# resume grace (120 s), so a peer that is away is the relay's to judge (4006) first; this only
+# catches a relay that silently swallows what it should forward.
+STALL_TIMEOUT = 180.0
 # Room left in a 255-byte file name for ".", ".tube-part.json" and " (999)".
 _MAX_NAME_BYTES = 200
 _PART_SUFFIX = ".tube-part"
@@ -482,8 +488,12 @@ class _Channel:
         open_timeout: float,
         resume_timeout: float,
         notice: Callable[[str], object] | None,
+        stall_timeout: float = STALL_TIMEOUT,
     ) -> None:
         self.urls = urls
+        self.stall_timeout = stall_timeout
+        # Where the next connection goes instead of the relay's own URL (a redirect's).
+        self._next_url: str | None = None
         self.peer = peer
         self.ssl = ssl
         self.open_timeout = open_timeout
@@ -499,10 +509,42 @@ class _Channel:
             self.notice(text)
 
     async def _open(self, path: str) -> aio.Connection:
-        """Connect to ``path`` and exchange ``hello``/``welcome``."""
-        url = self.urls.ws + path
+        """Connect to ``path`` and exchange ``hello``/``welcome``, following the relay's
+        ``redirect`` to the instance that owns the name (scale-out, relay-design §8)."""
+        url = self._next_url or self.urls.ws + path
+        self._next_url = None
+        for _ in range(_MAX_REDIRECTS + 1):
+            conn = await self._connect(url)
+            try:
+                role = self.peer.role
+                await conn.send(json.dumps({"t": "hello", "v": 1, "role": role}))
+                welcome = await self._control(conn, timeout=self.open_timeout)
+                if welcome.get("t") == "redirect":
+                    url = self.redirect_target(welcome.get("url"), url)
+                    await _bounded(conn.close(), 2.0)
+                    continue
+                if welcome.get("t") != "welcome":
+                    raise TransferError(f"the relay answered hello with {welcome.get('t')!r}")
+            except BaseException:
+                await _bounded(conn.close(), 2.0)
+                raise
+            return conn
+        raise RelayError(f"the relay at {self.urls.http} redirected too many times")
+
+    @staticmethod
+    def redirect_target(target: object, current: str) -> str:
+        """The URL a ``redirect`` names, if it is one we follow: ``ws``/``wss`` with a host,
+        and never from ``wss`` down to ``ws``."""
+        if isinstance(target, str):
+            parts = urllib.parse.urlsplit(target)
+            secure = current.startswith("wss:")
+            if parts.scheme in (("wss",) if secure else ("ws", "wss")) and parts.hostname:
+                return target
+        raise RelayError(f"the relay redirected to an address we do not follow: {target!r}")
+
+    async def _connect(self, url: str) -> aio.Connection:
         try:
-            conn = await aio.connect(
+            return await aio.connect(
                 url,
                 subprotocols=[SUBPROTOCOL],
                 compression=None,
@@ -520,16 +562,6 @@ class _Channel:
             ) from None
         except WebSocketError as error:  # OpenTimeout, an invalid handshake
             raise RelayUnavailable(f"cannot reach the relay at {self.urls.http}: {error}") from None
-        try:
-            role = self.peer.role
-            await conn.send(json.dumps({"t": "hello", "v": 1, "role": role}))
-            welcome = await self._control(conn, timeout=self.open_timeout)
-            if welcome.get("t") != "welcome":
-                raise TransferError(f"the relay answered hello with {welcome.get('t')!r}")
-        except BaseException:
-            await _bounded(conn.close(), 2.0)
-            raise
-        return conn
 
     async def _control(self, conn: aio.Connection, timeout: float | None) -> dict[str, Any]:
         """The next control message that is not an ``error`` (those are kept in ``error``).
@@ -566,8 +598,6 @@ class _Channel:
                 self.peer.paired(pair_id)
                 self._say("paired; checking the code")
                 return
-            if message.get("t") == "redirect":
-                raise RelayError(f"the relay redirects to {message.get('url')}: not supported")
 
     async def flush(self) -> None:
         """Send what the peer queued, in order (one ``send_many``, so order holds across
@@ -597,8 +627,13 @@ class _Channel:
         """
         conn = self.conn
         assert conn is not None
+        moving = self.peer.state in (State.TRANSFER, State.FINISHING)
         try:
-            message = await conn.incoming.get()
+            message = await conn.incoming.get(timeout=self.stall_timeout if moving else None)
+        except TimeoutError:
+            raise TransferError(
+                f"nothing arrived for {self.stall_timeout:g} s: the transfer stalled"
+            ) from None
         except ConnectionClosed:
             if self.peer.is_finished:
                 raise _Ended() from None
@@ -632,6 +667,7 @@ class _Channel:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.resume_timeout
         delay = 1.0
+        redirects = 0
         self._say("connection to the relay lost; resuming")
         while True:
             self.error = None
@@ -654,6 +690,9 @@ class _Channel:
                     self.peer.resumed()
                     return
                 last, retry_after = outcome
+                if last == "redirected" and redirects < _MAX_REDIRECTS:
+                    redirects += 1
+                    continue  # to the instance that holds the pair, at once
             pause = max(delay, retry_after)
             if loop.time() + pause > deadline:
                 raise ResumeFailed(f"could not resume the transfer: {last}")
@@ -673,6 +712,10 @@ class _Channel:
                 kind = message.get("t")
                 if kind == "paired" or (kind == "peer" and message.get("state") == "back"):
                     return None
+                if kind == "redirect":  # another instance holds the pair
+                    self._next_url = self.redirect_target(message.get("url"), self.urls.ws)
+                    await _bounded(conn.close(), 2.0)
+                    return "redirected", 0
         except RelayError as error:
             await _bounded(conn.close(), 2.0)
             retry = isinstance(error, RelayUnavailable) or error.close_code in _RETRY_RESUME
@@ -875,6 +918,7 @@ async def send_file(
     ssl: ssl_module.SSLContext | None = None,
     open_timeout: float = 10.0,
     resume_timeout: float = 120.0,
+    stall_timeout: float = STALL_TIMEOUT,
 ) -> SendResult:
     """Send the file at ``path`` through the relay; returns once the receiver has all of it.
 
@@ -895,6 +939,8 @@ async def send_file(
         ssl: TLS context for ``https``/``wss`` relays (default: the system's trust store).
         open_timeout: Seconds for each connection's opening (TCP, TLS, upgrade, welcome).
         resume_timeout: Seconds to keep trying to resume a dropped connection.
+        stall_timeout: Seconds without any message during the transfer before giving up
+            (a relay that swallows what it should forward).
 
     Raises:
         TransferError: The transfer failed (see its subclasses); the message says why.
@@ -928,6 +974,7 @@ async def send_file(
             ssl=ssl,
             open_timeout=open_timeout,
             resume_timeout=resume_timeout,
+            stall_timeout=stall_timeout,
             notice=on_notice,
         )
         app = _Sending(channel, source, name, file_id, on_verified, on_progress)
@@ -1253,6 +1300,7 @@ async def receive_file(
     ssl: ssl_module.SSLContext | None = None,
     open_timeout: float = 10.0,
     resume_timeout: float = 120.0,
+    stall_timeout: float = STALL_TIMEOUT,
 ) -> ReceiveResult:
     """Receive the file offered under ``code`` into the folder ``out_dir``.
 
@@ -1269,7 +1317,7 @@ async def receive_file(
         on_verified: Called with the six verification digits once the keys are confirmed.
         on_progress: Called with a :class:`TransferProgress` (written bytes).
         on_notice: Called with short status lines (paired, resuming).
-        ssl, open_timeout, resume_timeout: As for :func:`send_file`.
+        ssl, open_timeout, resume_timeout, stall_timeout: As for :func:`send_file`.
 
     Raises:
         BadCode: ``code`` cannot be right (checked before connecting, so a typo does not use
@@ -1290,6 +1338,7 @@ async def receive_file(
         ssl=ssl,
         open_timeout=open_timeout,
         resume_timeout=resume_timeout,
+        stall_timeout=stall_timeout,
         notice=on_notice,
     )
     app = _Receiving(peer, directory, accept, on_verified, on_progress)

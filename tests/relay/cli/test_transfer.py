@@ -513,3 +513,63 @@ def test_the_salt_is_kept_private_and_stable(tmp_path: Path) -> None:
     assert len(salt) == 16 and load_salt(state) == salt
     assert (state / "file-id-salt").stat().st_mode & 0o777 == 0o600
     assert load_salt(tmp_path / "other") != salt
+
+
+class SwallowingRelay(RelayServer):
+    """Forwards the key exchange and the offer, then swallows every frame silently (no close,
+    nothing queued: the relay's own stall timer cannot see it)."""
+
+    forwarded = 0
+
+    async def forward(self, source: int, destination: aio.Connection, frame: bytes) -> None:
+        self.forwarded += 1
+        if self.forwarded <= 7:  # COMMIT, CPACE, CPACE, CONFIRM, CONFIRM, offer, accept
+            await super().forward(source, destination, frame)
+
+
+def test_a_relay_that_swallows_frames_ends_in_a_stall_error_not_a_hang(tmp_path: Path) -> None:
+    source = tmp_path / "a.bin"
+    write_random_file(source, 6 * CHUNK)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    async def main() -> None:
+        async with relay(SwallowingRelay) as server:
+            sent, received = await transfer(
+                url(server),
+                source,
+                out,
+                send_options={"stall_timeout": 0.5},
+                receive_options={"stall_timeout": 0.5},
+            )
+        for result in (sent, received):
+            assert isinstance(result, TransferError), result
+            assert "stalled" in str(result) or "gave up" in str(result), result
+        assert "stalled" in str(received)
+        # Not an integrity failure: what arrived is kept to continue later with a new code,
+        # under its partial name only.
+        assert files(out) == [".a.bin.tube-part", ".a.bin.tube-part.json"]
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("target", "current", "followed"),
+    [
+        ("ws://relay-2.internal:8080/v1/relay/4821", "ws://lb/v1/relay/4821", True),
+        ("wss://relay-2.internal/v1/relay", "ws://lb/v1/relay", True),
+        ("wss://relay-2.internal/v1/relay", "wss://lb/v1/relay", True),
+        ("ws://relay-2.internal/v1/relay", "wss://lb/v1/relay", False),  # no downgrade
+        ("http://relay-2.internal/v1/relay", "ws://lb/v1/relay", False),
+        ("ws:///v1/relay", "ws://lb/v1/relay", False),
+        (None, "ws://lb/v1/relay", False),
+    ],
+)
+def test_which_redirects_are_followed(target: object, current: str, followed: bool) -> None:
+    from tube.relay.transfer import RelayError, _Channel
+
+    if followed:
+        assert _Channel.redirect_target(target, current) == target
+    else:
+        with pytest.raises(RelayError, match="do not follow"):
+            _Channel.redirect_target(target, current)
