@@ -1,3 +1,440 @@
 // @ts-check
+/**
+ * The page: wires the DOM to a Session. Sender: pick or drop a file, get a code (or a link),
+ * follow the transfer until the receiver confirmed it. Receiver: type the code (with word
+ * completion) or open the link, see the offer, accept, follow the transfer to the saved file.
+ * Everything a person reads is set with textContent (a sender chooses the file name).
+ * @module
+ */
+
+import { BadCode, WordList, newSecret, parseCode } from "tube/codes.js";
 import { hasX25519 } from "tube/cpace.js";
-hasX25519().then((ok) => document.body.setAttribute("data-x25519", String(ok)));
+import { MEMORY_LIMIT, chooseSink, streamWorker } from "tube/sinks.js";
+import { Session, formatDuration } from "tube/transfer.js";
+
+/** @typedef {import("tube/transfer.js").Update} Update */
+
+/**
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @returns {T}
+ */
+function $(id) {
+  const element = document.getElementById(id);
+  if (!element) throw new Error(`#${id} missing`);
+  return /** @type {T} */ (element);
+}
+
+const app = $("app");
+const params = new URLSearchParams(location.search);
+// ?relay=wss://host lets a copy of this folder served elsewhere use another relay.
+const relayParam = params.get("relay");
+const relayWs = relayParam
+  ? relayParam.replace(/\/+$/, "")
+  : `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}`;
+const relayHttp = relayWs.replace(/^ws/, "http");
+// ?sink=stream|picker|opfs|memory forces one way of saving (tests, and people whose browser
+// misbehaves with the default).
+const forcedSink = params.get("sink");
+
+/** @type {Session | null} */
+let session = null;
+/** @type {WordList | null} */
+let words = null;
+/** @type {Promise<ServiceWorker | null>} */
+let worker = Promise.resolve(null);
+
+// ------------------------------------------------------------------ formatting
+
+/**
+ * "1.5 MiB", "812 KiB", "27 B".
+ * @param {number} bytes
+ * @returns {string}
+ */
+function formatBytes(bytes) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}
+
+/**
+ * @param {string} id
+ * @param {string} text
+ */
+function setText(id, text) {
+  $(id).textContent = text;
+}
+
+/**
+ * Show exactly the sections named.
+ * @param {...string} ids
+ */
+function show(...ids) {
+  for (const id of ["start", "link-claim", "send", "offer", "status"]) $(id).hidden = !ids.includes(id);
+}
+
+/**
+ * A problem the person must read (role=alert).
+ * @param {string} message
+ * @param {string} [kind]
+ */
+function problem(message, kind = "") {
+  const box = $("problem");
+  box.textContent = message;
+  box.dataset.kind = kind;
+  box.hidden = false;
+}
+
+// ------------------------------------------------------------------ progress
+
+const progress = {
+  size: 0,
+  started: 0,
+  startBytes: 0,
+  bytes: 0,
+  /** @type {number | null} */
+  timer: null,
+};
+
+/** Redraw the progress line: bytes, percentage, speed, time left. */
+function drawProgress() {
+  const { size, bytes } = progress;
+  const percent = size ? (bytes / size) * 100 : 100;
+  const bar = /** @type {HTMLProgressElement} */ ($("progress"));
+  bar.value = percent;
+  bar.setAttribute("aria-valuetext", `${percent.toFixed(0)} percent`);
+  const seconds = (performance.now() - progress.started) / 1000;
+  const speed = seconds > 0.5 ? (bytes - progress.startBytes) / seconds : 0;
+  let text = `${formatBytes(bytes)} of ${formatBytes(size)} (${percent.toFixed(1)} %)`;
+  if (speed > 0 && bytes < size) {
+    text += ` · ${formatBytes(speed)}/s · about ${formatDuration((size - bytes) / speed)} left`;
+  }
+  setText("progress-text", text);
+}
+
+// ------------------------------------------------------------------ the session's news
+
+/**
+ * @param {"send" | "recv"} role
+ * @param {Update} update
+ */
+function onUpdate(role, update) {
+  if (update.verifier) {
+    setText("verifier-digits", update.verifier);
+    $("show-verifier").hidden = false;
+  }
+  if (update.bytes !== undefined) {
+    progress.bytes = update.bytes;
+    drawProgress();
+  }
+  if (update.offer) {
+    const offer = update.offer;
+    progress.size = offer.size;
+    setText("offer-name", offer.name || "(no name)");
+    setText("offer-size", `${formatBytes(offer.size)} (${offer.size.toLocaleString("en")} bytes)`);
+    setText("offer-type", offer.type || "unknown");
+    void describeSink(offer.size);
+  }
+  const phase = update.phase;
+  if (!phase) return;
+  app.dataset.phase = phase;
+  const sending = role === "send";
+  /** @type {Record<string, [string, string]>} */
+  const texts = {
+    connecting: ["Connecting…", "Reaching the relay."],
+    waiting: ["Waiting for the receiver…", "Keep this page open until the transfer is done."],
+    verifying: [
+      sending ? "The receiver is here" : "Connected to the sender",
+      "Checking that both sides have the same code…",
+    ],
+    ready: sending
+      ? ["Code checked", "Offering the file to the receiver…"]
+      : ["Code checked", "Waiting for the sender's file…"],
+    offered: ["Waiting for the receiver to accept…", "They see the file's name and size."],
+    transfer: [sending ? "Sending…" : "Receiving…", "End to end encrypted."],
+    reconnecting: ["Reconnecting…", "The connection dropped. The transfer resumes where it stopped."],
+    finishing: [sending ? "Sending…" : "Saving…", "Finishing the file."],
+    done: sending
+      ? ["Delivered", "The receiver has the whole file."]
+      : ["Saved", "The whole file arrived and was checked."],
+    failed: ["Transfer failed", update.error ?? ""],
+    cancelled: ["Cancelled", "Nothing more will be sent."],
+  };
+  const [title, detail] = texts[phase];
+  setText("status-title", title);
+  setText("status-detail", detail);
+  if (phase === "offered" && !sending) {
+    show("offer");
+    $("accept").focus();
+    return;
+  }
+  show(...(sending ? ["send", "status"] : ["status"]));
+  if (sending) $("share").hidden = !["connecting", "waiting"].includes(phase);
+  const active = ["transfer", "reconnecting", "finishing"].includes(phase);
+  $("progress-box").hidden = !(active || phase === "done");
+  if (phase === "transfer" && !progress.started) {
+    progress.started = performance.now();
+    progress.startBytes = progress.bytes;
+    progress.timer = window.setInterval(drawProgress, 500);
+  }
+  if (phase === "done") {
+    progress.bytes = progress.size;
+    drawProgress();
+    if (!sending) setText("status-detail", `The whole file arrived and was checked: ${$("offer-name").textContent}.`);
+  }
+  const over = ["done", "failed", "cancelled"].includes(phase);
+  if (over && progress.timer !== null) clearInterval(progress.timer);
+  $("cancel").hidden = over;
+  $("again").hidden = !over;
+  if (phase === "failed") {
+    problem(update.error ?? "The transfer failed.", update.errorKind);
+    $("again").focus();
+  }
+  if (phase === "done") $("again").focus();
+}
+
+/**
+ * Tell the receiver, before they accept, where the file will go.
+ * @param {number} size
+ */
+async function describeSink(size) {
+  const accept = /** @type {HTMLButtonElement} */ ($("accept"));
+  const hasWorker = (await worker) !== null && (forcedSink === null || forcedSink === "stream");
+  let note = "The file goes straight to your downloads folder as it arrives.";
+  if (!hasWorker) {
+    if ("showSaveFilePicker" in window && (forcedSink === null || forcedSink === "picker")) {
+      note = "You will choose where to save the file.";
+    } else if (forcedSink !== "memory" && typeof navigator.storage?.getDirectory === "function") {
+      note = "The file is written to the browser's storage, then saved to your downloads.";
+    } else if (size > MEMORY_LIMIT) {
+      note = "This browser can only keep files under 200 MB in memory: use a recent Chrome or Firefox, or the command line.";
+      accept.disabled = true;
+    } else {
+      note = "This browser keeps the file in memory (files under 200 MB only), then saves it.";
+    }
+  }
+  setText("offer-sink", note);
+}
+
+// ------------------------------------------------------------------ sending
+
+/** @param {File} file */
+async function startSend(file) {
+  if (!words) return;
+  $("problem").hidden = true;
+  let response;
+  try {
+    response = await fetch(`${relayHttp}/v1/nameplates`, { method: "POST" });
+  } catch {
+    problem("Cannot reach the relay. Check your connection and try again.", "connection");
+    return;
+  }
+  if (!response.ok) {
+    const retry = Number(response.headers.get("Retry-After") || 0);
+    const wait = retry ? ` Try again in ${formatDuration(retry)}.` : "";
+    problem(
+      response.status === 429 ? `Too many codes from your network at once.${wait}` : `The relay is busy.${wait}`,
+      response.status === 429 ? "rate-limited" : "busy",
+    );
+    return;
+  }
+  const { nameplate } = await response.json();
+  const code = [nameplate, ...words.generate(2)].join("-");
+  const secret = `${nameplate}.${newSecret()}`;
+  const link = `${location.origin}${location.pathname}${location.search}#${secret}`;
+  setText("send-name", file.name);
+  setText("send-size", formatBytes(file.size));
+  setText("code-out", code);
+  /** @type {HTMLInputElement} */ ($("link-out")).value = link;
+  progress.size = file.size;
+  const current = new Session({
+    role: "send",
+    relay: relayWs,
+    nameplate,
+    password: code,
+    file,
+    onUpdate: (update) => onUpdate("send", update),
+  });
+  session = current;
+  // The code and the link are two passwords for one nameplate: whichever the person copies
+  // last is the one the sender uses (CPace needs it only when the receiver arrives).
+  $("copy-code").onclick = () => {
+    current.setPassword(code);
+    void copy(code, "copy-code");
+  };
+  $("copy-link").onclick = () => {
+    current.setPassword(secret);
+    void copy(link, "copy-link");
+  };
+  $("link-out").onfocus = () => current.setPassword(secret);
+  current.start();
+  $("copy-code").focus();
+}
+
+/**
+ * Copy to the clipboard and say so on the button.
+ * @param {string} text
+ * @param {string} id
+ */
+async function copy(text, id) {
+  const button = $(id);
+  const label = button.dataset.label ?? button.textContent ?? "";
+  button.dataset.label = label;
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Select and copy";
+  }
+  setTimeout(() => {
+    button.textContent = label;
+  }, 2000);
+}
+
+// ------------------------------------------------------------------ receiving
+
+/**
+ * @param {import("tube/codes.js").ParsedCode} parsed
+ */
+function startReceive(parsed) {
+  $("problem").hidden = true;
+  session = new Session({
+    role: "recv",
+    relay: relayWs,
+    nameplate: parsed.nameplate,
+    password: parsed.password,
+    onUpdate: (update) => onUpdate("recv", update),
+  });
+  session.start();
+}
+
+/** Word completion: the datalist offers the words that finish the last one typed. */
+function completeWords() {
+  const input = /** @type {HTMLInputElement} */ ($("code"));
+  const list = $("code-words");
+  if (!words) return;
+  const value = input.value;
+  const match = /^(.*?)([a-zA-Z]+)$/.exec(value);
+  /** @type {string[]} */
+  let options = [];
+  if (match && /\d/.test(match[1])) {
+    const head = match[1];
+    options = words.complete(match[2].toLowerCase(), 6).map((word) => head + word);
+  }
+  list.replaceChildren(
+    ...options.filter((option) => option !== value).map((option) => new Option(option)),
+  );
+}
+
+// ------------------------------------------------------------------ start
+
+async function main() {
+  if (!window.isSecureContext || !globalThis.crypto?.subtle) {
+    problem(
+      "Tube's encryption needs a secure page: open it over https://, or as http://localhost on this computer.",
+      "insecure",
+    );
+    app.dataset.phase = "unsupported";
+    return;
+  }
+  if (!(await hasX25519())) {
+    problem(
+      "This browser is too old for Tube's encryption: it needs X25519 in WebCrypto (Chrome 133, Firefox 130, Safari 17 or newer). Update it, or use the command line: python -m tube send FILE / python -m tube receive CODE.",
+      "too-old",
+    );
+    app.dataset.phase = "unsupported";
+    return;
+  }
+  const meta = /** @type {HTMLMetaElement} */ (document.querySelector('meta[name="tube-wordlist"]'));
+  try {
+    words = await WordList.load(meta.content, meta.dataset.integrity ?? "");
+  } catch {
+    problem("The page could not load its word list. Reload the page.", "load");
+    return;
+  }
+  worker = streamWorker();
+
+  const fileInput = /** @type {HTMLInputElement} */ ($("file"));
+  fileInput.addEventListener("change", () => {
+    const file = fileInput.files?.[0];
+    if (file) void startSend(file);
+  });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    const file = event.dataTransfer?.files[0];
+    if (file) void startSend(file);
+  });
+
+  const codeInput = /** @type {HTMLInputElement} */ ($("code"));
+  codeInput.addEventListener("input", () => {
+    $("code-error").hidden = true;
+    codeInput.removeAttribute("aria-invalid");
+    completeWords();
+  });
+  $("receive-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    try {
+      startReceive(parseCode(/** @type {WordList} */ (words), codeInput.value));
+    } catch (error) {
+      if (!(error instanceof BadCode)) throw error;
+      setText("code-error", error.message);
+      $("code-error").hidden = false;
+      codeInput.setAttribute("aria-invalid", "true");
+      codeInput.focus();
+    }
+  });
+
+  $("accept").addEventListener("click", async () => {
+    const current = session;
+    const offer = current?.peer.offerInfo;
+    if (!current || !offer) return;
+    /** @type {HTMLButtonElement} */ ($("accept")).disabled = true;
+    try {
+      const sink = await chooseSink(offer.name, offer.size, await worker, forcedSink);
+      current.accept(sink);
+    } catch (error) {
+      /** @type {HTMLButtonElement} */ ($("accept")).disabled = false;
+      problem(error instanceof Error ? error.message : String(error), "save");
+    }
+  });
+  $("decline").addEventListener("click", () => session?.decline());
+  $("cancel").addEventListener("click", () => session?.cancel());
+  $("show-verifier").addEventListener("click", () => {
+    const box = $("verifier");
+    box.hidden = !box.hidden;
+    $("show-verifier").textContent = box.hidden ? "Show verification digits" : "Hide verification digits";
+  });
+
+  // A link: #<nameplate>.<secret>. Strip it from the address at once (history, screenshots),
+  // and claim only on a click, so that a link scanner cannot burn the one-time code.
+  const fragment = decodeURIComponent(location.hash.slice(1));
+  if (fragment) {
+    history.replaceState(null, "", location.pathname + location.search);
+    try {
+      const parsed = parseCode(words, fragment);
+      show("link-claim");
+      app.dataset.phase = "link";
+      $("connect").addEventListener("click", () => startReceive(parsed), { once: true });
+      $("connect").focus();
+      return;
+    } catch {
+      problem("This link is damaged: ask the sender for a new one.", "bad-link");
+    }
+  }
+  show("start");
+  app.dataset.phase = "start";
+}
+
+void main();
