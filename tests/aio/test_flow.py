@@ -174,3 +174,42 @@ def test_absurd_heads_are_refused_with_their_status() -> None:
                 await peer.close()
 
     run(main)
+
+
+def _refused_exchange(port: int, request: bytes) -> tuple[bytes, str]:
+    """Send ``request`` whole, then read to the end: (the answer, "FIN" or "reset")."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            return answer, "reset"
+        return answer, "FIN"
+
+
+def test_a_refused_head_with_unread_bytes_ends_with_fin_not_a_reset() -> None:
+    """Issue 22: the server answers a head too large as soon as it knows (414 after 8 KiB of
+    request line), while the rest is still arriving; closing then, with those bytes unread,
+    made the kernel reset the connection (the threaded server reads and drops them first)."""
+
+    async def main() -> None:
+        async with aio.serve(lambda c: asyncio.sleep(0), "127.0.0.1", 0) as server:
+            for request, status in [
+                (b"GET /" + b"a" * 200_000 + b" HTTP/1.1\r\n\r\n", b"414"),
+                (b"GET / HTTP/1.1\r\nX: " + b"a" * 200_000 + b"\r\n\r\n", b"431"),
+            ]:
+                answer, end = await asyncio.to_thread(_refused_exchange, server.port, request)
+                assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
+                assert end == "FIN"
+            # A client that keeps its socket open after the answer is closed after a bound.
+            peer = await RawPeer.connect(server.port, handshake=False)
+            peer.writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await peer.expect_eof()).startswith(b"HTTP/1.1 400 ")
+            async with asyncio.timeout(5):
+                while server._connections:
+                    await asyncio.sleep(0.05)
+            peer.abort()
+
+    run(main)

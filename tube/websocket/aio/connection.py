@@ -56,6 +56,11 @@ logger = logging.getLogger("tube.websocket.aio")
 # attribute about 18): the per-message paths compare with this name instead.
 _CLOSED = State.CLOSED
 
+#: After a refusal (an HTTP answer instead of the 101): how long the client may go on sending,
+#: and how many bytes, before its connection is closed anyway (seconds, bytes).
+REFUSAL_LINGER = 1.0
+REFUSAL_DISCARD_LIMIT = 1 << 20
+
 
 class Connection(asyncio.BufferedProtocol):
     """One WebSocket connection on asyncio (server or client side).
@@ -113,6 +118,8 @@ class Connection(asyncio.BufferedProtocol):
         self._opened: asyncio.Future[bool] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._recv = receive_buffer()
+        # After a refusal: how many more bytes the client may send before we stop dropping them.
+        self._discard_left = 0
 
     # ------------------------------------------------------------------ seed fields, options
 
@@ -152,8 +159,12 @@ class Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` arrived in the receive buffer: parse them (the hot path)."""
         if self._protocol is None:
-            if self._head is not None:  # else: between the head and the switch; paused
+            if self._head is not None:
                 self._head.feed(self._recv[:nbytes])
+            else:  # refused: dropped, up to a bound
+                self._discard_left -= nbytes
+                if self._discard_left < 0:
+                    self._abort("the refused client kept sending")
             return
         policy = self._timers.policy
         if policy is not None:
@@ -215,6 +226,35 @@ class Connection(asyncio.BufferedProtocol):
     def _write_head(self, data: bytes) -> None:
         """Write an HTTP head (and body) of the opening handshake."""
         self._sender.write_head(data)
+
+    def _refuse(self, data: bytes) -> None:
+        """Answer with ``data`` (an HTTP response instead of the 101), then end TCP cleanly
+        (internal API: the server).
+
+        The write side is shut (a FIN right after the answer); what the client still sends is
+        read and dropped until its EOF, at most :data:`REFUSAL_DISCARD_LIMIT` bytes and
+        :data:`REFUSAL_LINGER` seconds. Closing at once would leave its unread bytes (the rest
+        of a head refused for its size, a body) in our kernel, which then answers with a reset
+        that may destroy the answer before the client reads it (the threaded server reads and
+        drops them too). Under TLS the transport's close (close_notify) does it all.
+        """
+        self._sender.write_head(data)
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._head = None  # from now on, what arrives is dropped
+        self._timers.stop_open()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError:  # the client reset the connection meanwhile
+            transport.abort()
+            return
+        self._discard_left = REFUSAL_DISCARD_LIMIT
+        self._timers.start_refusal_linger(REFUSAL_LINGER)
+        self._reading.resume(self._reading.reasons)
 
     def _open(
         self, consumed: int, subprotocol: str | None, deflate: DeflateParameters | None

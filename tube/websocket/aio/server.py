@@ -304,9 +304,7 @@ class Server:
 
     @staticmethod
     def _refuse(connection: Connection, response: Response) -> None:
-        connection._write_head(response.to_bytes())
-        if connection.transport is not None:
-            connection.transport.close()  # after the response is written
+        connection._refuse(response.to_bytes())  # then a FIN, not a reset
 
     async def _run(self, connection: Connection) -> None:
         """Run the handler; close the connection as it ends; wait for the TCP teardown."""

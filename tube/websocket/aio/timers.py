@@ -10,7 +10,9 @@ No task per connection: each timer is one ``TimerHandle``, re-armed from its own
 * **give-up**: the TCP connection is closed ``close_give_up_time`` after the closing started;
 * **violation**: a peer's protocol violation is committed at most ``close_give_up_time`` after
   it arrived, and a peer's close frame answered at most ``close_reply_time`` after, if the
-  application does not ask for the next message before.
+  application does not ask for the next message before;
+* **refusal linger** (in the give-up slot): a refused client's connection is closed at the
+  latest this long after the answer, if its EOF did not come first.
 """
 
 from __future__ import annotations
@@ -139,6 +141,18 @@ class Timers:
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
+
+    def start_refusal_linger(self, delay: float) -> None:
+        """A refusal was answered: close TCP after ``delay`` seconds unless the client's EOF
+        comes first (the give-up slot: no closing handshake can start any more)."""
+        if self._give_up is None:
+            self._give_up = self._later(delay, self._on_refusal_linger)
+
+    def _on_refusal_linger(self) -> None:
+        self._give_up = None
+        connection = self._connection
+        logger.debug("closing the refused connection to %s: no EOF", connection._peer_name())
+        connection._abort("the refused client did not close")
 
     def _on_give_up(self) -> None:
         self._give_up = None
