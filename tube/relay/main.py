@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -75,6 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pairs-per-ip", type=int, default=Limits().pairs_per_ip, help="transfers per address"
     )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=(
+            "set any field of tube.relay.limits.Limits (repeatable), e.g. "
+            "--limit claims_per_minute=60 --limit max_pairs=2000"
+        ),
+    )
     parser.add_argument("--reuse-port", action="store_true", help="share the port (SO_REUSEPORT)")
     parser.add_argument(
         "--redis",
@@ -119,7 +130,7 @@ def serve_main(argv: Sequence[str]) -> int:
             wait_s=args.wait,
             grace_s=args.grace,
             pairs_per_ip=args.pairs_per_ip,
-        )
+        ).replace(**_limit_overrides(args.limit))
     except ValueError as error:
         parser.error(str(error))
     context = None
@@ -187,6 +198,24 @@ async def _run(config: object, registry: Any) -> int:
         logger.info("draining: closing every connection with 1001")
         await relay.close()
     return 0
+
+
+def _limit_overrides(items: Sequence[str]) -> dict[str, int | float]:
+    """``--limit NAME=VALUE`` items as keyword arguments of :class:`Limits`."""
+    fields = {field.name: field.type for field in dataclasses.fields(Limits)}
+    overrides: dict[str, int | float] = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not equals or name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ValueError(f"--limit {item!r}: expected NAME=VALUE, NAME one of {known}")
+        kind = fields[name]
+        try:
+            overrides[name] = float(text) if kind in (float, "float") else int(text)
+        except ValueError:
+            raise ValueError(f"--limit {item!r}: {text!r} is not a number") from None
+    return overrides
 
 
 def _host(host: str) -> str:

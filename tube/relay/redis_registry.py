@@ -35,12 +35,14 @@ class RedisRegistry:
         url: ``redis://host:port/db`` (or ``rediss://`` for TLS, ``unix://`` for a socket).
         instance: This instance's own URL (``ws://relay-2.internal:8080``), which other
             instances send in ``redirect`` to clients that reached them for a name it owns.
-        timeout: Seconds each Redis call may take before the registry counts as unavailable.
+        timeout: Seconds each Redis call may take before the registry counts as unavailable
+            (generous: a busy event loop must not pass for an outage; a refused connection
+            is seen at once).
         client: A ready ``redis.asyncio.Redis`` (tests); by default one is made from ``url``.
     """
 
     def __init__(
-        self, url: str, instance: str, *, timeout: float = 1.0, client: Any | None = None
+        self, url: str, instance: str, *, timeout: float = 3.0, client: Any | None = None
     ) -> None:
         if client is None:
             import redis.asyncio
