@@ -4,8 +4,10 @@ uvicorn runs as a subprocess on 127.0.0.1, started as a user starts it (``python
 tests.asgi_starlette_app:app --ws tube.websocket.asgi:UvicornProtocol --port 0``). The same
 contract tests run against uvicorn's own protocol classes (``websockets``, the deprecated legacy
 one; ``websockets-sansio``, uvicorn's default; ``wsproto``), so that they check the ASGI
-contract and not our reading of it. The one deliberate difference: a handler that raises after
-``accept`` gets a close frame 1011 from Tube, where uvicorn's classes drop TCP (1006).
+contract and not our reading of it. The deliberate differences: a handler that raises (or
+returns a value) after ``accept`` gets a close frame 1011 from Tube, where uvicorn's classes drop
+TCP (1006); an HTTP/1.0 upgrade gets 505; a client that closes while the application replies
+leaves no traceback in uvicorn's log (issue 22).
 
 uvicorn, Starlette and FastAPI are test extras: missing, they skip these tests, or fail them
 under CI=true.
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import importlib.util
 import json
 import os
 import re
 import resource
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -304,6 +308,65 @@ def test_an_invalid_handshake_is_refused_before_the_application(server: Server) 
     assert status == 400
 
 
+def raw_status(server: Server, head: bytes) -> bytes:
+    """Send ``head`` as it is; the status code of the answer (b"" if none came)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk
+    return answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/") else b""
+
+
+def raw_upgrade(
+    version: bytes = b"HTTP/1.1", line_end: bytes = b"\r\n", extra: bytes = b""
+) -> bytes:
+    lines = [b"GET /echo " + version, b"Host: 127.0.0.1", *extra.splitlines()]
+    lines += [f"{name}: {value}".encode() for name, value in upgrade_headers().items()]
+    return line_end.join(lines) + line_end + line_end
+
+
+def test_http_1_0_is_refused_with_505(server: Server) -> None:
+    """Issue 22 §5: uvicorn hands every head over written as HTTP/1.1; Tube reads the version
+    back from uvicorn's parser and answers 505 as its own servers do (uvicorn's classes: 101)."""
+    if server.implementation != "tube":
+        pytest.skip("uvicorn's own classes upgrade HTTP/1.0")
+    assert raw_status(server, raw_upgrade(b"HTTP/1.0")) == b"505"
+    assert raw_status(server, raw_upgrade()) == b"101"
+
+
+def test_what_uvicorns_parser_rewrote_cannot_be_seen(server: Server) -> None:
+    """The documented limit: bare LF line ends and obs-folded header lines, which Tube's own
+    servers refuse with 400, arrive rewritten as a clean head when uvicorn parses with h11;
+    with httptools (uvicorn[standard]) uvicorn refuses them with 400 itself."""
+    if server.implementation != "tube":
+        pytest.skip("the same for every protocol class: uvicorn's parser decides")
+    expected = b"400" if importlib.util.find_spec("httptools") is not None else b"101"
+    assert raw_status(server, raw_upgrade(line_end=b"\n")) == expected
+    assert raw_status(server, raw_upgrade(extra=b"X-Folded: one\r\n two")) == expected
+
+
+def test_a_client_closing_while_the_application_replies(server: Server) -> None:
+    """Issue 22 §4 under uvicorn: a message and a close frame in one write, then the socket
+    closed at once. No error in uvicorn's log (the fixture checks it), and the application's
+    websocket.disconnect carries the client's code."""
+    if server.implementation != "tube":
+        pytest.skip("uvicorn's own classes log the application's failed send (a traceback)")
+    key = uuid.uuid4().hex
+
+    async def main() -> None:
+        for index in range(5):
+            peer = await RawPeer.connect(server.port, path=f"/?id={key}-{index}")
+            peer.writer.write(build_frame(0x1, b"hello") + build_frame(0x8, b"\x0f\xa0bye"))
+            await peer.close()
+
+    run(main)
+    for index in range(5):
+        status, _, body = http_exchange(server, f"/closed/{key}-{index}")
+        assert status == 200, body
+        assert json.loads(body) == {"code": 4000, "reason": "bye"}
+
+
 # ---------------------------------------------------------------------- the scope
 
 
@@ -495,6 +558,31 @@ def test_a_violation_never_overtakes_earlier_replies(tmp_path: Path) -> None:
         run(main)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+def test_an_application_that_returns_a_value(implementation: str, tmp_path: Path) -> None:
+    """The ASGI contract says an application returns None; one that returns something else
+    failed. Tube closes with 1011, as for one that raised (it closed with 1000); uvicorn's
+    classes drop TCP (1006). All log uvicorn's error line."""
+    require("uvicorn", "wsproto", "websockets")
+    command = [sys.executable, "-m", "uvicorn", "tests.asgi_raw_app:app"]
+    command += ["--ws", IMPLEMENTATIONS[implementation], "--host", "127.0.0.1", "--port", "0"]
+    server = launch(implementation, "raw", command, ROOT, tmp_path / "uvicorn.log")
+    try:
+
+        async def main() -> None:
+            async with aio.connect(server.url("/returns-a-value")) as connection:
+                await connection.send("go")
+                with pytest.raises(ConnectionClosed):
+                    await connection.incoming.get(timeout=TIMEOUT)
+                assert connection.close_code == (1011 if implementation == "tube" else 1006)
+                assert connection.close_reason == ""  # nothing leaks to the peer
+
+        run(main)
+    finally:
+        server.stop()
+    assert "ASGI callable should return None, but returned" in server.output()
 
 
 # ---------------------------------------------------------------------- shutdown, packaging

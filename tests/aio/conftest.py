@@ -73,6 +73,7 @@ class RawPeer:
         port: int,
         *,
         handshake: bool = True,
+        path: str = "/",
         headers: Sequence[tuple[str, str]] = (),
         after: bytes = b"",
         rcvbuf: int | None = None,
@@ -98,17 +99,19 @@ class RawPeer:
         peer = cls(reader, writer)
         if handshake:
             try:
-                await peer.handshake(headers, after)
+                await peer.handshake(headers, after, path=path)
             except BaseException:
                 peer.abort()
                 raise
         return peer
 
-    async def handshake(self, headers: Sequence[tuple[str, str]] = (), after: bytes = b"") -> None:
-        """Send the request (plus ``after``) and check the 101 response."""
+    async def handshake(
+        self, headers: Sequence[tuple[str, str]] = (), after: bytes = b"", *, path: str = "/"
+    ) -> None:
+        """Send the request for ``path`` (plus ``after``) and check the 101 response."""
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
-            "GET / HTTP/1.1",
+            f"GET {path} HTTP/1.1",
             "Host: 127.0.0.1",
             "Upgrade: websocket",
             "Connection: Upgrade",

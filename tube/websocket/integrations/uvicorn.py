@@ -14,10 +14,13 @@ then ``data_received(head)`` with the request head re-serialised, then
 
 1. The head is checked by the core (:func:`~tube.websocket.core.handshake.accept_request`: method,
    version, ``Host``, ``Upgrade``, ``Connection``, key, version, no body; 400/426/405/505 are
-   answered before the application runs). No Origin check by default: as with uvicorn's own
-   classes, the application sees the ``origin`` header in the scope and decides
-   (:meth:`UvicornProtocol.with_options` turns Tube's check on). Reading is then held: frames
-   wait in the kernel until the application accepts.
+   answered before the application runs). uvicorn writes the head as ``HTTP/1.1`` whatever the
+   client sent; the version it parsed is read back from its HTTP protocol's scope (still the
+   transport's protocol at ``connection_made``), so HTTP/1.0 gets 505 as from Tube's servers.
+   No Origin check by default: as with uvicorn's own classes, the application sees the
+   ``origin`` header in the scope and decides (:meth:`UvicornProtocol.with_options` turns
+   Tube's check on). Reading is then held: frames wait in the kernel until the application
+   accepts.
 2. The application runs in one task (added to ``server_state.tasks``) with the ASGI ``scope``
    uvicorn's classes build, and receives ``websocket.connect``.
 3. ``websocket.accept`` writes the 101 (the chosen subprotocol, uvicorn's default headers, the
@@ -43,14 +46,18 @@ and answers a pending handshake with 500.
 
 Where Tube is deliberately stricter than uvicorn's own classes: once the application has
 accepted, its end closes the WebSocket with a close frame -- **1011 when it raised** (or was
-cancelled), 1000 when it returned without closing -- where uvicorn's classes drop the TCP
-connection without one (the client sees 1006). ``send_timeout`` (10 s without progress on a
+cancelled) or returned a value other than ``None`` (the ASGI contract broken: uvicorn logs it
+as an error too), 1000 when it returned ``None`` without closing -- where uvicorn's classes drop
+the TCP connection without one (the client sees 1006). ``send_timeout`` (10 s without progress on a
 peer that does not read) aborts the connection, where uvicorn's wait forever. A subprotocol in
 ``websocket.accept`` must be one the client offered (``ValueError`` otherwise).
 
-Known limit shared with uvicorn's classes: bytes a client sends in the same packet as its
+Known limits shared with uvicorn's classes: bytes a client sends in the same packet as its
 request head, behind it, stay in uvicorn's HTTP parser and never reach the WebSocket (browsers
-and usual clients wait for the 101 before sending).
+and usual clients wait for the 101 before sending). What uvicorn's HTTP parser accepted and
+rewrote cannot be seen: under ``h11`` (uvicorn's parser without ``httptools``) bare LF line ends
+and obs-folded header lines, which Tube's own servers refuse with 400, arrive as a clean head
+(``httptools``, in ``uvicorn[standard]``, refuses both with 400 itself).
 
 Concurrency: asyncio only, on uvicorn's event loop (one per worker process).
 """
@@ -145,6 +152,7 @@ class UvicornProtocol(asyncio.Protocol):
         "_close_sent",
         "_connect_sent",
         "_early",
+        "_http_version",
         "_lost",
         "_negotiated",
         "_request",
@@ -211,6 +219,8 @@ class UvicornProtocol(asyncio.Protocol):
         self._response: Response | None = None
         self._negotiated: Negotiated | None = None
         self._early = b""
+        # The request's HTTP version as uvicorn's HTTP protocol parsed it (None if unknown).
+        self._http_version: str | None = None
         # A denial response in progress: (status, headers) and the body parts so far.
         self._response_head: tuple[int, list[tuple[str, str]]] | None = None
         self._response_body: list[bytes] = []
@@ -243,6 +253,7 @@ class UvicornProtocol(asyncio.Protocol):
         # asyncio.Transport.
         self.transport = transport  # type: ignore[assignment]
         self.connections.add(self)
+        self._http_version = _http_version_seen(transport)
 
     def data_received(self, data: bytes) -> None:
         """The request head (from uvicorn's HTTP protocol), then bytes read before the hold."""
@@ -260,6 +271,10 @@ class UvicornProtocol(asyncio.Protocol):
             if parsed is None:
                 raise HandshakeError(400, "expected a complete request head")
             request, consumed = parsed
+            if self._http_version is not None:
+                # uvicorn writes every head it hands over as HTTP/1.1: put back the version
+                # the client sent, so that HTTP/1.0 gets the 505 of Tube's own servers.
+                request.version = "HTTP/" + self._http_version
             request.remote_address = transport.get_extra_info("peername")
             negotiated = Negotiated()
             options = self.options
@@ -414,8 +429,10 @@ class UvicornProtocol(asyncio.Protocol):
             self._app_ended(error=True)
         else:
             if result is not None:
+                # The ASGI spec's contract broken: an application error, so 1011 as for one
+                # that raised (uvicorn's classes log the same line and drop TCP: 1006).
                 logger.error("ASGI callable should return None, but returned %r.", result)
-            self._app_ended(error=False)
+            self._app_ended(error=result is not None)
 
     def _app_ended(self, *, error: bool) -> None:
         """The application's task is over: whatever it left open ends now."""
@@ -546,6 +563,24 @@ class UvicornProtocol(asyncio.Protocol):
             return "-"
         query = self.scope["query_string"]
         return str(self.scope["path"]) + ("?" + query.decode("latin-1") if query else "")
+
+
+def _http_version_seen(transport: asyncio.BaseTransport) -> str | None:
+    """The HTTP version of the request being upgraded, as uvicorn's HTTP protocol parsed it.
+
+    uvicorn re-serialises the head as ``HTTP/1.1`` whatever the client sent. When it calls
+    ``connection_made``, its HTTP protocol (``h11`` or ``httptools``) is still the transport's
+    protocol, and its ``scope`` (the ASGI HTTP scope of the request) holds the version.
+
+    Returns:
+        ``"1.0"``, ``"1.1"``, ...; None when the transport or the protocol does not tell (then
+        the re-serialised head's version is all there is).
+    """
+    get_protocol = getattr(transport, "get_protocol", None)
+    http_protocol = get_protocol() if get_protocol is not None else None
+    scope = getattr(http_protocol, "scope", None)
+    version = scope.get("http_version") if isinstance(scope, dict) else None
+    return version if isinstance(version, str) else None
 
 
 def _plain_response(status: int, body: bytes) -> Response:
