@@ -327,7 +327,7 @@ function completeWords() {
     options = words.complete(match[2].toLowerCase(), 6).map((word) => head + word);
   }
   list.replaceChildren(
-    ...options.filter((option) => option !== value).map((option) => new Option(option)),
+    ...options.filter((option) => option !== value).map((option) => new Option(option, option)),
   );
 }
 
@@ -435,6 +435,11 @@ async function main() {
   }
   show("start");
   app.dataset.phase = "start";
+  // A link pasted into the address bar of an open page changes only the fragment: start over
+  // as if it had been opened fresh.
+  window.addEventListener("hashchange", () => {
+    if (location.hash.length > 1 && !session) location.reload();
+  });
 }
 
 void main();
