@@ -58,6 +58,8 @@ class RelayThread:
             self._error = error
             self._ready.set()
         finally:
+            # The loop's default executor (address lookups) has threads of its own: join them.
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
             self._loop.close()
 
     async def _main(self) -> None:

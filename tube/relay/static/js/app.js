@@ -156,7 +156,10 @@ function onUpdate(role, update) {
       ? ["Code checked", "Offering the file to the receiver…"]
       : ["Code checked", "Waiting for the sender's file…"],
     offered: ["Waiting for the receiver to accept…", "They see the file's name and size."],
-    transfer: [sending ? "Sending…" : "Receiving…", "End to end encrypted."],
+    transfer: [
+      sending ? "Sending…" : "Receiving…",
+      `${sending ? $("send-name").textContent : $("offer-name").textContent}, end to end encrypted.`,
+    ],
     reconnecting: ["Reconnecting…", "The connection dropped. The transfer resumes where it stopped."],
     finishing: [sending ? "Sending…" : "Saving…", "Finishing the file."],
     done: sending
