@@ -1,0 +1,110 @@
+"""Browser ↔ command line, both ways: the page and ``python -m tube send/receive`` speak the
+same end-to-end protocol byte for byte (design §9.3).
+
+The command-line peer runs as a person runs it (``tests/relay/cli``'s ``Proc`` collects its
+output); the relay is the in-process one of the page tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.interop.conftest import missing_peer
+from tests.relay.cli.conftest import Proc, child_env
+
+from .conftest import RelayThread
+from .pages import make_file, open_pages, receive, sha256_file, start_sending, wait_phase
+
+pytestmark = pytest.mark.interop
+
+MiB = 1 << 20
+CODE = re.compile(r"[1-9][0-9]{2,7}(-[a-z]+(-[a-z]+)?){2,8}")
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """``cli(*args)`` runs ``python -m tube *args``; killed at the end if still running."""
+    if importlib.util.find_spec("cryptography") is None:
+        missing_peer("the Python package cryptography", "pip install -e '.[relay-cli]'")
+    started: list[Proc] = []
+
+    def start(*args: str) -> Proc:
+        proc = Proc([sys.executable, "-m", "tube", *args], child_env(tmp_path / "state"))
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+def test_page_sends_cli_receives(
+    browser: Any, relay: RelayThread, cli: Callable[..., Proc], tmp_path: Path
+) -> None:
+    source = tmp_path / "from the page.bin"
+    digest = make_file(source, 5 * MiB + 17)
+    out = tmp_path / "out"
+    out.mkdir()
+    pages = open_pages(browser, relay.url)
+    try:
+        code = start_sending(pages.sender, source)
+        receiver = cli("receive", code, "--relay", relay.url.rstrip("/"), "--yes", "-o", str(out))
+        status, stdout, stderr = receiver.finish(60)
+        assert status == 0, stderr
+        saved = Path(stdout.strip())
+        assert saved.name == "from the page.bin" and saved.parent == out
+        assert sha256_file(saved) == digest
+        assert wait_phase(pages.sender, "done", "failed") == "done"
+    finally:
+        pages.close()
+
+
+def test_cli_sends_page_receives(
+    browser: Any, relay: RelayThread, cli: Callable[..., Proc], tmp_path: Path
+) -> None:
+    source = tmp_path / "from the terminal.bin"
+    digest = make_file(source, 5 * MiB + 17)
+    sender = cli("send", str(source), "--relay", relay.url.rstrip("/"))
+    code = sender.wait_for("stdout", r".", timeout=30)
+    assert CODE.fullmatch(code), code
+    pages = open_pages(browser, relay.url)
+    try:
+        download, final = receive(pages.receiver, code)
+        assert final == "done", pages.errors
+        assert download.suggested_filename == "from the terminal.bin"
+        assert sha256_file(download.path()) == digest
+        status, _, stderr = sender.finish(60)
+        assert status == 0, stderr
+    finally:
+        pages.close()
+
+
+def test_cli_link_page_receives(
+    browser: Any, relay: RelayThread, cli: Callable[..., Proc], tmp_path: Path
+) -> None:
+    source = tmp_path / "linked.bin"
+    digest = make_file(source, 300_000)
+    sender = cli("send", str(source), "--relay", relay.url.rstrip("/"), "--link")
+    sender.wait_for("stdout", r".", timeout=30)
+    link = sender.wait_for("stdout", r"#", timeout=30)
+    pages = open_pages(browser, relay.url)
+    try:
+        pages.receiver.goto("about:blank")
+        pages.receiver.goto(link)
+        wait_phase(pages.receiver, "link")
+        pages.receiver.click("#connect")
+        pages.receiver.wait_for_selector("#accept:visible")
+        with pages.receiver.expect_download() as download_info:
+            pages.receiver.click("#accept")
+        assert wait_phase(pages.receiver, "done", "failed") == "done"
+        assert sha256_file(download_info.value.path()) == digest
+        assert sender.finish(60)[0] == 0
+    finally:
+        pages.close()
