@@ -152,6 +152,35 @@ def test_every_static_file_is_served_under_its_hash() -> None:
     assert served == on_disk
 
 
+def test_page_modules_import_map_and_service_worker() -> None:
+    # The page's modules live under their own hashes and import each other by bare name
+    # (tube/x.js) through an inline import map: the CSP allows exactly that script by its hash.
+    async def main() -> None:
+        async with relay() as server:
+            status, headers, page = await request(server, "GET", "/")
+            match = re.search(rb'<script type="importmap">(.*?)</script>', page, re.DOTALL)
+            assert match, page
+            import_map = json.loads(match.group(1))
+            digest = base64.b64encode(hashlib.sha256(match.group(1)).digest()).decode()
+            csp = headers["Content-Security-Policy"]
+            assert f"script-src 'self' 'sha256-{digest}'" in csp
+            assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+            on_disk = {p.name for p in (server.assets.root / "js").glob("*.js")}
+            assert {name.removeprefix("tube/") for name in import_map["imports"]} == on_disk
+            for url in import_map["imports"].values():
+                status, _, body = await request(server, "GET", url)
+                assert status == 200
+                expected = base64.b64encode(hashlib.sha384(body).digest()).decode()
+                assert import_map["integrity"][url] == f"sha384-{expected}"
+                assert f'<link rel="modulepreload" href="{url}"'.encode() in page
+            status, headers, body = await request(server, "GET", "/sw.js")
+            assert status == 200 and b"ReadableStream" in body
+            assert headers["Cache-Control"] == "no-cache"
+            assert headers["Content-Type"].startswith("text/javascript")
+
+    run(main)
+
+
 def test_allocation_and_its_rate_limit() -> None:
     async def main() -> None:
         async with relay() as server:
