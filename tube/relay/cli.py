@@ -75,7 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     receive.add_argument("code", help="the code (4821-ahead-zebra) or the link")
     receive.add_argument("--relay", metavar="URL", help=relay_help)
     receive.add_argument(
-        "-o", "--output", metavar="DIR", default=".", help="folder to save into (default: .)"
+        "-o",
+        "--output",
+        metavar="DIR",
+        default=".",
+        help="folder to save into, made if missing (default: .)",
     )
     receive.add_argument("--yes", "-y", action="store_true", help="accept without asking")
     receive.add_argument(
@@ -201,8 +205,12 @@ async def _receive(args: argparse.Namespace, ui: _Ui) -> int:
     except BadCode as error:
         raise _UsageError(str(error)) from None
     directory = Path(args.output)
-    if not directory.is_dir():
+    if directory.exists() and not directory.is_dir():
         raise _UsageError(f"not a folder: {directory}")
+    try:  # like a browser's download folder: made when it is missing
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _UsageError(f"cannot make the folder {directory}: {error.strerror}") from None
     relay = _relay(args, _link_origin(args.code))
     try:
         relay_urls(relay)

@@ -207,15 +207,28 @@ def test_usage_errors_exit_2_before_connecting(
     tmp_path: Path, spawn: Callable[..., Proc], unused_port: int
 ) -> None:
     relay = f"http://127.0.0.1:{unused_port}"  # nothing listens: a connection would say so
+    (tmp_path / "a-file").write_bytes(b"")
     cases = [
         (("receive", "4821-ahed-zebra"), "unknown word 'ahed'"),
-        (("receive", "4821-ahead-zebra", "-o", str(tmp_path / "nope")), "not a folder"),
+        (("receive", "4821-ahead-zebra", "-o", str(tmp_path / "a-file")), "not a folder"),
         (("send", str(tmp_path / "missing.bin")), "not a file"),
         (("send", str(tmp_path), "--words", "1"), "invalid choice"),
     ]
     for args, message in cases:
         status, _, stderr = spawn(*args, "--relay", relay).finish(30)
         assert status == 2 and message in stderr and "cannot reach" not in stderr, stderr
+
+
+def test_a_missing_output_folder_is_made(
+    tmp_path: Path, spawn: Callable[..., Proc], unused_port: int
+) -> None:
+    relay = f"http://127.0.0.1:{unused_port}"
+    folder = tmp_path / "Downloads" / "tube"
+    status, _, stderr = spawn(
+        "receive", "4821-ahead-zebra", "-o", str(folder), "--relay", relay
+    ).finish(30)
+    assert folder.is_dir()  # made before connecting, as a browser's download folder
+    assert status == 1 and "cannot reach the relay" in stderr, stderr
 
 
 @pytest.mark.parametrize("command", ["send", "receive"])
