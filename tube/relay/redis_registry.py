@@ -38,21 +38,33 @@ class RedisRegistry:
         timeout: Seconds each Redis call may take before the registry counts as unavailable
             (generous: a busy event loop must not pass for an outage; a refused connection
             is seen at once).
+        connections: Connections to Redis at most; more calls at once wait for one.
         client: A ready ``redis.asyncio.Redis`` (tests); by default one is made from ``url``.
     """
 
     def __init__(
-        self, url: str, instance: str, *, timeout: float = 3.0, client: Any | None = None
+        self,
+        url: str,
+        instance: str,
+        *,
+        timeout: float = 3.0,
+        connections: int = 16,
+        client: Any | None = None,
     ) -> None:
         if client is None:
             import redis.asyncio
 
-            client = redis.asyncio.Redis.from_url(
+            # A bounded pool that makes callers wait for a connection (up to ``timeout``):
+            # a burst of pairings must queue, not fail as "too many connections".
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
                 url,
+                max_connections=connections,
+                timeout=timeout,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 health_check_interval=30,
             )
+            client = redis.asyncio.Redis.from_pool(pool)  # owns it: aclose() closes it
         self.instance = instance
         self._client = client
         self._available = True
