@@ -17,6 +17,8 @@ RELAY = Path(__file__).resolve().parents[2] / "tube" / "relay"
 SANS_IO = ("core.py", "limits.py", "registry.py", "codes.py")
 SERVER_SIDE = ("core.py", "limits.py", "registry.py", "web.py", "server.py", "main.py")
 E2E = tuple(sorted(path.name for path in (RELAY / "e2e").glob("*.py")))
+# The modules of tube/relay/transfer/, lower first: each imports only those before it.
+TRANSFER = ("errors", "results", "http", "disk", "channel", "session", "sending", "receiving")
 
 
 def imports(path: Path, *, top_level: bool = False) -> set[str]:
@@ -72,3 +74,16 @@ def test_the_end_to_end_code_knows_nothing_of_the_relay_or_of_io(name: str) -> N
         assert not module.startswith("tube.websocket"), module
         if module.startswith("tube.relay"):
             assert module.startswith("tube.relay.e2e"), module
+
+
+def test_every_transfer_module_has_its_place_in_the_order() -> None:
+    found = {path.stem for path in (RELAY / "transfer").glob("*.py")}
+    assert found == {*TRANSFER, "__init__"}
+
+
+@pytest.mark.parametrize("name", TRANSFER)
+def test_the_transfer_modules_import_only_downwards(name: str) -> None:
+    below = TRANSFER[: TRANSFER.index(name)]
+    for module in imports(RELAY / "transfer" / f"{name}.py"):
+        if module == "tube.relay.transfer" or module.startswith("tube.relay.transfer."):
+            assert module.split(".")[3:4] in [[m] for m in below], module

@@ -566,10 +566,10 @@ def test_a_relay_that_swallows_frames_ends_in_a_stall_error_not_a_hang(tmp_path:
     ],
 )
 def test_which_redirects_are_followed(target: object, current: str, followed: bool) -> None:
-    from tube.relay.transfer import RelayError, _Channel
+    from tube.relay.transfer.channel import Channel
 
     if followed:
-        assert _Channel.redirect_target(target, current) == target
+        assert Channel.redirect_target(target, current) == target
     else:
         with pytest.raises(RelayError, match="do not follow"):
-            _Channel.redirect_target(target, current)
+            Channel.redirect_target(target, current)
