@@ -91,7 +91,7 @@ def start_sending(page: Any, path: Path, *, link: bool = False) -> str:
     page.wait_for_selector("#code-out:not(:empty)")
     wait_phase(page, "waiting")
     if link:
-        page.click("#copy-link")  # the link's secret becomes the password
+        page.click("#copy-link")  # as a person would; the link works whatever was copied
         return str(page.locator("#link-out").input_value())
     return str(page.locator("#code-out").text_content())
 

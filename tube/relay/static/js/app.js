@@ -1,7 +1,7 @@
 // @ts-check
 /**
- * The page: wires the DOM to a Session. Sender: pick or drop a file, get a code (or a link),
- * follow the transfer until the receiver confirmed it. Receiver: type the code (with word
+ * The page: wires the DOM to a Session. Sender: pick or drop a file, get a code and a link
+ * (either works: sharing.js waits on both), follow the transfer until the receiver confirmed it. Receiver: type the code (with word
  * completion) or open the link, see the offer, accept, follow the transfer to the saved file.
  * Everything a person reads is set with textContent (a sender chooses the file name).
  * @module
@@ -10,6 +10,7 @@
 import { BadCode, WordList, newSecret, parseCode } from "tube/codes.js";
 import { hasX25519 } from "tube/cpace.js";
 import { MEMORY_LIMIT, chooseSink, streamWorker } from "tube/sinks.js";
+import { AllocationError, Sharing, makeForms } from "tube/sharing.js";
 import { Session, formatDuration } from "tube/transfer.js";
 
 /** @typedef {import("tube/transfer.js").Update} Update */
@@ -37,8 +38,10 @@ const relayHttp = relayWs.replace(/^ws/, "http");
 // misbehaves with the default).
 const forcedSink = params.get("sink");
 
-/** @type {Session | null} */
+/** @type {Session | null} the receiver's transfer */
 let session = null;
+/** @type {Sharing | null} the sender's code and link, then its transfer */
+let sharing = null;
 /** @type {WordList | null} */
 let words = null;
 /** @type {Promise<ServiceWorker | null>} */
@@ -230,53 +233,55 @@ async function describeSink(size) {
 async function startSend(file) {
   if (!words) return;
   $("problem").hidden = true;
-  let response;
+  /** @type {import("tube/sharing.js").Form[]} */
+  let forms;
   try {
-    response = await fetch(`${relayHttp}/v1/nameplates`, { method: "POST" });
-  } catch {
-    problem("Cannot reach the relay. Check your connection and try again.", "connection");
+    forms = await makeForms(relayHttp, words, `${location.origin}${location.pathname}${location.search}`);
+  } catch (error) {
+    if (!(error instanceof AllocationError)) throw error;
+    problem(error.message, error.kind);
     return;
   }
-  if (!response.ok) {
-    const retry = Number(response.headers.get("Retry-After") || 0);
-    const wait = retry ? ` Try again in ${formatDuration(retry)}.` : "";
-    problem(
-      response.status === 429 ? `Too many codes from your network at once.${wait}` : `The relay is busy.${wait}`,
-      response.status === 429 ? "rate-limited" : "busy",
-    );
-    return;
-  }
-  const { nameplate } = await response.json();
-  const code = [nameplate, ...words.generate(2)].join("-");
-  const secret = `${nameplate}.${newSecret()}`;
-  const link = `${location.origin}${location.pathname}${location.search}#${secret}`;
+  const [code, link] = forms;
   setText("send-name", file.name);
   setText("send-size", formatBytes(file.size));
-  setText("code-out", code);
-  /** @type {HTMLInputElement} */ ($("link-out")).value = link;
+  setText("code-out", code.text);
+  $("copy-code").onclick = () => void copy(code.text, "copy-code");
+  if (link) {
+    /** @type {HTMLInputElement} */ ($("link-out")).value = link.text;
+    $("copy-link").onclick = () => void copy(link.text, "copy-link");
+  } else {
+    dropForm("link", "The relay gave no link this time (too many codes from your network at once)");
+  }
   progress.size = file.size;
-  const current = new Session({
-    role: "send",
+  // The code and the link wait on a nameplate each; the first one claimed is used and the
+  // other given back (sharing.js), so it does not matter which one the person passes on.
+  sharing = new Sharing({
+    forms,
     relay: relayWs,
-    nameplate,
-    password: code,
     file,
     onUpdate: (update) => onUpdate("send", update),
+    onForm: (form, used, why) => {
+      if (used) $("send").dataset.via = form.kind;
+      else dropForm(form.kind, why);
+    },
   });
-  session = current;
-  // The code and the link are two passwords for one nameplate: whichever the person copies
-  // last is the one the sender uses (CPace needs it only when the receiver arrives).
-  $("copy-code").onclick = () => {
-    current.setPassword(code);
-    void copy(code, "copy-code");
-  };
-  $("copy-link").onclick = () => {
-    current.setPassword(secret);
-    void copy(link, "copy-link");
-  };
-  $("link-out").onfocus = () => current.setPassword(secret);
-  current.start();
+  sharing.start();
   $("copy-code").focus();
+}
+
+/**
+ * A form no longer works before anyone came: hide it, say why and that the other one works.
+ * @param {"code" | "link"} kind
+ * @param {string} why
+ */
+function dropForm(kind, why) {
+  $(kind === "code" ? "code-line" : "link-line").hidden = true;
+  const other = kind === "code" ? "link" : "code";
+  const reason = why.replace(/[.\s]+$/, "");
+  setText("share-note", `${reason ? `${reason}. ` : ""}Only the ${other} works now.`);
+  $("share-note").hidden = false;
+  if (kind === "code") $("copy-link").focus();
 }
 
 /**
@@ -413,7 +418,7 @@ async function main() {
     }
   });
   $("decline").addEventListener("click", () => session?.decline());
-  $("cancel").addEventListener("click", () => session?.cancel());
+  $("cancel").addEventListener("click", () => (sharing ?? session)?.cancel());
   $("show-verifier").addEventListener("click", () => {
     const box = $("verifier");
     box.hidden = !box.hidden;
@@ -441,7 +446,7 @@ async function main() {
   // A link pasted into the address bar of an open page changes only the fragment: start over
   // as if it had been opened fresh.
   window.addEventListener("hashchange", () => {
-    if (location.hash.length > 1 && !session) location.reload();
+    if (location.hash.length > 1 && !session && !sharing) location.reload();
   });
 }
 

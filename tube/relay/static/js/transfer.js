@@ -146,21 +146,38 @@ export class Session {
     this.pumping = false;
     this.kick = false;
     this.cancelled = false;
-  }
-
-  /**
-   * S: use another password (the link's instead of the words'), until the receiver arrives.
-   * @param {string} password
-   */
-  setPassword(password) {
-    if (this.paired) return;
-    this.peer = new Peer(this.role, utf8(password));
+    this.waitSent = false; // S: the relay has our wait (or claim): a bye now frees the nameplate
+    this.withdrawn = false; // S: withdraw() was called; nothing more is shown or sent
   }
 
   /** Connect and run. */
   start() {
     this.onUpdate({ phase: "connecting" });
     this._connect(`${this.relay}/v1/relay/${this.nameplate}`, false);
+  }
+
+  /**
+   * S: give this nameplate back, quietly (no more updates): the receiver came through the
+   * sender's other form (the code or the link, see sharing.js), or the person cancelled while
+   * waiting. `bye{"mood":"lonely"}` while waiting makes the relay delete the nameplate at once
+   * (a later claim gets 4002); a socket still opening sends `wait` then `bye` as soon as the
+   * relay welcomes it, since only a waiting sender's bye deletes an allocated nameplate.
+   */
+  withdraw() {
+    if (this.withdrawn) return;
+    this.withdrawn = true;
+    this.finished = true;
+    this.onUpdate = () => {};
+    if (this.waitSent) this._bye();
+  }
+
+  /** Send `bye{"mood":"lonely"}` and close (withdraw's second half). */
+  _bye() {
+    const socket = this.socket;
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ t: "bye", mood: "lonely" }));
+      socket.close(1000);
+    }
   }
 
   /**
@@ -227,10 +244,13 @@ export class Session {
           socket.send(JSON.stringify({ t: "resume", rid: this.peer.rid, role: this.role }));
         } else {
           socket.send(JSON.stringify({ t: this.role === "send" ? "wait" : "claim" }));
-          if (this.role === "send") this.onUpdate({ phase: "waiting" });
+          this.waitSent = true;
+          if (this.withdrawn) this._bye();
+          else if (this.role === "send") this.onUpdate({ phase: "waiting" });
         }
         break;
       case "paired": {
+        if (this.withdrawn) return;
         const pairId = b64uDecode(message.pair_id, 16);
         if (pairId === null) return;
         this.serial(async () => {
@@ -313,6 +333,7 @@ export class Session {
 
   /** Send what the Peer queued, and act on its events. */
   _flush() {
+    if (this.withdrawn) return;
     const socket = this.socket;
     for (const item of this.peer.dataToSend()) {
       if (typeof item === "string" && item.includes('"resumable"')) this.ridRegistered = true;
