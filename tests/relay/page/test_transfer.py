@@ -264,7 +264,9 @@ def test_no_x25519_says_the_browser_is_too_old(browser: Any, relay: RelayThread)
         context.close()
 
 
-def test_the_worker_answers_only_downloads_the_page_registered(browser: Any, relay: RelayThread) -> None:
+def test_the_worker_answers_only_downloads_the_page_registered(
+    browser: Any, relay: RelayThread
+) -> None:
     # The service worker answers /dl/<id> only for a download the page registered; others 404.
     context = browser.new_context()
     try:
