@@ -1,8 +1,9 @@
 // @ts-check
 /**
- * The page: wires the DOM to a Session. Sender: pick or drop a file, get a code and a link
- * (either works: sharing.js waits on both), follow the transfer until the receiver confirmed it. Receiver: type the code (with word
- * completion) or open the link, see the offer, accept, follow the transfer to the saved file.
+ * The page: wires the DOM to the transfer. Sender: pick or drop a file, get a code and a link
+ * (either works: sharing.js waits on both), follow the transfer until the receiver confirmed
+ * it. Receiver: type the code (with word completion) or open the link, see the offer, accept,
+ * follow the transfer to the saved file.
  * Everything a person reads is set with textContent (a sender chooses the file name).
  * @module
  */
