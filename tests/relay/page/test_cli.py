@@ -8,16 +8,19 @@ output); the relay is the in-process one of the page tests.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from tests.interop.conftest import missing_peer
 from tests.relay.cli.conftest import Proc, child_env
+from tube.relay.server import RelayServer
+from tube.websocket import aio
 
 from .conftest import RelayThread
 from .pages import make_file, open_pages, receive, sha256_file, start_sending, wait_phase
@@ -25,6 +28,7 @@ from .pages import make_file, open_pages, receive, sha256_file, start_sending, w
 pytestmark = pytest.mark.interop
 
 MiB = 1 << 20
+CHUNK = 262_144
 CODE = re.compile(r"[1-9][0-9]{2,7}(-[a-z]+(-[a-z]+)?){2,8}")
 
 
@@ -106,5 +110,50 @@ def test_cli_link_page_receives(
         assert wait_phase(pages.receiver, "done", "failed") == "done"
         assert sha256_file(download_info.value.path()) == digest
         assert sender.finish(60)[0] == 0
+    finally:
+        pages.close()
+
+
+class CutReceiverOnce(RelayServer):
+    """Closes the receiver with 4006 ("peer gone") when DATA chunk ``at`` first reaches it."""
+
+    at: ClassVar[int] = 20
+    cut: ClassVar[bool] = False
+
+    async def forward(self, source: int, destination: aio.Connection, frame: bytes) -> None:
+        index = int.from_bytes(frame[1:9], "big") if frame[:1] == b"\x10" else None
+        if index == self.at and not type(self).cut:
+            type(self).cut = True
+            await destination.close(4006, "peer gone")
+            return
+        await destination.send(frame)
+
+
+def test_page_sends_again_after_a_reload_and_the_cli_continues(
+    browser: Any, relay_factory: Any, cli: Callable[..., Proc], tmp_path: Path
+) -> None:
+    # The page keeps its file-id salt in localStorage: the same file sent after a reload has
+    # the same id, so the command line's partial download is continued, not started over.
+    CutReceiverOnce.cut = False
+    relay = relay_factory(CutReceiverOnce)
+    source = tmp_path / "sent twice.bin"
+    digest = make_file(source, 32 * CHUNK + 5)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ("--relay", relay.url.rstrip("/"), "--yes", "-o", str(out))
+    pages = open_pages(browser, relay.url)
+    try:
+        code = start_sending(pages.sender, source)
+        status, _, stderr = cli("receive", code, *args).finish(60)
+        assert status != 0 and CutReceiverOnce.cut, stderr
+        kept = json.loads((out / ".sent twice.bin.tube-part.json").read_text())["chunks"]
+        assert 0 < kept <= CutReceiverOnce.at, kept
+        pages.sender.reload()  # the person reloads the page and sends the same file again
+        code = start_sending(pages.sender, source)
+        status, stdout, stderr = cli("receive", code, *args).finish(60)
+        assert status == 0, stderr
+        assert "continues a partial download" in stderr, stderr
+        assert sha256_file(stdout.strip()) == digest
+        assert wait_phase(pages.sender, "done", "failed") == "done"
     finally:
         pages.close()

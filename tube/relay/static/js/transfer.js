@@ -18,7 +18,7 @@
 /** @typedef {import("tube/sinks.js").Sink} Sink */
 /** @typedef {import("tube/peer.js").Offer} Offer */
 /** @typedef {import("tube/peer.js").PeerEvent} PeerEvent */
-import { b64uDecode, randomBytes, utf8 } from "tube/bytes.js";
+import { b64u, b64uDecode, randomBytes, utf8 } from "tube/bytes.js";
 import { IntegrityError, WrongCode } from "tube/errors.js";
 import { CHUNK_SIZE, expectedLength } from "tube/framing.js";
 import { fileId } from "tube/keys.js";
@@ -31,6 +31,8 @@ const LOW_WATER = 256 * 1024;
 const FIRST_DELAY = 1000;
 const MAX_DELAY = 30000;
 const GRACE = 120000;
+// Where this browser keeps its file-id salt (fileIdSalt).
+const SALT_KEY = "tube.file-id-salt";
 
 /**
  * What the page shows; every field is optional, only what changed is sent.
@@ -94,6 +96,28 @@ export function formatDuration(seconds) {
   if (seconds < 60) return `${seconds} s`;
   if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
   return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
+}
+
+/**
+ * This browser's file-id salt (design §5.9), as the command line's salt file: 16 random bytes
+ * kept in localStorage, so that the same file sent again after a reload has the same id and a
+ * receiver that kept part of it (`python -m tube receive`) continues where it stopped. A secret
+ * of this browser: with it the id tells the relay nothing about the file. Without storage
+ * (switched off, or full), a fresh salt per call: that transfer cannot be continued later.
+ * @param {Storage | null} [storage] localStorage unless given (reading it may throw)
+ * @returns {Bytes}
+ */
+export function fileIdSalt(storage) {
+  try {
+    const store = storage === undefined ? globalThis.localStorage : storage;
+    const kept = store ? b64uDecode(store.getItem(SALT_KEY), 16) : null;
+    if (kept) return kept;
+    const salt = randomBytes(16);
+    store?.setItem(SALT_KEY, b64u(salt));
+    return salt;
+  } catch {
+    return randomBytes(16);
+  }
 }
 
 /**
@@ -453,9 +477,9 @@ export class Session {
 
   async _offer() {
     const file = /** @type {File} */ (this.file);
-    // A stable id for the same file across sessions (design §5.9), salted per page load.
+    // A stable id for the same file across sessions and reloads (design §5.9).
     const lastModified = Math.max(0, Math.floor(file.lastModified || 0));
-    const id = await fileId(randomBytes(16), file.name, file.size, lastModified);
+    const id = await fileId(fileIdSalt(), file.name, file.size, lastModified);
     await this.peer.offer({ fileId: id, name: file.name, size: file.size, type: file.type, lastModified });
     this._flush();
   }
