@@ -307,7 +307,10 @@ def test_a_tampered_chunk_is_an_integrity_error_and_the_partial_output_is_delete
             sent, received = await transfer(url(server), source, out)
         assert isinstance(received, IntegrityFailure), received
         assert str(received).startswith("integrity error")
-        assert isinstance(sent, TransferError) and "gave up" in str(sent)
+        # The receiver told the sender why (a sealed cancel), not only that it left.
+        assert isinstance(sent, TransferCancelled), sent
+        assert sent.by_peer and sent.reason == "integrity"
+        assert str(sent) == "the receiver stopped: integrity error"
         assert files(out) == []  # neither the partial file nor its sidecar
 
     run(main)
@@ -495,6 +498,25 @@ def test_safe_names_are_plain_visible_and_bounded(name: str) -> None:
 )
 def test_safe_name_examples(offered: str, saved: str) -> None:
     assert safe_name(offered) == saved
+
+
+@pytest.mark.parametrize(
+    ("reason", "by_peer", "peer_role", "message"),
+    [
+        ("integrity", True, "recv", "the receiver stopped: integrity error"),
+        ("protocol", True, "send", "the sender stopped: protocol error"),
+        ("integrity", True, None, "the other side stopped: integrity error"),
+        ("failed on the sender", True, "send", "cancelled by the other side: failed on the sender"),
+        ("integrity", False, None, "cancelled by this side: integrity"),
+        ("declined", True, "recv", "the receiver declined the file"),
+    ],
+)
+def test_what_a_cancel_says(
+    reason: str, by_peer: bool, peer_role: str | None, message: str
+) -> None:
+    cancelled = TransferCancelled(reason, by_peer=by_peer, peer_role=peer_role)
+    assert str(cancelled) == message
+    assert (cancelled.reason, cancelled.by_peer) == (reason, by_peer)
 
 
 def test_relay_urls() -> None:

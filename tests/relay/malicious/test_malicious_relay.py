@@ -23,6 +23,7 @@ import pytest
 from tube.relay.codes import generate_words, make_code
 from tube.relay.e2e.errors import IntegrityError, WrongCode
 from tube.relay.e2e.framing import COMMIT, CONFIRM, CPACE, DATA, SEALED_CTRL
+from tube.relay.e2e.peer import CANCEL_INTEGRITY, Cancelled
 from tube.relay.limits import Limits
 
 from .driver import Outcome, PeerRun, allocate, claim_close_code, password, run_pair
@@ -287,6 +288,8 @@ def test_tamper_one_flipped_bit_fails_integrity_and_the_partial_file_goes(
         assert r.chunks_received == list(range(k))
         assert_no_success(r)
         assert_no_success(s)
+        # R told S why before its bye, sealed: the relay could not read or forge the reason.
+        assert Cancelled(CANCEL_INTEGRITY) in s.events
 
     run(main)
 
@@ -411,6 +414,7 @@ def test_reordered_replayed_or_duplicated_data_is_rejected(
         assert r.chunks_received == list(range(accepted))
         assert_no_success(r)
         assert_no_success(s)
+        assert Cancelled(CANCEL_INTEGRITY) in s.events
 
     run(main)
 
@@ -458,6 +462,9 @@ def test_dropped_or_replayed_sealed_control_is_rejected(
             assert r.output == SIX_CHUNKS
         else:
             assert_no_success(r)
+            # The attacked side told the other why; R, when it is the other, had not finished.
+            other = s if attacked is r else r
+            assert Cancelled(CANCEL_INTEGRITY) in other.events
 
     run(main)
 

@@ -12,7 +12,8 @@ what arrives and what the user or the disk did, and drains what came out::
         ...
 
 Failures caused by the other side (or a relay in the middle) never raise out of
-:meth:`Peer.receive`: the peer moves to ``FAILED``, queues ``bye`` and emits
+:meth:`Peer.receive`: the peer moves to ``FAILED``, queues a sealed ``cancel`` saying what kind
+of failure it was (only once the keys are confirmed, see below) and ``bye``, and emits
 ``Failed(error)`` with an :class:`~.errors.E2EError` (``WrongCode``, ``IntegrityError``,
 ``ProtocolViolation``). Misuse by the caller (an input in a state that cannot take it) raises
 :class:`PeerStateError` at once. Frames that arrive after the end (DONE, CANCELLED, FAILED)
@@ -58,8 +59,15 @@ dropped while the pair was detached); a counter that goes back or skips anywhere
    ``{"t":"bye","mood":"happy"}``.
 
 Either side may send ``{"t":"cancel","reason":str}`` from READY to the end (``cancel()``); the
-other emits ``Cancelled(reason)``. Bye moods: ``happy`` after done or a decline, ``scary`` after
-``WrongCode``, ``errory`` after any other failure or cancel.
+other emits ``Cancelled(reason)``. A side that *fails* from READY to the end (an
+``IntegrityError``, or a ``ProtocolViolation``: a frame or message it cannot take) sends
+``{"t":"cancel","reason":"integrity"}`` or ``{"t":"cancel","reason":"protocol"}``
+(:data:`CANCEL_INTEGRITY`, :data:`CANCEL_PROTOCOL`) just before its ``bye``, under its next
+counter like any control message, so the other side learns why rather than only that its peer
+left; the reason names the kind of failure, never its details. Before the keys are confirmed
+there is no sealed channel to say it on (a ``WrongCode`` has none): ``bye`` alone. Bye moods:
+``happy`` after done or a decline, ``scary`` after ``WrongCode``, ``errory`` after any other
+failure or cancel.
 
 Resume within the relay's grace (§5.9):
 
@@ -124,6 +132,8 @@ from .framing import (
 from .keys import SessionKeys, check_confirm, commitment, confirm_tag, derive_keys
 
 __all__ = [
+    "CANCEL_INTEGRITY",
+    "CANCEL_PROTOCOL",
     "DEFAULT_WINDOW",
     "MAX_WINDOW",
     "Accepted",
@@ -146,6 +156,11 @@ __all__ = [
 DEFAULT_WINDOW = 16
 #: The largest window either side accepts (design §5.6: up to 64 chunks).
 MAX_WINDOW = 64
+#: The ``reason`` of the ``cancel`` a side sends when it fails with an ``IntegrityError``
+#: after the keys are confirmed (a chunk or control message failed authentication or order).
+CANCEL_INTEGRITY = "integrity"
+#: The same for a ``ProtocolViolation`` (a frame or message of the wrong shape or state).
+CANCEL_PROTOCOL = "protocol"
 _NONCE_LENGTH = 16
 _FILE_ID_LENGTH = 16
 _MAX_NAME_CHARS = 1024
@@ -872,4 +887,11 @@ class Peer:
 
     def _fail(self, error: E2EError) -> None:
         self._events.append(Failed(error))
+        if self.state in _SESSION:
+            # The keys are confirmed, so the sealed channel is ours to speak on: say why before
+            # the bye (module docstring), or the peer only learns that we left. Only the kind
+            # of failure: the details are for this side's user.
+            integrity = isinstance(error, IntegrityError)
+            reason = CANCEL_INTEGRITY if integrity else CANCEL_PROTOCOL
+            self._send_ctrl({"t": "cancel", "reason": reason})
         self._end(State.FAILED, "scary" if isinstance(error, WrongCode) else "errory")

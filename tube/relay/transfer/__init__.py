@@ -34,7 +34,9 @@ What they do (relay-design §5.8-§5.9):
 - **Failures** raise a :class:`TransferError` whose message is for people ("wrong code or
   interference", "no such code (already used or expired)", "integrity error ..."). An integrity
   failure deletes the partial output. Local errors and cancellation (Ctrl-C) send ``cancel`` to
-  the peer before the exception propagates.
+  the peer before the exception propagates; so does the peer's own failure once the keys are
+  confirmed (``cancel{"reason":"integrity"}``), so the other side reads "the receiver stopped:
+  integrity error" rather than "the other side gave up".
 
 Concurrency: each call runs in the calling task, on its event loop; callbacks run in that task
 (they may be coroutines, e.g. a prompt in a thread). Nothing is shared between calls.

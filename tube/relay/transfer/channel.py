@@ -242,7 +242,8 @@ class Channel:
                 self._say("the other side is back")
                 self.peer.resumed()
             elif state == "gone" and not self.peer.is_finished:
-                # A bye without a cancel: the peer failed (its own message says why).
+                # A bye without a cancel: the peer failed before the keys were confirmed (a
+                # peer that fails later says why in a cancel first), or went without a word.
                 raise TransferError("the other side gave up")
         return None
 

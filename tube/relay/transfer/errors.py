@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..e2e.errors import E2EError, IntegrityError, WrongCode
+from ..e2e.peer import CANCEL_INTEGRITY, CANCEL_PROTOCOL
 
 __all__ = [
     "IntegrityFailure",
@@ -42,6 +43,9 @@ _RELAY_MESSAGES = {
     4011: "the relay refused this web origin",
     4013: "the relay could not route this code",
 }
+
+# The reasons of the cancel a peer sends when it fails itself (tube.relay.e2e.peer), in words.
+_PEER_FAILURES = {CANCEL_INTEGRITY: "integrity error", CANCEL_PROTOCOL: "protocol error"}
 
 
 class TransferError(Exception):
@@ -92,15 +96,29 @@ class IntegrityFailure(TransferError):
 class TransferCancelled(TransferError):
     """The transfer was declined or cancelled.
 
+    A peer that fails once the keys are confirmed (a chunk or message that failed
+    authentication, or one it cannot take) cancels with the reason ``"integrity"`` or
+    ``"protocol"``: the message then says so ("the receiver stopped: integrity error").
+
+    Args:
+        reason: As stated.
+        by_peer: True if the other side cancelled, False if this side did.
+        peer_role: The other side's role (``"send"`` or ``"recv"``), to name it in the
+            message; None says "the other side".
+
     Attributes:
-        reason: As stated (``"declined"`` when the receiver said no).
+        reason: As stated (``"declined"`` when the receiver said no; ``"integrity"`` or
+            ``"protocol"`` when the other side stopped on a failure of its own).
         by_peer: True if the other side cancelled, False if this side did.
     """
 
-    def __init__(self, reason: str, *, by_peer: bool) -> None:
+    def __init__(self, reason: str, *, by_peer: bool, peer_role: str | None = None) -> None:
         who = "the other side" if by_peer else "this side"
         if reason == "declined":
             message = "the receiver declined the file" if by_peer else "declined"
+        elif by_peer and reason in _PEER_FAILURES:
+            peer = {"send": "the sender", "recv": "the receiver"}.get(peer_role or "", who)
+            message = f"{peer} stopped: {_PEER_FAILURES[reason]}"
         else:
             message = f"cancelled by {who}: {reason}"
         super().__init__(message)

@@ -81,7 +81,7 @@ class _Receiving:
         elif isinstance(event, Done):
             self.outcome = True
         elif isinstance(event, Cancelled):
-            self.outcome = TransferCancelled(event.reason, by_peer=True)
+            self.outcome = TransferCancelled(event.reason, by_peer=True, peer_role="send")
         elif isinstance(event, Failed):
             if isinstance(event.error, IntegrityError) and self.partial is not None:
                 self.partial.discard()

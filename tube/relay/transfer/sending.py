@@ -102,7 +102,7 @@ class _Sending:
             self._progress(chunk_count(source.size) - 1)
             self.outcome = True
         elif isinstance(event, Cancelled):
-            self.outcome = TransferCancelled(event.reason, by_peer=True)
+            self.outcome = TransferCancelled(event.reason, by_peer=True, peer_role="recv")
         elif isinstance(event, Failed):
             self.outcome = peer_failure(event.error)
 
