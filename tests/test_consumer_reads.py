@@ -11,6 +11,7 @@ import pytest
 
 from tube.websocket import Connection
 from tube.websocket.core.protocol import Role
+from tube.websocket.threads import parking
 from tube.websocket.threads.reader import Reader, Turn
 
 from .conftest import RawPeer, wait_ended
@@ -62,8 +63,15 @@ def reader_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
 
 @pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
 def test_an_echo_loop_reads_on_its_own_thread(
-    socket_pair: PairFactory, reader_threads: list[bool], role: Role
+    socket_pair: PairFactory,
+    reader_threads: list[bool],
+    role: Role,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # What is tested is who reads while the application keeps coming back, not how fast it
+    # comes back: a loaded machine can keep this thread away longer than LINGER (20 ms) between
+    # two gets, and the sweep would rightly park the socket. Two seconds takes the scheduler out.
+    monkeypatch.setattr(parking, "LINGER", 2.0)
     connection, peer = socket_pair(role, ping_interval=None)
     for round_ in range(50):
         for index in range(round_ % 4 + 1):
