@@ -67,7 +67,10 @@ def check(page: Any, name: str, width: int, visible: list[str], shots: list[str]
     folder = screenshot_dir()
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=folder / f"{width}-{len(shots)}-{name}.png", full_page=True)
+        # Written here, not with path=: Playwright writes files from a thread pool of its own
+        # loop, whose threads outlive the test (the thread-leak check fails it).
+        image = page.screenshot(full_page=True)
+        (folder / f"{width}-{len(shots)}-{name}.png").write_bytes(image)
 
 
 @pytest.mark.parametrize("width", [375, 1024])
