@@ -14,6 +14,7 @@ import pytest
 from tube.websocket import (
     Connection,
     ConnectionClosed,
+    ConnectionClosedOK,
     InvalidState,
     create_connection,
     initiate_close,
@@ -28,10 +29,11 @@ from tube.websocket.core.options import ConnectionOptions
 from tube.websocket.core.protocol import Role
 from tube.websocket.threads.connection import open_connection
 
-from .conftest import RawPeer, WsServer, abort, wait_ended
+from .conftest import Frame, RawPeer, WsServer, abort, wait_ended
 
 ServerFactory = Callable[..., WsServer]
 PeerFactory = Callable[..., RawPeer]
+PairFactory = Callable[..., tuple[Connection, RawPeer]]
 
 
 def echo(connection: Connection) -> None:
@@ -281,6 +283,42 @@ def test_context_manager_closes(ws_server: ServerFactory, raw_peer: PeerFactory)
     assert frame.close_code == 1000
     peer.send_close(1000)
     assert peer.expect_eof() == []
+
+
+def test_context_manager_closes_with_1011_when_the_block_raises(
+    socket_pair: PairFactory,
+) -> None:
+    """README: leaving a ``with connection:`` block calls ``close()`` with 1000, or 1011 if the
+    block raised; the exception goes on."""
+    connection, peer = socket_pair(Role.SERVER, close_give_up_time=5.0)
+    received: list[Frame] = []
+
+    def answer() -> None:  # the peer answers the close frame with its code, then sees EOF
+        received.append(peer.recv_frame())
+        peer.send_close(received[0].close_code)
+        received.extend(peer.expect_eof())
+
+    answering = threading.Thread(target=answer)
+    answering.start()
+    with pytest.raises(RuntimeError, match="the block failed"), connection:
+        raise RuntimeError("the block failed")
+    answering.join(5)
+    assert [(f.opcode, f.close_code) for f in received] == [(0x8, 1011)]
+    assert connection.close_code == 1011
+
+
+def test_a_close_frame_without_a_code_ends_with_connection_closed_ok(
+    socket_pair: PairFactory,
+) -> None:
+    """A close frame with no status code: ``close_code`` 1005, a normal end, so
+    ``incoming`` raises ``ConnectionClosedOK`` (README, Exceptions)."""
+    connection, peer = socket_pair(Role.SERVER)
+    peer.send_close(None)
+    with pytest.raises(ConnectionClosedOK) as info:
+        connection.incoming.get(timeout=5)
+    assert info.value.code == 1005 and info.value.ok
+    assert connection.close_code == 1005
+    assert [f.opcode for f in peer.expect_eof()] == [0x8]
 
 
 def test_peer_eof_without_close_gives_1006(ws_server: ServerFactory, raw_peer: PeerFactory) -> None:

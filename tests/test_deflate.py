@@ -483,6 +483,20 @@ def test_invalid_utf8_in_compressed_text_fails_with_1007() -> None:
     assert failure(events).close_code == 1007
 
 
+def test_compressed_text_ending_inside_a_character_fails_with_1007() -> None:
+    """Issue 24: the last fragment of a compressed text message ends inside a character (the
+    first byte of "é"): the end of the message is checked, a 1007 failure and no
+    ``UnicodeDecodeError`` escaping ``receive_data``."""
+    codec = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first = codec.compress(b"fine ") + codec.flush(zlib.Z_SYNC_FLUSH)
+    last = (codec.compress("é".encode()[:1]) + codec.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    server = Protocol(Role.SERVER, deflate=params())
+    events = server.receive_data(frame(1, first, fin=False, rsv=4) + frame(0, last))
+    error = failure(events)
+    assert error.close_code == 1007
+    assert "UTF-8" in error.reason
+
+
 def test_compressed_text_arriving_in_pieces_is_not_validated_compressed() -> None:
     # The partial-frame UTF-8 check must not look at compressed bytes.
     data = frame(1, compressed("naïve ".encode() * 300), rsv=4)

@@ -241,6 +241,17 @@ def test_default_fragment_cap_follows_message_size() -> None:
     assert_failed_with(server, server.receive_data(frame(CONT, b"")), 1009)
 
 
+def test_fragment_cap_floor_is_1024_for_small_messages() -> None:
+    """Issue 24: ``max(1024, max_message_size // 64)`` keeps a floor of 1024 frames when the size
+    limit is small (4096 // 64 is only 64): 1024 frames pass, the 1025th fails with 1009."""
+    server = Protocol(Role.SERVER, max_message_size=4096)
+    data = frame(BINARY, b"", fin=False) + frame(CONT, b"", fin=False) * 1022
+    assert server.receive_data(data + frame(CONT, b"")) == [BinaryMessage(b"")]
+    server = Protocol(Role.SERVER, max_message_size=4096)
+    assert server.receive_data(data + frame(CONT, b"", fin=False)) == []
+    assert_failed_with(server, server.receive_data(frame(CONT, b"")), 1009)
+
+
 def test_unlimited_message_size_accepts_large_messages() -> None:
     server = Protocol(Role.SERVER, max_message_size=None)
     payload = bytes(3 << 20)

@@ -210,6 +210,55 @@ def test_client_and_server_close_codes() -> None:
     run(main)
 
 
+def test_async_with_closes_with_1011_when_the_block_raises() -> None:
+    """README: leaving ``async with connection`` closes with 1000, or 1011 if the block raised
+    (the handler here catches the error, so the 1011 is the block's, not ``serve()``'s)."""
+
+    async def main() -> None:
+        caught = asyncio.get_running_loop().create_future()
+
+        async def handler(connection: aio.Connection) -> None:
+            try:
+                async with connection:
+                    raise RuntimeError("the block failed")
+            except RuntimeError as error:
+                caught.set_result(error)
+
+        async with aio.serve(handler, "127.0.0.1", 0) as server:
+            peer = await RawPeer.connect(server.port)
+            frame = await peer.recv_data_frame()
+            assert (frame.opcode, frame.close_code) == (0x8, 1011)
+            peer.send_close(1011)
+            await peer.expect_eof()
+            await peer.close()
+            assert str(await asyncio.wait_for(caught, 5)) == "the block failed"
+
+    run(main)
+
+
+def test_a_close_frame_without_a_code_ends_with_connection_closed_ok() -> None:
+    """A close frame with no status code: 1005, a normal end (``ConnectionClosedOK``)."""
+
+    async def main() -> None:
+        ended = asyncio.get_running_loop().create_future()
+
+        async def handler(connection: aio.Connection) -> None:
+            ended.set_result(await next_message(connection))
+
+        async with aio.serve(handler, "127.0.0.1", 0) as server:
+            peer = await RawPeer.connect(server.port)
+            peer.send_close(None)
+            closed = await asyncio.wait_for(ended, 5)
+            assert isinstance(closed, ConnectionClosedOK), closed
+            assert closed.code == 1005 and closed.ok
+            frame = await peer.recv_data_frame()
+            assert (frame.opcode, frame.payload) == (0x8, b"")
+            await peer.expect_eof()
+            await peer.close()
+
+    run(main)
+
+
 def test_close_retry_and_give_up_with_a_silent_peer() -> None:
     async def main() -> None:
         result = asyncio.get_running_loop().create_future()

@@ -98,6 +98,55 @@ def test_a_peer_flooding_an_application_that_does_not_read_is_slowed_down_by_tcp
     run(main)
 
 
+def test_incoming_is_bounded_by_its_bytes_before_its_count() -> None:
+    """README: ``incoming`` holds at most ``incoming_bytes`` (4 MiB by default) plus one socket
+    read. 1 MiB messages under the default 16-message bound: the byte bound stops reading at
+    4 MiB (one read may complete a fifth message), where the count alone would allow 16 MiB."""
+
+    async def main() -> None:
+        connected = asyncio.get_running_loop().create_future()
+        release = asyncio.Event()
+        counted = asyncio.get_running_loop().create_future()
+        size = 1 << 20
+
+        async def lazy(connection: aio.Connection) -> None:
+            connected.set_result(connection)
+            await release.wait()
+            count = 0
+            async for _ in connection.incoming:
+                count += 1
+            counted.set_result(count)
+
+        async with aio.serve(lazy, "127.0.0.1", 0) as server:
+            peer = await RawPeer.connect(server.port)
+            connection = await connected
+            assert (connection.options.incoming_size, connection.options.incoming_bytes) == (
+                16,
+                4 << 20,
+            )
+            sent = 0
+            try:
+                while sent < 40:  # 40 MiB at most; the byte bound must stop us near 4
+                    peer.send_frame(0x2, bytes(size))
+                    sent += 1
+                    async with asyncio.timeout(0.5):
+                        await peer.writer.drain()
+            except TimeoutError:
+                pass
+            assert sent < 40, "the server kept reading for an application that does not"
+            assert connection.incoming.buffered_bytes <= (4 << 20) + size
+            assert len(connection.incoming) <= 5
+            release.set()
+            async with asyncio.timeout(5):
+                await peer.writer.drain()
+            peer.send_close(1000)
+            assert await asyncio.wait_for(counted, 5) == sent
+            await peer.expect_eof()
+            await peer.close()
+
+    run(main)
+
+
 def test_a_ping_flood_from_a_peer_that_never_reads_stays_bounded() -> None:
     async def main() -> None:
         connected = asyncio.get_running_loop().create_future()
