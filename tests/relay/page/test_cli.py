@@ -24,6 +24,7 @@ from tube.websocket import aio
 
 from .conftest import RelayThread
 from .pages import make_file, open_pages, receive, sha256_file, start_sending, wait_phase
+from .test_hostile import FlipBit
 
 pytestmark = pytest.mark.interop
 
@@ -155,5 +156,52 @@ def test_page_sends_again_after_a_reload_and_the_cli_continues(
         assert "continues a partial download" in stderr, stderr
         assert sha256_file(stdout.strip()) == digest
         assert wait_phase(pages.sender, "done", "failed") == "done"
+    finally:
+        pages.close()
+
+
+def test_page_receiver_integrity_error_reaches_the_cli_sender(
+    browser: Any, relay_factory: Any, cli: Callable[..., Proc], tmp_path: Path
+) -> None:
+    # The relay flips a bit of chunk 2: the page fails, and its sealed cancel "integrity"
+    # (peer.js) is authentic and in order for the Python peer, which words it.
+    relay = relay_factory(FlipBit)
+    source = tmp_path / "damaged.bin"
+    make_file(source, 2 * MiB)
+    sender = cli("send", str(source), "--relay", relay.url.rstrip("/"))
+    code = sender.wait_for("stdout", r".", timeout=30)
+    pages = open_pages(browser, relay.url)
+    try:
+        _, final = receive(pages.receiver, code)
+        assert final == "failed"
+        assert pages.receiver.locator("#problem").get_attribute("data-kind") == "integrity"
+        status, _, stderr = sender.finish(60)
+        assert status != 0
+        assert "the receiver stopped: integrity error" in stderr, stderr
+    finally:
+        pages.close()
+
+
+def test_cli_receiver_integrity_error_reaches_the_page_sender(
+    browser: Any, relay_factory: Any, cli: Callable[..., Proc], tmp_path: Path
+) -> None:
+    relay = relay_factory(FlipBit)
+    source = tmp_path / "damaged.bin"
+    make_file(source, 2 * MiB)
+    out = tmp_path / "out"
+    out.mkdir()
+    pages = open_pages(browser, relay.url)
+    try:
+        code = start_sending(pages.sender, source)
+        receiver = cli("receive", code, "--relay", relay.url.rstrip("/"), "--yes", "-o", str(out))
+        status, _, stderr = receiver.finish(60)
+        assert status != 0 and "integrity" in stderr, stderr
+        assert wait_phase(pages.sender, "done", "failed") == "failed"
+        problem = pages.sender.locator("#problem")
+        assert problem.get_attribute("data-kind") == "peer-integrity"
+        assert "The receiver stopped: the data was damaged in transit" in str(
+            problem.text_content()
+        )
+        assert not list(out.iterdir())  # the partial file and its sidecar deleted
     finally:
         pages.close()

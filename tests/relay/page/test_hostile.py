@@ -106,6 +106,12 @@ def test_flipped_bit_is_an_integrity_error(
         assert problem.get_attribute("data-kind") == "integrity"
         assert "Integrity error" in str(problem.text_content())
         assert "partial file deleted" in str(problem.text_content())
+        # The receiver said why before leaving (a sealed cancel "integrity"): the sender's page
+        # names the receiver's failure, not only that it left.
+        assert wait_phase(pages.sender, "done", "failed") == "failed"
+        told = pages.sender.locator("#problem")
+        assert told.get_attribute("data-kind") == "peer-integrity"
+        assert "The receiver stopped: the data was damaged in transit" in str(told.text_content())
     finally:
         pages.close()
 

@@ -10,8 +10,11 @@
  * at a time, in order (transfer.js chains them): the state machine is not re-entrant.
  *
  * Failures caused by the peer or a relay in the middle never throw out of `receive()`: the peer
- * moves to "failed", queues a `bye` and emits `{type: "failed", error}`. Misuse by the caller
- * throws PeerStateError at once.
+ * moves to "failed", emits `{type: "failed", error}` and queues a `bye`. Once the keys are
+ * confirmed it first queues a sealed `{"t":"cancel","reason":"integrity"|"protocol"}`
+ * (CANCEL_INTEGRITY, CANCEL_PROTOCOL) under its next counter, so the other side learns why and
+ * not only that this side left; before confirmation there is no sealed channel: `bye` alone.
+ * Misuse by the caller throws PeerStateError at once.
  * @module
  */
 
@@ -41,6 +44,10 @@ import { checkConfirm, commitment, confirmTag, deriveKeys, matchesCommitment } f
 export const DEFAULT_WINDOW = 16;
 /** The largest window either side accepts. */
 export const MAX_WINDOW = 64;
+/** The `reason` of the cancel a side sends when it fails with an IntegrityError once the keys are confirmed. */
+export const CANCEL_INTEGRITY = "integrity";
+/** The same for a ProtocolViolation (a frame or message of the wrong shape or state). */
+export const CANCEL_PROTOCOL = "protocol";
 const NONCE_LENGTH = 16;
 const FILE_ID_LENGTH = 16;
 const MAX_NAME_CHARS = 1024;
@@ -302,7 +309,7 @@ export class Peer {
       await this._receive(frame);
     } catch (error) {
       if (!(error instanceof E2EError)) throw error;
-      this._fail(error);
+      await this._fail(error);
     }
   }
 
@@ -699,8 +706,14 @@ export class Peer {
   }
 
   /** @param {E2EError} error */
-  _fail(error) {
+  async _fail(error) {
     this._events.push({ type: "failed", error });
+    if (SESSION.includes(this.state)) {
+      // The keys are confirmed, so the sealed channel is ours to speak on: say why before the
+      // bye, or the peer only learns that we left. Only the kind of failure, never its details.
+      const reason = error instanceof IntegrityError ? CANCEL_INTEGRITY : CANCEL_PROTOCOL;
+      await this._sendCtrl({ t: "cancel", reason });
+    }
     this._end("failed", error instanceof WrongCode ? "scary" : "errory");
   }
 }

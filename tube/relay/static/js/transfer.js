@@ -22,7 +22,7 @@ import { b64u, b64uDecode, randomBytes, utf8 } from "tube/bytes.js";
 import { IntegrityError, WrongCode } from "tube/errors.js";
 import { CHUNK_SIZE, expectedLength } from "tube/framing.js";
 import { fileId } from "tube/keys.js";
-import { Peer } from "tube/peer.js";
+import { CANCEL_INTEGRITY, CANCEL_PROTOCOL, Peer } from "tube/peer.js";
 
 export const SUBPROTOCOL = "tube.relay.v1";
 const HIGH_WATER = 1024 * 1024;
@@ -133,6 +133,27 @@ function e2eMessage(error) {
     return ["integrity", "Integrity error: part of the file was altered or lost in transit, so it was stopped and the partial file deleted."];
   }
   return ["protocol", `The other side broke the protocol (${error.message}). The transfer was stopped.`];
+}
+
+/**
+ * What the other side's cancel means to a person: "declined", a failure of its own once the
+ * keys were confirmed (peer.js sends CANCEL_INTEGRITY or CANCEL_PROTOCOL before its bye), or
+ * the person over there cancelled.
+ * @param {string} reason the cancel's reason, as the other side sent it
+ * @param {"send" | "recv"} role this side's role
+ * @returns {[string, string]} [kind, message]
+ */
+export function peerCancelMessage(reason, role) {
+  const other = role === "send" ? "The receiver" : "The sender";
+  const partial = role === "recv" ? " The partial file was deleted." : "";
+  if (reason === "declined") return ["declined", "The receiver declined the file."];
+  if (reason === CANCEL_INTEGRITY) {
+    return ["peer-integrity", `${other} stopped: the data was damaged in transit (integrity error).${partial} Start again with a new code.`];
+  }
+  if (reason === CANCEL_PROTOCOL) {
+    return ["peer-protocol", `${other} stopped: it received a message it could not take (protocol error).${partial} Start again with a new code.`];
+  }
+  return ["cancelled", "The other side cancelled the transfer."];
 }
 
 /** A transfer in progress; see the module docstring. */
@@ -400,8 +421,7 @@ export class Session {
       case "cancelled":
         this.finished = true;
         void this._abortSink();
-        if (event.reason === "declined") this._fail("declined", "The receiver declined the file.");
-        else this._fail("cancelled", "The other side cancelled the transfer.");
+        this._fail(...peerCancelMessage(event.reason, this.role));
         break;
       case "failed": {
         this.finished = true;
