@@ -216,6 +216,20 @@ def test_accept_sends_the_applications_headers(server: Server) -> None:
         assert websocket.recv(timeout=TIMEOUT) == "ping"
 
 
+def test_per_message_deflate_is_negotiated_by_default(server: Server) -> None:
+    """uvicorn's ``--ws-per-message-deflate`` is on by default: a client offering
+    permessage-deflate gets it, and compressed messages go both ways."""
+    from websockets.sync.client import connect as websockets_connect
+
+    with websockets_connect(server.url("/echo"), open_timeout=TIMEOUT) as websocket:
+        assert websocket.response is not None
+        extensions = websocket.response.headers.get("sec-websocket-extensions", "")
+        assert extensions.startswith("permessage-deflate"), websocket.response.headers
+        text = "compressible " * 1000
+        websocket.send(text)
+        assert websocket.recv(timeout=TIMEOUT) == text
+
+
 def test_receive_json_and_send_json(server: Server) -> None:
     async def main() -> None:
         async with aio.connect(server.url("/json")) as connection:
@@ -324,6 +338,38 @@ def raw_upgrade(
     lines = [b"GET /echo " + version, b"Host: 127.0.0.1", *extra.splitlines()]
     lines += [f"{name}: {value}".encode() for name, value in upgrade_headers().items()]
     return line_end.join(lines) + line_end + line_end
+
+
+def test_with_options_check_origin_refuses_other_origins(tmp_path: Path) -> None:
+    """``ws=UvicornProtocol.with_options(check_origin=True, origins=[...])`` (README): a browser
+    request from another origin gets 403; the listed origin and the server's own host are
+    accepted, and so is a request without ``Origin``."""
+    require("uvicorn", "starlette")
+    from .asgi_origin_protocol import ALLOWED
+
+    command = [sys.executable, "-m", "uvicorn", APPS["starlette"]]
+    command += ["--ws", "tests.asgi_origin_protocol:OriginChecking"]
+    command += ["--host", "127.0.0.1", "--port", "0"]
+    server = launch("tube", "starlette", command, ROOT, tmp_path / "uvicorn.log")
+    try:
+        refused = upgrade_headers(Origin="https://evil.example")
+        status, _, body = http_exchange(server, "/echo", refused)
+        assert (status, body) == (403, b"origin not allowed: https://evil.example\n"), body
+
+        async def main() -> None:
+            own = "http://127.0.0.1"  # the server's own host: RawPeer sends Host: 127.0.0.1
+            for headers in ([("Origin", ALLOWED)], [("Origin", own)], []):
+                peer = await RawPeer.connect(server.port, path="/echo", headers=headers)
+                try:
+                    peer.send_frame(0x1, b"allowed")
+                    frame = await peer.recv_data_frame()
+                    assert (frame.opcode, frame.payload) == (0x1, b"allowed")
+                finally:
+                    peer.abort()
+
+        run(main)
+    finally:
+        server.stop()
 
 
 def test_http_1_0_is_refused_with_505(server: Server) -> None:

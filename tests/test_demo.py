@@ -208,8 +208,14 @@ def raw_handshake(host: str, port: int) -> socket.socket:
 
 
 @pytest.mark.interop
-def test_a_tab_that_stops_reading_does_not_block_the_others(demo_in_process: Any) -> None:
+def test_a_tab_that_stops_reading_does_not_block_the_others_and_is_closed_with_1008(
+    demo_in_process: Any,
+) -> None:
+    """A slow tab never holds the others up; once its outbox overflowed, the server closes it
+    with 1008 (policy violation), as the demo's docstring says."""
     from websockets.sync.client import connect
+
+    from .conftest import RawPeer
 
     host, port = demo_in_process.server_address[:2]
     with connect(f"ws://{host}:{port}/ws", proxy=None, open_timeout=TIMEOUT) as fast:
@@ -232,5 +238,11 @@ def test_a_tab_that_stops_reading_does_not_block_the_others(demo_in_process: Any
                     "from": name,
                     "text": text,
                 }
+            # The slow tab reads at last: the messages that fitted, then the close frame.
+            peer = RawPeer.on_socket(slow)
+            frame = peer.recv_frame(TIMEOUT)
+            while frame.opcode == 0x1:
+                frame = peer.recv_frame(TIMEOUT)
+            assert (frame.opcode, frame.close_code) == (0x8, 1008), frame
         finally:
             slow.close()

@@ -152,3 +152,22 @@ def test_aio_a_slow_reader_of_pongs_is_kept() -> None:
             connection._abort("end of test")
 
     run(main)
+
+
+@pytest.mark.slow
+def test_threads_default_send_timeout_is_ten_seconds(socket_pair: Pair) -> None:
+    """The README's default ``send_timeout`` (10 s), observed: a send to a peer that reads
+    nothing raises ``ConnectionClosed`` 10 s after its last byte could be written (the send
+    retries every quarter second), within a stated margin of 1.5 s for a loaded 2-core machine.
+    The peer's receive buffer is small, so the kernel's buffers fill within milliseconds."""
+    connection, peer = socket_pair(Role.SERVER, ping_interval=None, close_give_up_time=30.0)
+    assert connection.options.send_timeout == 10.0
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    started = time.monotonic()
+    with pytest.raises(ConnectionClosed) as info:
+        connection.send(bytes(1 << 20))  # far more than the socket pair's buffers
+    elapsed = time.monotonic() - started
+    assert 10.0 <= elapsed <= 10.0 + 1.5, elapsed
+    assert info.value.code == 1006
+    assert connection.wait_closed(5)
+    assert connection.close_code == 1006

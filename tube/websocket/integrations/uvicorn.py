@@ -238,8 +238,11 @@ class UvicornProtocol(asyncio.Protocol):
         Raises:
             TypeError, ValueError: An unknown or invalid option.
         """
-        extra = tuple(sorted({**dict(cls.tube_options), **connection_options}.items()))
-        ConnectionOptions.from_kwargs(**dict(extra))  # fail now, not on the first connection
+        given = sorted({**dict(cls.tube_options), **connection_options}.items())
+        # Checked now, not on the first connection; kept as the options normalised them
+        # (origins=[...] as a tuple), since _options() caches on them and a list cannot be hashed.
+        checked = ConnectionOptions.from_kwargs(**dict(given))
+        extra = tuple((name, getattr(checked, name)) for name, _ in given)
         subclass: type[UvicornProtocol] = type(
             cls.__name__, (cls,), {"__slots__": (), "tube_options": extra}
         )
