@@ -17,11 +17,12 @@ Asset names carry the first 16 hex digits of the file's SHA-256 and the page ref
 with Subresource Integrity, so a copy of the page can be checked against published hashes
 (relay-design §1, §6). HTML goes out with a strict Content-Security-Policy.
 
-The page's JavaScript modules (``static/js/*.js``) import each other by bare names
-(``tube/peer.js``): every module lives under its own hash, so a relative import could not find
-its neighbour. The page carries an import map from those names to the hashed URLs, with an
-``integrity`` entry for each, and a ``modulepreload`` link per module. The import map is an
-inline script, so the CSP allows exactly it by its SHA-256 and nothing else inline.
+The page's JavaScript modules (``static/js/*.js``, and the vendored ``static/vendor/*.js``)
+import each other by bare names (``tube/peer.js``, ``tube/vendor/qrcodegen.js``): every module
+lives under its own hash, so a relative import could not find its neighbour. The page carries
+an import map from those names to the hashed URLs, with an ``integrity`` entry for each, and a
+``modulepreload`` link per module. The import map is an inline script, so the CSP allows exactly
+it by its SHA-256 and nothing else inline.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ _COMMON = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referr
 #: The service worker's fixed URL: a worker's scope cannot be wider than its own folder, and
 #: the download URLs it answers (``/dl/<id>``) sit at the root.
 SERVICE_WORKER = "sw.js"
-# The page's ES modules, imported by bare name through the import map.
-_MODULE_DIR = "js/"
-_MODULE_PREFIX = "tube/"
+# The page's ES modules, imported by bare name through the import map: ``js/x.js`` as
+# ``tube/x.js``, and the vendored ones (``vendor/x.js``, see its README.md) as ``tube/vendor/x.js``.
+_MODULE_DIRS = {"js/": "tube/", "vendor/": "tube/vendor/"}
 
 _RELAY_PATH = re.compile(r"/v1/relay(?:/([1-9][0-9]{2,7}))?")
 _TEMPLATE = re.compile(r"\{\{(asset|sri):([A-Za-z0-9_./-]+)\}\}")
@@ -168,9 +169,7 @@ class Assets:
         modules = sorted((name, asset) for name, asset in self._by_name.items() if _is_module(name))
         import_map = json.dumps(
             {
-                "imports": {
-                    _MODULE_PREFIX + name[len(_MODULE_DIR) :]: asset.url for name, asset in modules
-                },
+                "imports": {_module_name(name): asset.url for name, asset in modules},
                 "integrity": {asset.url: asset.integrity for _, asset in modules},
             },
             indent=1,
@@ -216,11 +215,14 @@ class Assets:
 
 
 def _is_module(name: str) -> bool:
-    return (
-        name.startswith(_MODULE_DIR)
-        and name.endswith(".js")
-        and "/" not in name[len(_MODULE_DIR) :]
-    )
+    folder, _, file = name.rpartition("/")
+    return f"{folder}/" in _MODULE_DIRS and file.endswith(".js")
+
+
+def _module_name(name: str) -> str:
+    """The bare name a module is imported by (``js/peer.js`` → ``tube/peer.js``)."""
+    folder, _, file = name.rpartition("/")
+    return _MODULE_DIRS[f"{folder}/"] + file
 
 
 def _content_type(name: str) -> str:

@@ -165,7 +165,10 @@ def test_page_modules_import_map_and_service_worker() -> None:
             csp = headers["Content-Security-Policy"]
             assert f"script-src 'self' 'sha256-{digest}'" in csp
             assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
-            on_disk = {p.name for p in (server.assets.root / "js").glob("*.js")}
+            root = server.assets.root
+            on_disk = {p.name for p in (root / "js").glob("*.js")}
+            on_disk |= {f"vendor/{p.name}" for p in (root / "vendor").glob("*.js")}
+            assert "vendor/qrcodegen.js" in on_disk
             assert {name.removeprefix("tube/") for name in import_map["imports"]} == on_disk
             for url in import_map["imports"].values():
                 status, _, body = await request(server, "GET", url)

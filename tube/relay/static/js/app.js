@@ -10,6 +10,7 @@
 
 import { BadCode, WordList, newSecret, parseCode } from "tube/codes.js";
 import { hasX25519 } from "tube/cpace.js";
+import { qrSvg } from "tube/qr.js";
 import { MEMORY_LIMIT, chooseSink, streamWorker } from "tube/sinks.js";
 import { AllocationError, Sharing, makeForms } from "tube/sharing.js";
 import { Session, formatDuration } from "tube/transfer.js";
@@ -250,6 +251,8 @@ async function startSend(file) {
   $("copy-code").onclick = () => void copy(code.text, "copy-code");
   if (link) {
     /** @type {HTMLInputElement} */ ($("link-out")).value = link.text;
+    $("link-qr-code").replaceChildren(qrSvg(link.text, "QR code of the transfer link"));
+    $("link-qr").hidden = false;
     $("copy-link").onclick = () => void copy(link.text, "copy-link");
   } else {
     dropForm("link", "The relay gave no link this time (too many codes from your network at once)");
@@ -278,6 +281,7 @@ async function startSend(file) {
  */
 function dropForm(kind, why) {
   $(kind === "code" ? "code-line" : "link-line").hidden = true;
+  if (kind === "link") $("link-qr").hidden = true;
   const other = kind === "code" ? "link" : "code";
   const reason = why.replace(/[.\s]+$/, "");
   setText("share-note", `${reason ? `${reason}. ` : ""}Only the ${other} works now.`);
