@@ -27,6 +27,7 @@ import queue
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -412,7 +413,11 @@ class WsServer:
 
         class Server(ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a peer that hangs up mid-request is expected in these tests
+                # A peer that hangs up mid-request (an OSError) is expected in these tests;
+                # anything else raised while handling fails the test at teardown.
+                error = sys.exc_info()[1]
+                if error is not None and not isinstance(error, OSError):
+                    owner.errors.append(error)
 
         self.httpd = Server(("127.0.0.1", 0), Handler)
         if ssl_context is not None:
@@ -538,11 +543,33 @@ SERVER_JOIN_TIMEOUT = 10.0
 
 @pytest.fixture
 def running() -> Iterator[Callable[..., Server]]:
-    """Factory: ``running(handler, **options)`` -> a Server serving in a thread, shut down after."""
-    started: list[tuple[Server, threading.Thread]] = []
+    """Factory: ``running(handler, expected_errors=(), **options)`` -> a Server serving in a
+    thread, shut down after.
 
-    def start(handler: Callable[[Connection], object], **options: Any) -> Server:
-        server = serve(handler, "127.0.0.1", 0, **options)
+    Exceptions raised by ``handler`` (other than ``ConnectionClosed`` and the
+    ``expected_errors`` a test raises on purpose) fail the test at teardown; serve() itself
+    only logs them and closes the connection with 1011.
+    """
+    started: list[tuple[Server, threading.Thread]] = []
+    errors: list[BaseException] = []
+
+    def start(
+        handler: Callable[[Connection], object],
+        *,
+        expected_errors: tuple[type[BaseException], ...] = (),
+        **options: Any,
+    ) -> Server:
+        def recording(connection: Connection) -> object:
+            try:
+                return handler(connection)
+            except ConnectionClosed:
+                raise  # the peer left: serve() ends the handler quietly, as documented
+            except BaseException as error:
+                if not isinstance(error, expected_errors):
+                    errors.append(error)
+                raise
+
+        server = serve(recording, "127.0.0.1", 0, **options)
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-serve")
         thread.start()
         started.append((server, thread))
@@ -553,6 +580,8 @@ def running() -> Iterator[Callable[..., Server]]:
         server.shutdown()
         thread.join(SERVER_JOIN_TIMEOUT)
         server.server_close()
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture(scope="session")

@@ -67,7 +67,7 @@ def test_a_handler_that_raises_closes_with_1011(
         connection.incoming.get(timeout=TIMEOUT)
         raise RuntimeError("handler failed on purpose")
 
-    server = running(handler)
+    server = running(handler, expected_errors=(RuntimeError,))
     with connect(server.url) as connection:
         connection.send("go")
         with pytest.raises(ConnectionClosed):

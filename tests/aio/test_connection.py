@@ -136,24 +136,36 @@ def test_a_violation_is_committed_after_the_bound_if_the_application_does_not_co
 
     async def main() -> None:
         event = taken()
+        seen: asyncio.Future[tuple[Any, int | None, Any]] = (
+            asyncio.get_running_loop().create_future()
+        )
 
         async def slow(connection: aio.Connection) -> None:
-            assert await connection.incoming.get() == "good"
+            # What the handler sees is asserted by the test, below: an assert in a handler
+            # would only close its connection with 1011.
+            first = await next_message(connection)
             await event.wait()  # never asks for the next message
-            assert connection.close_code == 1002
-            with pytest.raises(ConnectionClosed):
-                await connection.incoming.get()
+            code = connection.close_code
+            seen.set_result((first, code, await next_message(connection)))
 
-        async with aio.serve(slow, "127.0.0.1", 0, close_give_up_time=0.3) as server:
+        give_up = 0.3
+        async with aio.serve(slow, "127.0.0.1", 0, close_give_up_time=give_up) as server:
             peer = await RawPeer.connect(server.port)
             from tests.conftest import build_frame
 
-            peer.writer.write(build_frame(0x1, b"good") + build_frame(0x1, b"x", rsv=2))
             started = time.monotonic()
+            peer.writer.write(build_frame(0x1, b"good") + build_frame(0x1, b"x", rsv=2))
             close = await peer.recv_data_frame()
+            elapsed = time.monotonic() - started
             assert close.opcode == 0x8 and close.close_code == 1002
-            assert 0.2 < time.monotonic() - started < 2
+            # README: committed close_give_up_time after the violation; margin 0.5 s for a
+            # loaded 2-core machine.
+            assert give_up <= elapsed < give_up + 0.5, elapsed
             event.set()
+            first, code, end = await asyncio.wait_for(seen, 5)
+            assert first == "good"
+            assert code == 1002
+            assert isinstance(end, ConnectionClosed) and end.code == 1002
             peer.send_close(1002)
             await peer.expect_eof()
             await peer.close()
