@@ -452,12 +452,18 @@ class WsServer:
             abort(connection)
 
 
+def under_ci() -> bool:
+    """True when ``CI`` is set to a true-ish value (``true``, ``1``, ``yes``, ...: anything but
+    empty, ``0``, ``false``, ``no`` or ``off``): pinned test dependencies must be there."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def require(*modules: str) -> None:
-    """Skip when a module is not installed; fail under CI=true (the test extra has them)."""
+    """Skip when a module is not installed; fail under CI (the test extra pins them all)."""
     for module in modules:
         if importlib.util.find_spec(module) is None:
             message = f"{module} is not installed (pip install -e '.[test]')"
-            if os.environ.get("CI") == "true":
+            if under_ci():
                 pytest.fail(f"test dependency missing under CI: {message}", pytrace=False)
             pytest.skip(message)
 

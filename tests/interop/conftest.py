@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import under_ci
+
 NODE_DIR = Path(__file__).parent / "node"
 CHROMIUM = Path("/usr/bin/chromium")
 # Messages up to 4 MiB are exchanged; leave room for the multi-byte text too.
@@ -31,9 +33,9 @@ CLOSE_COMMAND = "tube-test:close "
 
 
 def missing_peer(what: str, how: str) -> None:
-    """Skip the current test because ``what`` is missing, or fail under ``CI=true``."""
+    """Skip the current test because ``what`` is missing, or fail under CI."""
     message = f"{what} is not available; {how} (./scripts/test installs it)"
-    if os.environ.get("CI") == "true":
+    if under_ci():
         pytest.fail(f"interop peer missing under CI: {message}", pytrace=False)
     pytest.skip(message)
 

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed as PeerClosed
 from websockets.sync.server import ServerConnection, serve
 from websockets.typing import Subprotocol
 
+from tests.conftest import under_ci
 from tube.websocket.core.errors import ConnectionClosed
 from tube.websocket.threads.client import connect
 from tube.websocket.threads.connection import Connection
@@ -40,7 +41,7 @@ TIMEOUT = 20.0
 
 def missing_peer(what: str) -> None:
     """Fail loudly in CI (the peer must be installed there), skip on a developer's machine."""
-    if os.environ.get("CI") == "true":
+    if under_ci():
         pytest.fail(f"interop peer missing in CI: {what}")
     pytest.skip(f"interop peer missing: {what}")
 
