@@ -64,10 +64,8 @@ def idle(connection: Connection) -> None:
         {"max_message_size": 0},
         {"max_fragments": 0},
         {"incoming_size": 0},
-        {"incoming_bytes": 1.5},
         {"ping_interval": -1},
-        {"ping_timeout": "1"},
-        {"send_timeout": True},
+        {"ping_timeout": float("nan")},
         {"open_timeout": 0},
     ],
 )
@@ -83,6 +81,14 @@ def test_invalid_options_are_refused_at_once(options: dict[str, object]) -> None
         {"origins": "https://example.com"},
         {"check_origin": "yes"},
         {"max_mesage_size": 10},
+        # A number of the wrong type is a TypeError too (README, Options; issue 23).
+        {"max_message_size": "64k"},
+        {"max_fragments": 2.5},
+        {"incoming_bytes": 1.5},
+        {"ping_interval": "20"},
+        {"ping_timeout": "1"},
+        {"send_timeout": True},
+        {"close_give_up_time": b"10"},
     ],
 )
 def test_options_of_the_wrong_type_or_name_raise_type_error(options: dict[str, object]) -> None:

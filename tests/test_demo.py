@@ -246,3 +246,27 @@ def test_a_tab_that_stops_reading_does_not_block_the_others_and_is_closed_with_1
             assert (frame.opcode, frame.close_code) == (0x8, 1008), frame
         finally:
             slow.close()
+
+
+@pytest.mark.interop
+def test_a_new_tab_gets_welcome_and_joined_before_any_chat_line(
+    demo_in_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23: a chat line could reach a new tab before its welcome (1 run in 7), because
+    the member's reader started before the welcome was queued. Here a chat line is broadcast
+    the moment the member's threads start, the earliest any line can come."""
+    from websockets.sync.client import connect
+
+    from tube.demo import server as demo_server
+
+    start = demo_server.Member.start
+
+    def start_then_chat(member: Any) -> None:
+        start(member)
+        member.room.broadcast({"type": "message", "from": "guest-0", "text": "early"})
+
+    monkeypatch.setattr(demo_server.Member, "start", start_then_chat)
+    host, port = demo_in_process.server_address[:2]
+    with connect(f"ws://{host}:{port}/ws", proxy=None, open_timeout=TIMEOUT) as tab:
+        types = [json.loads(tab.recv(timeout=TIMEOUT))["type"] for _ in range(3)]
+    assert types == ["welcome", "presence", "message"]

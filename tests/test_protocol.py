@@ -258,11 +258,14 @@ def test_unlimited_message_size_accepts_large_messages() -> None:
     assert server.receive_data(frame(BINARY, payload)) == [BinaryMessage(payload)]
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, "10"])
-def test_invalid_limits_raise_value_error_at_once(value: object) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("10", TypeError)]
+)
+def test_invalid_limits_raise_at_once(value: object, error: type[Exception]) -> None:
+    # Out of range: ValueError; not an int: TypeError (as the options, issue 23).
+    with pytest.raises(error):
         Protocol(Role.SERVER, max_message_size=value)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(error):
         Protocol(Role.SERVER, max_fragments=value)
 
 

@@ -178,15 +178,21 @@ class ChatRoom:
                 member = Member(self, connection, f"guest-{self._counter}")
                 self._members.append(member)
                 online = len(self._members)
+                # Queued under the lock, before the member's reader starts: no broadcast (a
+                # chat line from another member, or its own first line) can reach the new
+                # member before its welcome and the "joined" (issue 23: 1 run in 7 did).
+                # offer() never blocks, so holding the lock here costs nothing.
+                member.offer(_encode({"type": "welcome", "name": member.name, "online": online}))
+                joined = _encode(
+                    {"type": "presence", "name": member.name, "event": "joined", "online": online}
+                )
+                for other in self._members:
+                    other.offer(joined)
         if member is None:
             with contextlib.suppress(ConnectionClosed):
                 initiate_close(connection, 1001, "server shutting down")
             return None
         member.start()
-        member.offer(_encode({"type": "welcome", "name": member.name, "online": online}))
-        self.broadcast(
-            {"type": "presence", "name": member.name, "event": "joined", "online": online}
-        )
         logger.info("%s joined (%d online)", member.name, online)
         return member
 
@@ -345,5 +351,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         serve(args.host, args.port)
     except OSError as error:
-        parser.exit(1, f"python -m tube.demo: cannot listen on {args.host}:{args.port}: {error}\n")
+        # The server's error names the address ("cannot listen on 127.0.0.1:8080: ...").
+        parser.exit(1, f"python -m tube.demo: {error}\n")
     return 0

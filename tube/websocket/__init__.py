@@ -5,11 +5,13 @@ The seed's API in snake_case: :func:`create_connection`, :func:`upgrade_connecti
 :func:`wait_until_connected`, and the :class:`Connection` with its ``incoming`` channel;
 :func:`upgrade_connection` takes an ``http.server`` handler or a WSGI environ (Flask, gunicorn),
 and :func:`serve` runs a ready threaded server.
-Everything public is listed in ``__all__``; other modules are internal.
+Everything public is listed in ``__all__``; other modules are internal. ``__version__`` is the
+distribution's (``tube.__version__``).
 """
 
 from __future__ import annotations
 
+from .. import __version__ as __version__  # re-exported, not in __all__
 from .core.codes import CloseCode, Opcode
 from .core.deflate import DeflateOptions
 from .core.errors import (

@@ -30,6 +30,7 @@ import argparse
 import codecs
 import contextlib
 import io
+import math
 import os
 import ssl
 import sys
@@ -164,7 +165,7 @@ def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--open-timeout",
-        type=float,
+        type=_positive_seconds,
         default=10.0,
         metavar="SECONDS",
         help="time allowed for connecting and the opening handshake (default: 10)",
@@ -184,12 +185,34 @@ def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-message-size",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="BYTES",
         help="largest message accepted (default: the library's, 1 MiB)",
     )
     return parser.parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    """An argument that must be a positive int: argparse reports anything else (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """An argument that must be a positive number of seconds (exit 2 otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _ssl_context(arguments: argparse.Namespace) -> ssl.SSLContext | None:

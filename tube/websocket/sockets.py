@@ -10,12 +10,13 @@ from __future__ import annotations
 import array
 import contextlib
 import socket
+import ssl
 import sys
 from typing import Protocol
 
 from .core.keepalive import tcp_keepalive
 
-__all__ = ["tune_socket", "unsent_bytes"]
+__all__ = ["explain_tls_error", "listen_error", "tune_socket", "unsent_bytes"]
 
 # Linux's SIOCOUTQ (the same number as the terminal's TIOCOUTQ): for a TCP socket, the bytes
 # in the send queue the peer has not acknowledged; for a Unix socket, those it has not read.
@@ -64,3 +65,42 @@ def tune_socket(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+
+
+#: OpenSSL's reasons for a first TLS record that is not TLS at all: the server answered the
+#: ClientHello in plain text (an HTTP server, a ``ws://`` WebSocket server on that port).
+_NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"}
+)
+
+
+def explain_tls_error(error: ssl.SSLError, where: str) -> ssl.SSLError:
+    """``error`` from a client's TLS handshake with ``where`` (``host:port``), with a hint when
+    the server does not speak TLS (OpenSSL only says ``WRONG_VERSION_NUMBER``).
+
+    Returns:
+        A new ``ssl.SSLError`` (same ``errno``, ``reason`` and ``library``) whose message says
+        so, or ``error`` itself for other failures (a certificate, a protocol version, ...).
+    """
+    if getattr(error, "reason", None) not in _NOT_TLS_REASONS:
+        return error
+    message = (
+        f"{error.strerror or error}: the server at {where} does not speak TLS "
+        "(a plain ws:// or HTTP server? try ws://)"
+    )
+    explained = ssl.SSLError(error.errno, message)
+    explained.reason = error.reason
+    explained.library = error.library
+    return explained
+
+
+def listen_error(error: OSError, host: str, port: int) -> OSError:
+    """``error`` from binding or listening on ``(host, port)``, naming the address.
+
+    ``[Errno 98] Address already in use`` alone does not say which address: the result reads
+    ``[Errno 98] cannot listen on 127.0.0.1:8080: Address already in use``, with the same type
+    (``OSError`` subclass) and ``errno``.
+    """
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    reason = error.strerror or str(error)
+    return type(error)(error.errno, f"cannot listen on {where}: {reason}")

@@ -34,6 +34,7 @@ from ..core.http import (
 )
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
+from ..sockets import explain_tls_error
 from .connection import Connection
 
 __all__ = ["connect"]
@@ -180,7 +181,10 @@ async def _open_transport(
         except OSError as exc:
             sock.close()
             if isinstance(exc, ssl_module.SSLError):
-                raise
+                explained = explain_tls_error(exc, uri.host_header)
+                if explained is exc:
+                    raise
+                raise explained from exc
             failures.append(exc)
             continue
         except BaseException:

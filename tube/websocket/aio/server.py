@@ -29,6 +29,7 @@ from ..core.handshake import rejection_response
 from ..core.http import HeadScanner, Request, Response, parse_request_head
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
+from ..sockets import listen_error
 from .connection import Connection
 from .reading import PAUSED_TO_HOLD
 
@@ -134,8 +135,11 @@ class Server:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(address)
-                sock.listen(backlog)
+                try:
+                    sock.bind(address)
+                    sock.listen(backlog)
+                except OSError as exc:
+                    raise listen_error(exc, str(address[0]), int(address[1])) from exc
                 sock.setblocking(False)
         except BaseException:
             for sock in self.sockets:

@@ -8,6 +8,7 @@ the API, which raise the built-in ``ValueError`` / ``TypeError`` instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from http import HTTPStatus
 
@@ -110,10 +111,30 @@ class HandshakeError(WebSocketError):
         text = reason if self.status is None else f"{self.status} {self.status_phrase}: {reason}"
         if self.body:
             # The body is the peer's: escaped, so that it cannot write to a terminal (ESC ...).
-            snippet = printable(self.body[:200].decode("utf-8", "replace").strip())
+            snippet = printable(body_excerpt(self.body))
             if snippet and snippet not in text:
                 text = f"{text} ({snippet})"
         return text
+
+
+#: Longest excerpt of a response body in an error message, in characters.
+EXCERPT_LENGTH = 100
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>?")
+
+
+def body_excerpt(body: bytes) -> str:
+    """A short one-line excerpt of a response body for an error message (issue 23): an HTML
+    page's ``<title>``, or its text without tags; white space collapsed; at most
+    :data:`EXCERPT_LENGTH` characters (``...`` marks a cut). Not escaped: see :func:`printable`.
+    """
+    head = body[:4096]
+    title = _TITLE.search(head)
+    text = (title.group(1) if title else head).decode("utf-8", "replace")
+    if title is None and text.lstrip().startswith("<"):
+        text = _TAG.sub(" ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= EXCERPT_LENGTH else text[: EXCERPT_LENGTH - 3] + "..."
 
 
 class HandshakeRejected(HandshakeError):

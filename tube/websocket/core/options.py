@@ -203,18 +203,26 @@ _FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(ConnectionOp
 
 
 def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
+    """A wrong type (``"20"``, ``True``) is a ``TypeError``, a number out of range a
+    ``ValueError`` (README, Options), and so is ``None`` where the option needs a value."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        expected = "a positive number of seconds" + (" or None" if allow_none else "")
+    expected = "a positive number of seconds" + (" or None" if allow_none else "")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    if value is None or not value > 0:  # also NaN
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def _check_size(name: str, value: object, *, allow_none: bool) -> None:
+    """As :func:`_check_seconds`, for a size in bytes or a count (an int: ``1.5`` and
+    ``"64k"`` are ``TypeError``)."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        expected = "a positive int" + (" or None" if allow_none else "")
+    expected = "a positive int" + (" or None" if allow_none else "")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    if value is None or value <= 0:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 

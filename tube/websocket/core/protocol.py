@@ -146,7 +146,8 @@ class Protocol:
         if max_message_size is not None and (
             not isinstance(max_message_size, int) or max_message_size <= 0
         ):
-            raise ValueError(
+            error: type[Exception] = ValueError if isinstance(max_message_size, int) else TypeError
+            raise error(
                 f"max_message_size must be a positive int or None, got {max_message_size!r}"
             )
         if max_fragments is _UNSET:
@@ -154,7 +155,8 @@ class Protocol:
             # messages; each fragment costs CPU (about a microsecond), never an object.
             max_fragments = None if max_message_size is None else max(1024, max_message_size // 64)
         if max_fragments is not None and (not isinstance(max_fragments, int) or max_fragments <= 0):
-            raise ValueError(f"max_fragments must be a positive int or None, got {max_fragments!r}")
+            error = ValueError if isinstance(max_fragments, int) else TypeError
+            raise error(f"max_fragments must be a positive int or None, got {max_fragments!r}")
         self.role = role
         self.state = State.OPEN
         self.close_sent: tuple[int, str] | None = None

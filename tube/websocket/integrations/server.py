@@ -54,6 +54,7 @@ from ..core.handshake import rejection_response
 from ..core.http import Request, Response
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
+from ..sockets import listen_error
 from ..threads.connection import Connection, open_connection
 from ..threads.lean import start_daemon_thread
 from .request_head import close_socket, plain_response, read_request_head, send_and_close, start_tls
@@ -155,6 +156,11 @@ class Server:
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((host, port))
             listener.listen(self.request_queue_size)
+        except OSError as exc:
+            listener.close()
+            self._wake_read.close()
+            self._wake_write.close()
+            raise listen_error(exc, host, port) from exc
         except BaseException:
             listener.close()
             self._wake_read.close()

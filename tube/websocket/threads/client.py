@@ -45,6 +45,7 @@ from ..core.uri import (
     parse_uri,
     redirect_target,
 )
+from ..sockets import explain_tls_error
 from .connection import Connection
 from .functions import create_connection
 
@@ -265,6 +266,11 @@ def _open_socket(
             return context.wrap_socket(sock, server_hostname=uri.host)
         except TimeoutError:
             raise deadline.expired(f"during the TLS handshake with {uri.host_header}") from None
+        except ssl.SSLError as exc:
+            explained = explain_tls_error(exc, uri.host_header)
+            if explained is exc:
+                raise
+            raise explained from exc
     except BaseException:
         sock.close()
         raise
