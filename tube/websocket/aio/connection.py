@@ -146,6 +146,7 @@ class Connection(asyncio.BufferedProtocol):
             asyncio.Transport, transport
         )
         self.remote_address = transport.get_extra_info("peername")
+        self._sender.attach(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:  # uvloop and asyncio both expose it; TCP_NODELAY, TCP keepalive
             tune_socket(sock, self.options.ping_interval, self.options.ping_timeout)

@@ -5,6 +5,14 @@ per loop iteration (``loop.call_soon``), joined into one buffer when small: an e
 answers every message of a read makes one system call for all of them. A batch larger than
 :data:`FLUSH_AT` is handed over at once, so that a large message is never held back.
 
+A large batch (a frame's header and its payload: two buffers) is written with one ``writev``
+straight on the socket's file descriptor when nothing waits in the transport's buffer and the
+transport is plain TCP (not TLS): one system call per frame and no copy of the payload, where
+the transport would make one call per buffer (Python 3.11's selector transport: its
+``writelines`` joins them, copying the payload) (issue 25). Whatever the kernel does not take
+goes to the transport, which buffers it and waits for the socket as usual; an error is left to
+the transport too (its ``write`` meets it again and reports it).
+
 Backpressure: the transport calls ``pause_writing()`` above its high-water mark; a sender then
 waits in :meth:`Sender.drain` until ``resume_writing()``. ``send_timeout`` means "no progress
 for this long" (issue 8 §6), and it is watched by the send path itself, not by a waiting
@@ -19,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..core.frames import Buffer
@@ -38,6 +48,10 @@ FLUSH_AT = 64 * 1024
 # than the transport's per-buffer bookkeeping and gives one TCP segment).
 _JOIN_LIMIT = 64 * 1024
 
+# At most this many buffers in one writev() (POSIX guarantees IOV_MAX >= 16; Linux has 1024).
+_WRITEV_MAX = 16
+_writev: Callable[[int, Sequence[Buffer]], int] | None = getattr(os, "writev", None)  # not Windows
+
 
 class Sender:
     """The outgoing side of one connection.
@@ -49,6 +63,7 @@ class Sender:
     __slots__ = (
         "_connection",
         "_drain_waiters",
+        "_fd",
         "_handed",
         "_last_look",
         "_paused",
@@ -73,6 +88,19 @@ class Sender:
         # The send_timeout watchdog while paused, and what it saw at its last look.
         self._watchdog: asyncio.TimerHandle | None = None
         self._last_look = (0, 0)
+        # The socket's file descriptor for writev(), or -1 (TLS, no socket, no writev).
+        self._fd = -1
+
+    def attach(self, transport: asyncio.BaseTransport) -> None:
+        """The transport is known: may large batches go straight to its socket?"""
+        sock = transport.get_extra_info("socket")
+        if (
+            _writev is not None
+            and sock is not None
+            and transport.get_extra_info("sslcontext") is None
+            and transport.get_extra_info("ssl_object") is None
+        ):
+            self._fd = sock.fileno()
 
     def queue(self, chunks: list[Buffer]) -> None:
         """Queue the protocol's output, in order; it is written at the end of this iteration."""
@@ -105,10 +133,34 @@ class Sender:
             self._handed += size
             transport.write(b"".join(pending))
         else:
-            # One write each: writelines() would join them first (a copy of every payload).
+            self._handed += size
+            written = 0
+            if self._fd >= 0 and len(pending) <= _WRITEV_MAX:
+                written = self._write_direct(transport, pending)
+                if written == size:
+                    return
+            # The rest, one write each: writelines() would join them first (a copy of every
+            # payload); the transport copies what the socket does not take at once.
             for chunk in pending:
-                self._handed += len(chunk)
-                transport.write(chunk)
+                length = len(chunk)
+                if written >= length:
+                    written -= length
+                    continue
+                transport.write(memoryview(chunk)[written:] if written else chunk)
+                written = 0
+
+    def _write_direct(self, transport: asyncio.Transport, pending: list[Buffer]) -> int:
+        """Write ``pending`` with one ``writev`` if the transport's buffer is empty (else its
+        bytes must go first); how many bytes the kernel took (0 if it took none or failed)."""
+        if transport.get_write_buffer_size():
+            return 0
+        assert _writev is not None
+        try:
+            return _writev(self._fd, pending)
+        except OSError:
+            # Full (EAGAIN) or broken: the transport's write() tries again and, if the
+            # connection is gone, reports it as it always does.
+            return 0
 
     @property
     def paused(self) -> bool:
