@@ -969,14 +969,34 @@ def test_check_extra_headers_types() -> None:
         check_extra_headers([("X-A", "1", "2")])  # type: ignore[list-item]
 
 
-@given(st.text(max_size=20), st.text(max_size=40))
-def test_check_extra_headers_accepts_only_writable_heads(name: str, value: str) -> None:
-    try:
-        (header,) = check_extra_headers([(name, value)])
-    except ValueError:
-        return
-    # What passes can always be written into a response head.
-    Response(101, "Switching Protocols", [header]).to_bytes()
+# RFC 9110 §5.6.2: a token; §5.5: a field value of visible ISO-8859-1 characters, SP and HTAB.
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_VALUE_CHARS = st.characters(codec="latin-1", exclude_categories=["Cc"], include_characters="\t")
+_VALID_NAMES = st.text(_TOKEN_CHARS, min_size=1, max_size=20).filter(
+    lambda name: name.lower() not in RESERVED_RESPONSE_HEADERS
+)
+
+
+@given(_VALID_NAMES, st.text(_VALUE_CHARS, max_size=40))
+def test_check_extra_headers_accepts_every_valid_header_and_it_is_writable(
+    name: str, value: str
+) -> None:
+    """Every valid header is accepted as given (the strategy generates only valid ones, so
+    every example reaches the property), and what passes can be written into a 101 head."""
+    assert check_extra_headers([(name, value)]) == ((name, value),)
+    head = Response(101, "Switching Protocols", [(name, value)]).to_bytes()
+    assert f"\r\n{name}: {value}".encode("latin-1") in head
+
+
+@given(_VALID_NAMES, st.text(_VALUE_CHARS, max_size=20), st.sampled_from("\r\n\x00\x7f\x1b"))
+def test_check_extra_headers_refuses_a_control_character_anywhere(
+    name: str, value: str, control: str
+) -> None:
+    """Header injection: a control character (CR, LF, NUL, DEL, ESC) anywhere in a value that
+    is otherwise valid is refused."""
+    for cut in sorted({0, len(value) // 2, len(value)}):
+        with pytest.raises(ValueError):
+            check_extra_headers([(name, value[:cut] + control + value[cut:])])
 
 
 def test_check_origins() -> None:
