@@ -42,7 +42,8 @@ class RelayThread:
 
     def __init__(self, factory: Callable[[RelayConfig], RelayServer], **config: Any) -> None:
         self._factory = factory
-        self._config = RelayConfig(host="127.0.0.1", port=0, **config)
+        # port=0 (any free port) unless given: a relay "restarted" takes its predecessor's.
+        self._config = RelayConfig(**{"host": "127.0.0.1", "port": 0, **config})
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None

@@ -23,7 +23,15 @@ from tube.relay.server import RelayServer
 from tube.websocket import aio
 
 from .conftest import RelayThread
-from .pages import make_file, open_pages, receive, sha256_file, start_sending, wait_phase
+from .pages import (
+    make_file,
+    open_pages,
+    receive,
+    sha256_file,
+    start_sending,
+    type_code,
+    wait_phase,
+)
 from .test_hostile import FlipBit
 
 pytestmark = pytest.mark.interop
@@ -203,5 +211,56 @@ def test_cli_receiver_integrity_error_reaches_the_page_sender(
             problem.text_content()
         )
         assert not list(out.iterdir())  # the partial file and its sidecar deleted
+    finally:
+        pages.close()
+
+
+class CutAndCount(CutReceiverOnce):
+    """CutReceiverOnce at chunk 40, recording the index of every DATA chunk after the cut."""
+
+    at: ClassVar[int] = 40
+    after: ClassVar[list[int]] = []
+
+    async def forward(self, source: int, destination: aio.Connection, frame: bytes) -> None:
+        if type(self).cut and frame[:1] == b"\x10":
+            type(self).after.append(int.from_bytes(frame[1:9], "big"))
+        await super().forward(source, destination, frame)
+
+
+def test_cli_sends_again_and_the_page_continues(
+    browser: Any, relay_factory: Any, cli: Callable[..., Proc], tmp_path: Path
+) -> None:
+    # The receiving page stages into OPFS by file id; the command line keeps its salt in its
+    # state folder, so the same file sent again has the same id and only the rest is sent.
+    CutAndCount.cut, CutAndCount.after = False, []
+    relay = relay_factory(CutAndCount)
+    source = tmp_path / "sent by the terminal twice.bin"
+    digest = make_file(source, 64 * CHUNK + 5)
+    args = (str(source), "--relay", relay.url.rstrip("/"))
+    pages = open_pages(browser, relay.url + "?sink=opfs")
+    try:
+        sender = cli("send", *args)
+        code = sender.wait_for("stdout", r".", timeout=30)
+        type_code(pages.receiver, code)
+        pages.receiver.wait_for_selector("#accept:visible")
+        pages.receiver.click("#accept")
+        assert wait_phase(pages.receiver, "done", "failed") == "failed", pages.errors
+        assert CutAndCount.cut
+        sender.kill()  # its side waits out the relay's grace: the person stops it
+        kept = int(pages.receiver.locator("#again").get_attribute("data-kept") or 0)
+        # Chunks 0..39 written: the first 8 MiB segment kept.
+        assert kept == 32, pages.receiver.locator("#problem").inner_text()
+
+        pages.receiver.click("#again")  # "Continue with a new code"
+        sender = cli("send", *args)
+        code = sender.wait_for("stdout", r".", timeout=30)
+        type_code(pages.receiver, code)
+        pages.receiver.wait_for_selector("#offer-sink[data-kept]")
+        with pages.receiver.expect_download(timeout=60_000) as download_info:
+            pages.receiver.click("#accept")
+        assert wait_phase(pages.receiver, "done", "failed") == "done", pages.errors
+        assert sha256_file(download_info.value.path()) == digest
+        assert sender.finish(60)[0] == 0
+        assert sorted(set(CutAndCount.after)) == list(range(32, 65))
     finally:
         pages.close()

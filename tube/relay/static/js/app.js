@@ -11,11 +11,14 @@
 import { BadCode, WordList, newSecret, parseCode } from "tube/codes.js";
 import { hasX25519 } from "tube/cpace.js";
 import { qrSvg } from "tube/qr.js";
-import { MEMORY_LIMIT, chooseSink, streamWorker } from "tube/sinks.js";
+import { MEMORY_LIMIT, chooseSink, saveBlob, streamWorker } from "tube/sinks.js";
 import { AllocationError, Sharing, makeForms } from "tube/sharing.js";
+import { discardKept, findKept, keptFiles, stagingSink } from "tube/staging.js";
+import { CHUNK_SIZE } from "tube/framing.js";
 import { Session, formatDuration } from "tube/transfer.js";
 
 /** @typedef {import("tube/transfer.js").Update} Update */
+/** @typedef {import("tube/staging.js").Kept} Kept */
 
 /**
  * @template {HTMLElement} T
@@ -48,6 +51,8 @@ let sharing = null;
 let words = null;
 /** @type {Promise<ServiceWorker | null>} */
 let worker = Promise.resolve(null);
+/** @type {Promise<Kept | null>} R: the part of the offered file this browser kept, if any */
+let keptPart = Promise.resolve(null);
 
 // ------------------------------------------------------------------ formatting
 
@@ -143,6 +148,7 @@ function onUpdate(role, update) {
     setText("offer-name", offer.name || "(no name)");
     setText("offer-size", `${formatBytes(offer.size)} (${offer.size.toLocaleString("en")} bytes)`);
     setText("offer-type", offer.type || "unknown");
+    keptPart = findKept(offer.fileId, offer.size).catch(() => null);
     void describeSink(offer.size);
   }
   const phase = update.phase;
@@ -200,7 +206,18 @@ function onUpdate(role, update) {
   $("cancel").hidden = over;
   $("again").hidden = !over;
   if (phase === "failed") {
-    problem(update.error ?? "The transfer failed.", update.errorKind);
+    let message = update.error ?? "The transfer failed.";
+    const kept = update.kept ?? 0;
+    if (!sending && kept > 0) {
+      // Not the file: a part of it, kept for the same file sent again (staging.js).
+      const part = formatBytes(Math.min(progress.size, kept * CHUNK_SIZE));
+      message += ` ${part} of ${formatBytes(progress.size)} is kept in this browser: ask the sender to send the same file again and continue with their new code. Only the rest is sent.`;
+      const again = /** @type {HTMLAnchorElement} */ ($("again"));
+      again.textContent = "Continue with a new code";
+      again.href = location.pathname + location.search;
+      again.dataset.kept = String(kept);
+    }
+    problem(message, update.errorKind);
     $("again").focus();
   }
   if (phase === "done") $("again").focus();
@@ -212,6 +229,13 @@ function onUpdate(role, update) {
  */
 async function describeSink(size) {
   const accept = /** @type {HTMLButtonElement} */ ($("accept"));
+  const kept = await keptPart;
+  if (kept) {
+    const part = formatBytes(Math.min(size, kept.chunks * CHUNK_SIZE));
+    setText("offer-sink", `This browser already has ${part} of this file: only the rest is sent, to the browser's storage, then your downloads.`);
+    $("offer-sink").dataset.kept = String(kept.chunks);
+    return;
+  }
   const hasWorker = (await worker) !== null && (forcedSink === null || forcedSink === "stream");
   let note = "The file goes straight to your downloads folder as it arrives.";
   if (!hasWorker) {
@@ -344,6 +368,37 @@ function completeWords() {
   );
 }
 
+/**
+ * R: list the partial files this browser kept (a transfer broken beyond resume), each with a
+ * way to delete it; a new code for the same file continues it.
+ */
+async function showKept() {
+  const box = $("kept");
+  const kept = await keptFiles();
+  box.replaceChildren(
+    ...kept.map((part) => {
+      const line = document.createElement("p");
+      line.className = "hint kept";
+      line.dataset.fileId = part.fileId;
+      const have = formatBytes(Math.min(part.size, part.chunks * CHUNK_SIZE));
+      line.textContent = `Part of “${part.name}” is kept here (${have} of ${formatBytes(part.size)}): enter the sender's new code for it to continue. `;
+      const discard = document.createElement("button");
+      discard.type = "button";
+      discard.className = "secondary";
+      discard.textContent = "Delete it";
+      discard.setAttribute("aria-label", `Delete the kept part of ${part.name}`);
+      discard.addEventListener("click", async () => {
+        await discardKept(part.fileId);
+        line.remove();
+        box.hidden = box.childElementCount === 0;
+      });
+      line.append(discard);
+      return line;
+    }),
+  );
+  box.hidden = kept.length === 0;
+}
+
 // ------------------------------------------------------------------ start
 
 async function main() {
@@ -415,7 +470,13 @@ async function main() {
     if (!current || !offer) return;
     /** @type {HTMLButtonElement} */ ($("accept")).disabled = true;
     try {
-      const sink = await chooseSink(offer.name, offer.size, await worker, forcedSink);
+      // The same file (id and size) partly kept from an earlier transfer: continue it.
+      const kept = await keptPart;
+      if (kept) {
+        current.accept(await stagingSink(offer, kept.chunks, saveBlob), kept.chunks);
+        return;
+      }
+      const sink = await chooseSink(offer, await worker, forcedSink);
       current.accept(sink);
     } catch (error) {
       /** @type {HTMLButtonElement} */ ($("accept")).disabled = false;
@@ -448,6 +509,7 @@ async function main() {
   }
   show("start");
   app.dataset.phase = "start";
+  void showKept();
   // A link pasted into the address bar of an open page changes only the fragment: start over
   // as if it had been opened fresh.
   window.addEventListener("hashchange", () => {

@@ -5,7 +5,8 @@
  * - "stream": the service worker streams it to the download manager; a chunk counts as
  *   written once the worker's stream pulled it.
  * - "picker": File System Access, a file the person picks (needs the click that accepted).
- * - "opfs": the origin-private file system, then a download of the disk-backed file (Safari).
+ * - "opfs": the origin-private file system, then a download of the disk-backed file (Safari);
+ *   staged by file id (staging.js), so a transfer broken beyond resume continues later.
  * - "memory": a Blob, only under MEMORY_LIMIT bytes (the page says so).
  *
  * Every sink writes chunks in order (`write` resolves once the chunk is durably written or
@@ -15,6 +16,7 @@
 
 /** @typedef {import("tube/bytes.js").Bytes} Bytes */
 import { b64u, randomBytes } from "tube/bytes.js";
+import { hasStaging, stagingSink } from "tube/staging.js";
 
 /** The largest file kept in memory as a Blob (iOS fails near 200 MB). */
 export const MEMORY_LIMIT = 200 * 1000 * 1000;
@@ -26,6 +28,9 @@ export const MEMORY_LIMIT = 200 * 1000 * 1000;
  * @property {(chunk: Bytes) => Promise<void>} write
  * @property {() => Promise<void>} close
  * @property {() => Promise<void>} abort
+ * @property {() => Promise<number>} [keep] the transfer broke beyond resume: keep what is
+ *   durably written for a later session instead of deleting it; resolves to the chunks kept
+ *   (only the OPFS sink has it)
  */
 
 /**
@@ -149,33 +154,6 @@ export async function pickerSink(name) {
 }
 
 /**
- * The origin-private file system, exported as a download once complete.
- * @param {string} name
- * @returns {Promise<Sink>}
- */
-export async function opfsSink(name) {
-  const root = await navigator.storage.getDirectory();
-  const entry = `partial-${b64u(randomBytes(12))}`;
-  const handle = await root.getFileHandle(entry, { create: true });
-  const writable = await handle.createWritable();
-  return {
-    kind: "opfs",
-    label: "to the browser's storage, then your downloads",
-    write: (chunk) => writable.write(chunk),
-    async close() {
-      await writable.close();
-      saveBlob(await handle.getFile(), name);
-      // The download reads the disk-backed file; remove our copy once it had time to start.
-      setTimeout(() => root.removeEntry(entry).catch(() => {}), 60000);
-    },
-    async abort() {
-      await writable.abort().catch(() => {});
-      await root.removeEntry(entry).catch(() => {});
-    },
-  };
-}
-
-/**
  * In memory, for small files only.
  * @param {string} name
  * @returns {Sink}
@@ -204,7 +182,7 @@ export function memorySink(name) {
  * @param {Blob} blob
  * @param {string} name
  */
-function saveBlob(blob, name) {
+export function saveBlob(blob, name) {
   const url = URL.createObjectURL(new Blob([blob], { type: "application/octet-stream" }));
   const a = document.createElement("a");
   a.href = url;
@@ -217,15 +195,15 @@ function saveBlob(blob, name) {
 }
 
 /**
- * The best sink this browser has for a file of `size` bytes; `forced` (the page's `?sink=`)
- * picks one for tests. Call from the click that accepted (the picker needs it).
- * @param {string} name
- * @param {number} size
+ * The best sink this browser has for `offer`; `forced` (the page's `?sink=`) picks one for
+ * tests. Call from the click that accepted (the picker needs it).
+ * @param {import("tube/staging.js").StagedFile} offer
  * @param {ServiceWorker | null} worker
  * @param {string | null} forced
  * @returns {Promise<Sink>}
  */
-export async function chooseSink(name, size, worker, forced) {
+export async function chooseSink(offer, worker, forced) {
+  const { name, size } = offer;
   if ((forced === null || forced === "stream") && worker) return streamSink(worker, name, size);
   if ((forced === null || forced === "picker") && "showSaveFilePicker" in window) {
     try {
@@ -235,9 +213,9 @@ export async function chooseSink(name, size, worker, forced) {
       if (error instanceof DOMException && error.name === "AbortError" && forced === null) throw error;
     }
   }
-  if ((forced === null || forced === "opfs") && typeof navigator.storage?.getDirectory === "function") {
+  if ((forced === null || forced === "opfs") && hasStaging()) {
     try {
-      return await opfsSink(name);
+      return await stagingSink(offer, 0, saveBlob);
     } catch {
       // No createWritable() in this browser's OPFS: fall through to memory.
     }

@@ -33,6 +33,10 @@ const MAX_DELAY = 30000;
 const GRACE = 120000;
 // Where this browser keeps its file-id salt (fileIdSalt).
 const SALT_KEY = "tube.file-id-salt";
+// Failures after which the receiver keeps what it wrote (a sink that can: staging.js), since
+// the same file sent again with a new code continues from there: the connection, not the data
+// or either person, ended the transfer.
+const KEEP_KINDS = new Set(["connection", "resume-failed", "peer-left", "stalled", "busy"]);
 
 /**
  * What the page shows; every field is optional, only what changed is sent.
@@ -44,6 +48,8 @@ const SALT_KEY = "tube.file-id-salt";
  * @property {string} [verifier] the six digits
  * @property {string} [error] a message for a person
  * @property {string} [errorKind] "wrong-code" | "integrity" | "peer-left" | ... (for tests and styling)
+ * @property {number} [kept] R, with "failed": chunks of the file kept in this browser for a
+ *   transfer with a new code (staging.js), 0 if none
  */
 
 /**
@@ -193,6 +199,7 @@ export class Session {
     this.cancelled = false;
     this.waitSent = false; // S: the relay has our wait (or claim): a bye now frees the nameplate
     this.withdrawn = false; // S: withdraw() was called; nothing more is shown or sent
+    this.keeping = false; // R: the transfer broke; the chunks already here are still written
   }
 
   /** Connect and run. */
@@ -362,8 +369,9 @@ export class Session {
       this.peer.peerLost();
       this.onUpdate({ phase: "reconnecting" });
       if (Date.now() + this.delay - this.lostAt > GRACE) {
-        await this._abortSink();
-        this._fail("resume-failed", closeMessage(4010, null, this.role)[1]);
+        const message = closeMessage(4010, null, this.role)[1];
+        // Not awaited: the writes it waits for may be waiting for this chain.
+        void this._releaseSink(true).then((kept) => this._fail("resume-failed", message, kept));
         return;
       }
       setTimeout(() => {
@@ -372,8 +380,7 @@ export class Session {
       return;
     }
     const [kind, message] = closeMessage(code, this.retryAfter, this.role);
-    await this._abortSink();
-    this._fail(kind, message);
+    void this._releaseSink(KEEP_KINDS.has(kind)).then((kept) => this._fail(kind, message, kept));
   }
 
   /** Send what the Peer queued, and act on its events. */
@@ -442,10 +449,11 @@ export class Session {
   /**
    * @param {string} kind
    * @param {string} message
+   * @param {number} [kept] R: chunks kept for a later session
    */
-  _fail(kind, message) {
+  _fail(kind, message, kept = 0) {
     this.finished = true;
-    this.onUpdate({ phase: "failed", errorKind: kind, error: message });
+    this.onUpdate({ phase: "failed", errorKind: kind, error: message, kept });
     const socket = this.socket;
     if (socket && socket.readyState === WebSocket.OPEN) {
       // The Peer's own bye (if any) is already sent; closing tells the relay we are gone.
@@ -455,7 +463,7 @@ export class Session {
 
   /** @param {unknown} error a bug in the page, or a failed disk write */
   async _crash(error) {
-    if (this.finished) return;
+    if (this.finished || this.keeping) return;
     console.error(error);
     await this._abortSink();
     if (!this.peer.isFinished && ["ready", "offered", "transfer", "finishing"].includes(this.peer.state)) {
@@ -542,18 +550,22 @@ export class Session {
   // ---------------------------------------------------------------- the receiver
 
   /**
-   * R: the person accepted; `sink` is where the file goes.
+   * R: the person accepted; `sink` is where the file goes, from chunk `resumeFrom` on (the
+   * chunks a kept partial already has: the sender skips them).
    * @param {Sink} sink
+   * @param {number} [resumeFrom]
    */
-  accept(sink) {
+  accept(sink, resumeFrom = 0) {
     this.sink = sink;
+    const size = this.peer.offerInfo?.size ?? 0;
+    const bytes = Math.min(size, resumeFrom * CHUNK_SIZE);
     this.startedAt = performance.now();
-    this.startBytes = 0;
-    this.written = 0;
+    this.startBytes = bytes;
+    this.written = bytes;
     this.serial(async () => {
-      await this.peer.acceptOffer(0);
+      await this.peer.acceptOffer(resumeFrom);
       this._flush();
-      this.onUpdate({ phase: "transfer", bytes: 0 });
+      this.onUpdate({ phase: "transfer", bytes });
     });
   }
 
@@ -578,9 +590,10 @@ export class Session {
     const sink = /** @type {Sink} */ (this.sink);
     const length = plaintext.length;
     this.writes = this.writes.then(async () => {
-      if (this.finished) return;
+      if (this.finished || (this.keeping && final)) return;
       await sink.write(plaintext);
       this.written = (this.written ?? 0) + length;
+      if (this.keeping) return; // the transfer broke: no ack, only the chunk kept
       await this.serial(async () => {
         if (this.peer.isFinished) return;
         await this.peer.chunkWritten(index);
@@ -603,6 +616,28 @@ export class Session {
     const sink = this.sink;
     this.sink = null;
     if (sink) await sink.abort().catch(() => {});
+  }
+
+  /**
+   * R: the transfer is over without the file: keep what the sink durably wrote when `keep`
+   * and the sink can (a later session continues from it), else delete it.
+   * @param {boolean} keep
+   * @returns {Promise<number>} the chunks kept
+   */
+  async _releaseSink(keep) {
+    const sink = this.sink;
+    if (!keep || !sink?.keep) {
+      this.finished = true;
+      await this._abortSink();
+      return 0;
+    }
+    // The chunks that arrived before the break are authenticated: write them too (without
+    // acks, and never finishing the file), then keep what the sink made durable.
+    this.sink = null;
+    this.keeping = true;
+    await this.writes;
+    this.finished = true;
+    return sink.keep().catch(() => 0);
   }
 }
 
