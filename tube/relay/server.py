@@ -108,7 +108,12 @@ class RelayServer:
         self.core = core or Relay(config.limits)
         self.registry: Registry = registry or InMemoryRegistry()
         self.assets = assets or Assets()
-        self._web = Web(self._allocate, self.metrics if config.metrics else None, self.assets)
+        self._web = Web(
+            self._allocate,
+            self.metrics if config.metrics else None,
+            self.assets,
+            allowed_origins=config.allowed_origins,
+        )
         self._links: dict[int, aio.Connection] = {}
         self._in_hand: dict[int, int] = {}  # cid -> size of the frame it is forwarding
         self._ids = itertools.count(1)

@@ -8,6 +8,7 @@ asyncio server's ``process_request``:
 ``GET /s/<hash>/<path>``   a static file under its content hash, cached as ``immutable``
 ``GET /sw.js``             the page's service worker at a fixed URL (its scope is ``/``)
 ``POST /v1/nameplates``    ``201 {"nameplate": "4821", "expires_in": 600}``, or 429/503
+``OPTIONS /v1/nameplates`` the CORS preflight: 204 for an origin in ``--allow-origin``, else 403
 ``GET /healthz``           ``200 ok`` (for load balancers)
 ``GET /metrics``           Prometheus text (only with ``--metrics``); aggregates only
 ``GET /v1/relay[/N]``      ``None``: the upgrade goes on (the library checks Origin: 403)
@@ -23,6 +24,12 @@ lives under its own hash, so a relative import could not find its neighbour. The
 an import map from those names to the hashed URLs, with an ``integrity`` entry for each, and a
 ``modulepreload`` link per module. The import map is an inline script, so the CSP allows exactly
 it by its SHA-256 and nothing else inline.
+
+CORS: a page on another origin listed in ``--allow-origin`` (a copy of the page, or another
+relay's page with ``?relay=``) may read the answer of ``POST /v1/nameplates``: the answer
+carries ``Access-Control-Allow-Origin`` for that origin only (``Vary: Origin``), and exposes
+``Retry-After``. No other path answers CORS, and no other origin is told anything; the
+WebSocket's own Origin check (403 at the upgrade) uses the same list.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ __all__ = [
 HTML_HEADERS = (
     (
         "Content-Security-Policy",
-        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "default-src 'self'; connect-src 'self' ws: wss: http: https:; img-src 'self' data:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     ),
     ("Referrer-Policy", "no-referrer"),
@@ -248,6 +255,8 @@ class Web:
             refusal; awaited (the registry may be asked).
         metrics: ``metrics()`` → the Prometheus text, or None when ``/metrics`` is off.
         assets: The static files.
+        allowed_origins: Web origins besides the relay's own (``--allow-origin``) whose pages
+            may allocate: CORS on ``/v1/nameplates`` for them only.
     """
 
     def __init__(
@@ -255,10 +264,14 @@ class Web:
         allocate: Callable[[Request], Any],
         metrics: Callable[[], str] | None,
         assets: Assets,
+        *,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         self._allocate = allocate
         self._metrics = metrics
         self.assets = assets
+        # Origins are compared as the library's Origin check does: case-insensitively.
+        self._origins = frozenset(origin.lower() for origin in allowed_origins)
 
     async def __call__(self, request: Request) -> Response | None:
         """Answer ``request``, or return None to let a relay upgrade go on."""
@@ -276,9 +289,12 @@ class Web:
                 )
             return None
         if path == "/v1/nameplates":
+            cors = self._cors(request)
+            if method == "OPTIONS":
+                return self._preflight(request, cors)
             if method != "POST":
-                return _plain(405, "use POST to get a nameplate\n", [("Allow", "POST")])
-            return await self._allocation(request)
+                return _plain(405, "use POST to get a nameplate\n", [("Allow", "POST, OPTIONS")])
+            return _with_headers(await self._allocation(request), cors)
         if method not in ("GET", "HEAD"):
             return _plain(405, "method not allowed\n", [("Allow", "GET, HEAD")])
         if path == "/" or path == "/index.html":
@@ -315,6 +331,33 @@ class Web:
             return _strip_body(response, method)
         return _strip_body(_plain(404, "not found\n"), method)
 
+    def _cors(self, request: Request) -> tuple[tuple[str, str], ...]:
+        """The CORS headers of an answer on ``/v1/nameplates``: some only for an allowed
+        ``Origin``; ``Vary: Origin`` always, since the answer depends on it (caches)."""
+        origin = get_header(request.headers, "Origin")
+        if origin is None or origin.lower() not in self._origins:
+            return (("Vary", "Origin"),)
+        return (
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Expose-Headers", "Retry-After"),
+            ("Vary", "Origin"),
+        )
+
+    def _preflight(self, request: Request, cors: tuple[tuple[str, str], ...]) -> Response:
+        """Fetch's CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``): 204 for
+        an allowed origin asking for POST, 403 otherwise."""
+        wanted = get_header(request.headers, "Access-Control-Request-Method")
+        if len(cors) == 1 or wanted != "POST":
+            return _plain(403, "cross-origin allocation not allowed\n", [("Vary", "Origin")])
+        headers = (
+            *cors,
+            ("Access-Control-Allow-Methods", "POST"),
+            ("Access-Control-Max-Age", "600"),
+        )
+        # No Access-Control-Allow-Headers: the page's POST has no headers of its own, and the
+        # browser refuses any other a request would ask for.
+        return http_response(204, b"", headers=(*_COMMON, *headers))
+
     async def _allocation(self, request: Request) -> Response:
         length = get_header(request.headers, "Content-Length")
         if get_header(request.headers, "Transfer-Encoding") or (length not in (None, "0")):
@@ -338,6 +381,10 @@ class Web:
             headers=(*_COMMON, ("Retry-After", retry), ("Cache-Control", "no-store")),
             content_type="application/json",
         )
+
+
+def _with_headers(response: Response, headers: Iterable[tuple[str, str]]) -> Response:
+    return Response(response.status, response.reason, [*response.headers, *headers], response.body)
 
 
 def _plain(status: int, text: str, headers: Iterable[tuple[str, str]] = ()) -> Response:

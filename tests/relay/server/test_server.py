@@ -197,6 +197,58 @@ def test_allocation_and_its_rate_limit() -> None:
     run(main)
 
 
+def test_allocation_answers_cors_only_to_allowed_origins() -> None:
+    # A page on an origin in --allow-origin (a copy of the page, or another relay's page with
+    # ?relay=) may read the allocation; no other origin is given any CORS header.
+    async def main() -> None:
+        allowed = "https://tube.example"
+        async with relay(allowed_origins=(allowed,)) as server:
+            status, headers, body = await request(
+                server, "POST", "/v1/nameplates", {"Origin": allowed}
+            )
+            assert status == 201, body
+            assert headers["Access-Control-Allow-Origin"] == allowed
+            assert headers["Access-Control-Expose-Headers"] == "Retry-After"
+            assert headers["Vary"] == "Origin"
+            for origin in ("https://evil.example", "null", None):
+                sent = {"Origin": origin} if origin else {}
+                status, headers, _ = await request(server, "POST", "/v1/nameplates", sent)
+                assert status == 201 and headers["Vary"] == "Origin"
+                assert not any(name.startswith("Access-Control") for name in headers), headers
+
+            # The preflight: 204 for the allowed origin asking for POST, 403 otherwise.
+            preflight = {"Origin": allowed, "Access-Control-Request-Method": "POST"}
+            status, headers, body = await request(server, "OPTIONS", "/v1/nameplates", preflight)
+            assert status == 204 and body == b""
+            assert headers["Access-Control-Allow-Origin"] == allowed
+            assert headers["Access-Control-Allow-Methods"] == "POST"
+            assert "Access-Control-Allow-Headers" not in headers
+            for asked in (
+                {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+                {"Origin": allowed, "Access-Control-Request-Method": "DELETE"},
+                {"Origin": allowed},
+            ):
+                status, headers, _ = await request(server, "OPTIONS", "/v1/nameplates", asked)
+                assert status == 403, asked
+                assert "Access-Control-Allow-Origin" not in headers
+
+            # Only the allocation answers CORS: the page and its assets do not.
+            status, headers, _ = await request(server, "GET", "/", {"Origin": allowed})
+            assert status == 200 and "Access-Control-Allow-Origin" not in headers
+            status, headers, _ = await request(server, "GET", "/v1/nameplates")
+            assert status == 405 and headers["Allow"] == "POST, OPTIONS"
+
+            # A refusal is readable too: its Retry-After is exposed.
+            for _ in range(4):  # 8 at once per address: 4 are out already
+                await allocate(server, {"Origin": allowed})
+            status, headers, _ = await request(
+                server, "POST", "/v1/nameplates", {"Origin": allowed}
+            )
+            assert status == 429 and headers["Access-Control-Allow-Origin"] == allowed
+
+    run(main)
+
+
 def test_metrics_are_aggregates_only() -> None:
     async def main() -> None:
         async with relay(metrics=True) as server:
