@@ -114,3 +114,92 @@ def test_relay_restart_and_reload_then_continue_with_a_new_code(
         assert pages.receiver.locator("#kept .kept").count() == 0
     finally:
         pages.close()
+
+
+# Every file in the page's OPFS, as paths (an evaluated function: the CSP forbids only eval).
+OPFS_FILES = """async () => {
+  const out = [];
+  const walk = async (dir, prefix) => {
+    for await (const [name, handle] of dir.entries()) {
+      if (handle.kind === "directory") await walk(handle, `${prefix}${name}/`);
+      else out.push(`${prefix}${name}`);
+    }
+  };
+  await walk(await navigator.storage.getDirectory(), "");
+  return out.sort();
+}"""
+
+
+class FlipBitAt40(RelayServer):
+    """Flips one bit in DATA chunk 40: after the first segment (32 chunks) was committed."""
+
+    async def forward(self, source: int, destination: aio.Connection, frame: bytes) -> None:
+        if frame[0] == 0x10 and int.from_bytes(frame[1:9], "big") == 40:
+            tampered = bytearray(frame)
+            tampered[100] ^= 0x01
+            frame = bytes(tampered)
+        await destination.send(frame)
+
+
+class DropFinalChunk(RelayServer):
+    """Drops DATA chunk ``final`` and closes the receiver as if its peer had gone (4006)."""
+
+    final: ClassVar[int] = 0
+
+    async def forward(self, source: int, destination: aio.Connection, frame: bytes) -> None:
+        if frame[0] == 0x10 and int.from_bytes(frame[1:9], "big") == self.final:
+            await destination.close(4006, "peer gone")
+            return
+        await destination.send(frame)
+
+
+def fail_with_opfs(browser: Any, relay: RelayThread, source: Path) -> tuple[Any, list[Any]]:
+    """Send ``source`` to a page saving to OPFS until the receiver fails; return (the pages,
+    the receiver's downloads)."""
+    pages = open_pages(browser, relay.url + "?sink=opfs")
+    downloads: list[Any] = []
+    pages.receiver.on("download", lambda download: downloads.append(download))
+    code = start_sending(pages.sender, source)
+    type_code(pages.receiver, code)
+    pages.receiver.wait_for_selector("#accept:visible")
+    pages.receiver.click("#accept")
+    assert wait_phase(pages.receiver, "done", "failed") == "failed", pages.errors
+    return pages, downloads
+
+
+def test_an_integrity_error_keeps_nothing(browser: Any, relay_factory: Any, tmp_path: Path) -> None:
+    source = tmp_path / "tampered.bin"
+    make_file(source, 48 * CHUNK)
+    pages, downloads = fail_with_opfs(browser, relay_factory(FlipBitAt40), source)
+    try:
+        problem = pages.receiver.locator("#problem")
+        assert problem.get_attribute("data-kind") == "integrity"
+        assert "kept" not in problem.inner_text()
+        assert pages.receiver.locator("#again").get_attribute("data-kept") is None
+        assert not downloads
+        for _ in range(50):  # the abort removes the folder after the page says "failed"
+            if pages.receiver.evaluate(OPFS_FILES) == []:
+                break
+            pages.receiver.wait_for_timeout(100)
+        assert pages.receiver.evaluate(OPFS_FILES) == []
+    finally:
+        pages.close()
+
+
+def test_a_dropped_final_chunk_is_kept_as_a_part_never_as_the_file(
+    browser: Any, relay_factory: Any, tmp_path: Path
+) -> None:
+    source = tmp_path / "truncated.bin"
+    make_file(source, 40 * CHUNK + 100)
+    DropFinalChunk.final = 40
+    pages, downloads = fail_with_opfs(browser, relay_factory(DropFinalChunk), source)
+    try:
+        assert pages.receiver.locator("#problem").get_attribute("data-kind") == "peer-left"
+        assert pages.receiver.locator("#again").get_attribute("data-kept") == "32"
+        assert not downloads
+        files = pages.receiver.evaluate(OPFS_FILES)
+        # One whole segment and the record; the 8 chunks after it were dropped with their
+        # uncommitted segment, and nothing is the file.
+        assert [name.rsplit("/", 1)[1] for name in files] == ["meta.json", "seg-000000"], files
+    finally:
+        pages.close()

@@ -219,6 +219,8 @@ export async function stagingSink(offer, resumeFrom, save) {
     async keep() {
       await drop();
       if (meta.chunks === 0) await discardKept(id);
+      // The segment in progress: its file exists, empty (its writes were dropped with it).
+      else await dir.removeEntry(segmentName(meta.chunks / SEGMENT_CHUNKS)).catch(() => {});
       return meta.chunks;
     },
   };
