@@ -116,6 +116,57 @@ def test_relay_restart_and_reload_then_continue_with_a_new_code(
         pages.close()
 
 
+def test_a_download_held_open_continues_after_a_relay_restart(
+    browser: Any, relay_factory: Any, tmp_path: Path
+) -> None:
+    # The stream sink (the default here): the download cannot outlive the page, but while the
+    # page stays open it is held open and the same file sent again with a new code goes on
+    # into it (design §5.9: "a service-worker download survives a relay restart while the page
+    # stays open").
+    source = tmp_path / "held open.bin"
+    size = 64 * MiB + 5
+    total = -(-size // CHUNK)
+    digest = make_file(source, size)
+    StopsAt.at, StopsAt.frames, StopsAt.reached = 150, [], threading.Event()
+    first: RelayThread = relay_factory(StopsAt)
+    pages = open_pages(browser, first.url)
+    downloads: list[Any] = []
+    pages.receiver.on("download", lambda download: downloads.append(download))
+    try:
+        code = start_sending(pages.sender, source)
+        type_code(pages.receiver, code)
+        pages.receiver.wait_for_selector("#accept:visible")
+        pages.receiver.click("#accept")
+        assert StopsAt.reached.wait(120), "the transfer never reached chunk 150"
+        port = first.server.port if first.server else 0
+        first.stop()
+        StopsAt.at, StopsAt.frames = None, []
+        relay_factory(StopsAt, port=port)
+        for page in (pages.receiver, pages.sender):
+            assert wait_phase(page, "done", "failed", timeout=60) == "failed", pages.errors
+        problem = pages.receiver.locator("#problem").inner_text()
+        assert "The download stays open" in problem, problem
+        again = pages.receiver.locator("#again")
+        kept = int(again.get_attribute("data-kept") or 0)
+        assert 0 < kept <= 150, kept
+
+        again.click()  # "Continue with a new code": back to the form, not a reload
+        pages.sender.click("#again")
+        code = start_sending(pages.sender, source)
+        type_code(pages.receiver, code)
+        note = pages.receiver.locator("#offer-sink[data-kept]")
+        note.wait_for()
+        assert note.get_attribute("data-kept") == str(kept)
+        pages.receiver.click("#accept")
+        assert wait_phase(pages.receiver, "done", "failed") == "done", pages.errors
+        assert wait_phase(pages.sender, "done", "failed") == "done", pages.errors
+        assert len(downloads) == 1  # one download, continued
+        assert sha256_file(downloads[0].path()) == digest
+        assert sorted(StopsAt.frames) == list(range(kept, total))
+    finally:
+        pages.close()
+
+
 # Every file in the page's OPFS, as paths (an evaluated function: the CSP forbids only eval).
 OPFS_FILES = """async () => {
   const out = [];

@@ -14,6 +14,7 @@ import { qrSvg } from "tube/qr.js";
 import { MEMORY_LIMIT, chooseSink, saveBlob, streamWorker } from "tube/sinks.js";
 import { AllocationError, Sharing, makeForms } from "tube/sharing.js";
 import { discardKept, findKept, keptFiles, stagingSink } from "tube/staging.js";
+import { b64u } from "tube/bytes.js";
 import { CHUNK_SIZE } from "tube/framing.js";
 import { Session, formatDuration } from "tube/transfer.js";
 
@@ -51,7 +52,22 @@ let sharing = null;
 let words = null;
 /** @type {Promise<ServiceWorker | null>} */
 let worker = Promise.resolve(null);
-/** @type {Promise<Kept | null>} R: the part of the offered file this browser kept, if any */
+/**
+ * R: a download still open after its transfer broke (the stream sink's keep): the same file
+ * offered again with a new code, while this page lives, continues it.
+ * @typedef {object} Held
+ * @property {string} fileId base64url
+ * @property {number} size
+ * @property {number} chunks chunks the download already has
+ * @property {import("tube/sinks.js").Sink} sink
+ */
+/** @type {Held | null} */
+let held = null;
+/**
+ * R: what the offered file continues, if anything: a download held open by this page, or a
+ * part kept in OPFS (staging.js).
+ * @type {Promise<{chunks: number, sink?: import("tube/sinks.js").Sink} | null>}
+ */
 let keptPart = Promise.resolve(null);
 
 // ------------------------------------------------------------------ formatting
@@ -148,7 +164,8 @@ function onUpdate(role, update) {
     setText("offer-name", offer.name || "(no name)");
     setText("offer-size", `${formatBytes(offer.size)} (${offer.size.toLocaleString("en")} bytes)`);
     setText("offer-type", offer.type || "unknown");
-    keptPart = findKept(offer.fileId, offer.size).catch(() => null);
+    const open = held && held.fileId === b64u(offer.fileId) && held.size === offer.size ? held : null;
+    keptPart = open ? Promise.resolve(open) : findKept(offer.fileId, offer.size).catch(() => null);
     void describeSink(offer.size);
   }
   const phase = update.phase;
@@ -209,12 +226,21 @@ function onUpdate(role, update) {
     let message = update.error ?? "The transfer failed.";
     const kept = update.kept ?? 0;
     if (!sending && kept > 0) {
-      // Not the file: a part of it, kept for the same file sent again (staging.js).
+      // Not the file: a part of it, kept for the same file sent again (staging.js), or a
+      // download this page holds open (the stream sink).
       const part = formatBytes(Math.min(progress.size, kept * CHUNK_SIZE));
-      message += ` ${part} of ${formatBytes(progress.size)} is kept in this browser: ask the sender to send the same file again and continue with their new code. Only the rest is sent.`;
+      const sink = session?.keptSink;
+      const offer = session?.peer.offerInfo;
       const again = /** @type {HTMLAnchorElement} */ ($("again"));
+      if (sink && sink.kind !== "opfs" && offer) {
+        held = { fileId: b64u(offer.fileId), size: offer.size, chunks: kept, sink };
+        message += ` The download stays open with ${part} of ${formatBytes(progress.size)}: keep this page open, ask the sender to send the same file again and continue with their new code. Only the rest is sent.`;
+        again.dataset.held = "true";
+      } else {
+        message += ` ${part} of ${formatBytes(progress.size)} is kept in this browser: ask the sender to send the same file again and continue with their new code. Only the rest is sent.`;
+        again.href = location.pathname + location.search;
+      }
       again.textContent = "Continue with a new code";
-      again.href = location.pathname + location.search;
       again.dataset.kept = String(kept);
     }
     problem(message, update.errorKind);
@@ -229,10 +255,16 @@ function onUpdate(role, update) {
  */
 async function describeSink(size) {
   const accept = /** @type {HTMLButtonElement} */ ($("accept"));
+  delete $("offer-sink").dataset.kept;
   const kept = await keptPart;
   if (kept) {
     const part = formatBytes(Math.min(size, kept.chunks * CHUNK_SIZE));
-    setText("offer-sink", `This browser already has ${part} of this file: only the rest is sent, to the browser's storage, then your downloads.`);
+    setText(
+      "offer-sink",
+      kept.sink
+        ? `Your downloads already have ${part} of this file: only the rest is sent, into the same download.`
+        : `This browser already has ${part} of this file: only the rest is sent, to the browser's storage, then your downloads.`,
+    );
     $("offer-sink").dataset.kept = String(kept.chunks);
     return;
   }
@@ -399,6 +431,34 @@ async function showKept() {
   box.hidden = kept.length === 0;
 }
 
+/** R: give up the download held open for a later session (the browser deletes it). */
+async function dropHeld() {
+  const open = held;
+  held = null;
+  if (open) await open.sink.abort().catch(() => {});
+}
+
+/**
+ * R: back to the start without reloading (a reload would end the download this page holds),
+ * to type the sender's new code.
+ */
+function backToStart() {
+  session = null;
+  if (progress.timer !== null) clearInterval(progress.timer);
+  Object.assign(progress, { size: 0, started: 0, startBytes: 0, bytes: 0, timer: null });
+  $("problem").hidden = true;
+  /** @type {HTMLButtonElement} */ ($("accept")).disabled = false;
+  const again = $("again");
+  again.textContent = "Start again";
+  delete again.dataset.held;
+  delete again.dataset.kept;
+  show("start");
+  app.dataset.phase = "start";
+  const input = /** @type {HTMLInputElement} */ ($("code"));
+  input.value = "";
+  input.focus();
+}
+
 // ------------------------------------------------------------------ start
 
 async function main() {
@@ -473,10 +533,13 @@ async function main() {
       // The same file (id and size) partly kept from an earlier transfer: continue it.
       const kept = await keptPart;
       if (kept) {
-        current.accept(await stagingSink(offer, kept.chunks, saveBlob), kept.chunks);
+        if (kept.sink) held = null; // the download is this session's now
+        current.accept(kept.sink ?? (await stagingSink(offer, kept.chunks, saveBlob)), kept.chunks);
         return;
       }
       const sink = await chooseSink(offer, await worker, forcedSink);
+      // Another file: the download held open for the earlier one will not be continued.
+      await dropHeld();
       current.accept(sink);
     } catch (error) {
       /** @type {HTMLButtonElement} */ ($("accept")).disabled = false;
@@ -484,6 +547,11 @@ async function main() {
     }
   });
   $("decline").addEventListener("click", () => session?.decline());
+  $("again").addEventListener("click", (event) => {
+    if (!$("again").dataset.held || !held) return;
+    event.preventDefault();
+    backToStart();
+  });
   $("cancel").addEventListener("click", () => (sharing ?? session)?.cancel());
   $("show-verifier").addEventListener("click", () => {
     const box = $("verifier");

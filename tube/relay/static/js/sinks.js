@@ -29,8 +29,9 @@ export const MEMORY_LIMIT = 200 * 1000 * 1000;
  * @property {() => Promise<void>} close
  * @property {() => Promise<void>} abort
  * @property {() => Promise<number>} [keep] the transfer broke beyond resume: keep what is
- *   durably written for a later session instead of deleting it; resolves to the chunks kept
- *   (only the OPFS sink has it)
+ *   written for a later session instead of deleting it; resolves to the chunks kept. The OPFS
+ *   sink keeps its segments on disk (a reload continues them) and takes no more writes; the
+ *   stream sink keeps its download open while the page lives, and a later session writes on
  */
 
 /**
@@ -82,11 +83,15 @@ export async function streamSink(worker, name, size) {
   /** @type {(() => void) | null} */
   let onFinished = null;
   let cancelled = false;
+  let pulled = 0; // chunks the download took
   const ready = new Promise((resolve) => {
     channel.port1.onmessage = (event) => {
       const type = event.data.type;
       if (type === "ready") resolve(undefined);
-      else if (type === "pulled") pending.shift()?.();
+      else if (type === "pulled") {
+        pulled += 1;
+        pending.shift()?.();
+      }
       else if (type === "finished") onFinished?.();
       else if (type === "cancelled") cancelled = true;
     };
@@ -127,6 +132,8 @@ export async function streamSink(worker, name, size) {
       channel.port1.postMessage({ type: "abort" });
       end();
     },
+    // The download stays open while the page does: a new session may go on writing to it.
+    keep: async () => (cancelled ? 0 : pulled),
   };
 }
 

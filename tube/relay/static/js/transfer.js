@@ -37,6 +37,10 @@ const SALT_KEY = "tube.file-id-salt";
 // the same file sent again with a new code continues from there: the connection, not the data
 // or either person, ended the transfer.
 const KEEP_KINDS = new Set(["connection", "resume-failed", "peer-left", "stalled", "busy"]);
+// A download held open (the stream sink) only when the relay itself went away: it stays in the
+// browser's downloads as unfinished, worth it when both sides will come back at once; when
+// the other side left or stopped, the download is failed as before (nothing partial is left).
+const HOLD_KINDS = new Set(["connection", "resume-failed"]);
 
 /**
  * What the page shows; every field is optional, only what changed is sent.
@@ -200,6 +204,8 @@ export class Session {
     this.waitSent = false; // S: the relay has our wait (or claim): a bye now frees the nameplate
     this.withdrawn = false; // S: withdraw() was called; nothing more is shown or sent
     this.keeping = false; // R: the transfer broke; the chunks already here are still written
+    /** @type {Sink | null} R: the sink kept for a later session (see Sink.keep) */
+    this.keptSink = null;
   }
 
   /** Connect and run. */
@@ -371,7 +377,7 @@ export class Session {
       if (Date.now() + this.delay - this.lostAt > GRACE) {
         const message = closeMessage(4010, null, this.role)[1];
         // Not awaited: the writes it waits for may be waiting for this chain.
-        void this._releaseSink(true).then((kept) => this._fail("resume-failed", message, kept));
+        void this._releaseSink("resume-failed").then((kept) => this._fail("resume-failed", message, kept));
         return;
       }
       setTimeout(() => {
@@ -380,7 +386,7 @@ export class Session {
       return;
     }
     const [kind, message] = closeMessage(code, this.retryAfter, this.role);
-    void this._releaseSink(KEEP_KINDS.has(kind)).then((kept) => this._fail(kind, message, kept));
+    void this._releaseSink(kind).then((kept) => this._fail(kind, message, kept));
   }
 
   /** Send what the Peer queued, and act on its events. */
@@ -619,13 +625,15 @@ export class Session {
   }
 
   /**
-   * R: the transfer is over without the file: keep what the sink durably wrote when `keep`
-   * and the sink can (a later session continues from it), else delete it.
-   * @param {boolean} keep
+   * R: the transfer ended without the file, for a failure of `kind`: keep what the sink
+   * wrote when the failure allows (KEEP_KINDS, HOLD_KINDS) and the sink can (a later session
+   * continues from it), else delete it.
+   * @param {string} kind
    * @returns {Promise<number>} the chunks kept
    */
-  async _releaseSink(keep) {
+  async _releaseSink(kind) {
     const sink = this.sink;
+    const keep = KEEP_KINDS.has(kind) && (sink?.kind !== "stream" || HOLD_KINDS.has(kind));
     if (!keep || !sink?.keep) {
       this.finished = true;
       await this._abortSink();
@@ -637,7 +645,10 @@ export class Session {
     this.keeping = true;
     await this.writes;
     this.finished = true;
-    return sink.keep().catch(() => 0);
+    const kept = await sink.keep().catch(() => 0);
+    if (kept > 0) this.keptSink = sink;
+    else await sink.abort().catch(() => {});
+    return kept;
   }
 }
 
