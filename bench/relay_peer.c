@@ -15,6 +15,10 @@
  *            subprotocol tube.relay.v1: hello/welcome, wait (sender) and claim (receiver), both
  *            read paired; frames arrive unmasked (the relay re-frames them). At the end both send
  *            {"t":"bye","mood":"happy"} and a close frame and wait for the relay's close frame.
+ *            Scale-out: an instance that does not own the nameplate answers hello with
+ *            {"t":"redirect","url":"ws://HOST:PORT/v1/relay/<nameplate>"} and closes (1000); the
+ *            peer sends its close frame and opens a new WebSocket to that URL (hello again), at
+ *            most 3 times; the redirected connection is closed once the pair is paired.
  *   splice   the benchmark's asyncio TCP splice: "pair <token>\n" on both, "ok\n" back; then
  *            the very same masked frames pass through unchanged (the receiver unmasks them).
  *   transit  magic-wormhole's transit relay: "please relay <64 hex> for side <16 hex>\n" on both,
@@ -28,13 +32,30 @@
  *
  * Throttling (slow-receiver runs): --recv-rate and --send-rate bound each receiver's reads and
  * each sender's writes in bytes per second (token bucket per connection).
+ *
+ * --port P1,P2,...: pair k allocates on and connects to port Pk mod n (direct connections to
+ * several relay instances); --cpu-pids A,B,...: also report those processes' CPU time over the
+ * measured interval ("cpu_by_pid").
+ *
+ * Runs (--run; tube mode for churn and latency)
+ *   stream   (default) the above: every pair paired first, then all frames at once (epoll).
+ *   churn    pairing rate: --pairs short pairs of --size bytes, --concurrency of them in flight,
+ *            one thread each (blocking handshake, then poll() while the frames cross, checked as
+ *            above, then bye and close); pairs/s over first allocation to last frame.
+ *   latency  one pair at a time: the allocation's round trip, the sender's connect until both
+ *            read paired (redirects included), and the median of --rtts round trips of a 64-byte
+ *            binary frame sender -> receiver -> sender; per-pair values (and ports) in the JSON
+ *            line. --port HAPROXY,P1,HAPROXY,P2 interleaves pairs through a proxy and direct.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -124,7 +145,7 @@ static int reset_hwm(int pid) {
     return ok;
 }
 
-static uint64_t rng_state;
+static __thread uint64_t rng_state; /* one generator per thread */
 static uint64_t rng_next(void) {
     uint64_t x = rng_state;
     x ^= x >> 12;
@@ -198,6 +219,18 @@ static double opt_recv_rate = 0; /* bytes/s per receiver; 0 = unbounded */
 static double opt_send_rate = 0; /* bytes/s per sender */
 static double opt_timeout = 300; /* whole transfer */
 static double opt_close_timeout = 5;
+enum { R_STREAM, R_CHURN, R_LATENCY };
+static int opt_run = R_STREAM;
+#define MAX_PORTS 64
+static int opt_ports[MAX_PORTS]; /* --port P[,P...]: pair k allocates on and connects to port k % n */
+static int opt_nports;
+static int opt_concurrency = 16; /* churn: pairs in flight */
+static int opt_rtts = 20;        /* latency: small-frame round trips per pair */
+#define RTT_BYTES 64
+#define MAX_PIDS 16
+static int opt_cpu_pids[MAX_PIDS]; /* --cpu-pids: CPU time of these over the measured window */
+static int opt_ncpu_pids;
+#define MAX_REDIRECTS 3
 
 /* ------------------------------------------------------------------ connections */
 
@@ -226,7 +259,11 @@ struct conn {
     uint64_t counted; /* bytes read (receiver) or written (sender) while throttled */
     int throttled;
     uint32_t ev; /* registered events */
+    int in_epoll; /* registered with the stream run's epoll set (else a churn worker polls it) */
     int got_close, sent_close, closed;
+    /* tube: where the WebSocket ended up, and the connections left by redirects */
+    int port, redirects;
+    int stale[MAX_REDIRECTS], nstale;
 };
 
 static struct conn *conns;
@@ -257,6 +294,7 @@ static void set_events(struct conn *c, uint32_t ev) {
 }
 
 static void update_events(struct conn *c) {
+    if (!c->in_epoll) return;
     uint32_t ev = 0;
     if (!c->closed) {
         if (!(c->throttled && !c->is_sender)) ev |= EPOLLIN;
@@ -338,18 +376,39 @@ static void put_close(struct conn *c) {
 
 /* ------------------------------------------------------------------ blocking handshake phase */
 
-static int connect_blocking(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) die("socket: %s", strerror(errno));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt_port)};
-    if (inet_pton(AF_INET, opt_host, &a.sin_addr) != 1) die("bad host %s", opt_host);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) die("connect: %s", strerror(errno));
+static int port_for(int k) { return opt_ports[k % opt_nports]; }
+
+static int connect_to(const char *host, int port) {
+    int fd = -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &a.sin_addr) == 1) {
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) die("socket: %s", strerror(errno));
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+            die("connect %s:%d: %s", host, port, strerror(errno));
+    } else { /* a name (a redirect may carry one) */
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
+        char service[16];
+        snprintf(service, sizeof service, "%d", port);
+        int rc = getaddrinfo(host, service, &hints, &res);
+        if (rc != 0) die("%s: %s", host, gai_strerror(rc));
+        for (ai = res; ai; ai = ai->ai_next) {
+            fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+            if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
+            if (fd >= 0) close(fd);
+            fd = -1;
+        }
+        freeaddrinfo(res);
+        if (fd < 0) die("connect %s:%d: %s", host, port, strerror(errno));
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct timeval tv = {.tv_sec = 30};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return fd;
 }
+
+static int connect_blocking(int port) { return connect_to(opt_host, port); }
 
 static void send_all(int fd, const void *buf, size_t n) {
     const char *p = buf;
@@ -382,46 +441,61 @@ static void consume_pre(struct conn *c, size_t n) {
     c->pre_len -= n;
 }
 
-/* read one whole (unmasked, server-to-client) text frame in blocking mode into out */
+/* read one whole small (unmasked, server-to-client) frame in blocking mode, through c->pre (4 KiB):
+   its opcode; the payload goes to out (NUL-terminated, *len its length). EOF: -1 if eof_ok. */
+static int read_frame_blocking(struct conn *c, unsigned char *out, size_t cap, size_t *len_out, int eof_ok) {
+    while (c->pre_len < 2 || c->pre_len < 2 + ((c->pre[1] & 0x7f) == 126 ? 2u : 0u) +
+                                              ((c->pre[1] & 0x7f) == 127 ? 8u : 0u)) {
+        ssize_t k = recv(c->fd, c->pre + c->pre_len, sizeof c->pre - 1 - c->pre_len, 0);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0 && eof_ok && c->pre_len == 0) return -1;
+        if (k <= 0) die("conn %d: connection ended before a message (%s)", c->id, k < 0 ? strerror(errno) : "EOF");
+        c->pre_len += (size_t)k;
+    }
+    size_t h = 2, len = c->pre[1] & 0x7f;
+    if (len == 126) len = (size_t)c->pre[2] << 8 | c->pre[3], h = 4;
+    else if (len == 127) die("conn %d: huge frame where a small one was expected", c->id);
+    if (c->pre[1] & 0x80) die("conn %d: masked frame from the server", c->id);
+    if (h + len >= sizeof c->pre) die("conn %d: control frame too long", c->id);
+    while (c->pre_len < h + len) {
+        ssize_t k = recv(c->fd, c->pre + c->pre_len, sizeof c->pre - 1 - c->pre_len, 0);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) die("conn %d: connection ended inside a message", c->id);
+        c->pre_len += (size_t)k;
+    }
+    if ((c->pre[0] & 0x80) == 0) die("conn %d: fragmented message", c->id);
+    int opcode = c->pre[0] & 0x0f;
+    if (len >= cap) die("conn %d: message of %zu bytes too long", c->id, len);
+    memcpy(out, c->pre + h, len);
+    out[len] = 0;
+    *len_out = len;
+    consume_pre(c, h + len);
+    return opcode;
+}
+
+/* read one whole text frame in blocking mode into out; a close frame is fatal, pings ignored
+   (none expected before pairing) */
 static void read_text_blocking(struct conn *c, char *out, size_t cap) {
     for (;;) {
-        while (c->pre_len < 2 || c->pre_len < 2 + ((c->pre[1] & 0x7f) == 126 ? 2u : 0u) +
-                                                  ((c->pre[1] & 0x7f) == 127 ? 8u : 0u)) {
-            ssize_t k = recv(c->fd, c->pre + c->pre_len, sizeof c->pre - 1 - c->pre_len, 0);
-            if (k <= 0) die("conn %d: connection ended before a control message", c->id);
-            c->pre_len += (size_t)k;
-        }
-        size_t h = 2, len = c->pre[1] & 0x7f;
-        if (len == 126) len = (size_t)c->pre[2] << 8 | c->pre[3], h = 4;
-        else if (len == 127) die("conn %d: huge control frame", c->id);
-        if (c->pre[1] & 0x80) die("conn %d: masked frame from the server", c->id);
-        if (h + len >= sizeof c->pre) die("conn %d: control frame too long", c->id);
-        while (c->pre_len < h + len) {
-            ssize_t k = recv(c->fd, c->pre + c->pre_len, sizeof c->pre - 1 - c->pre_len, 0);
-            if (k <= 0) die("conn %d: connection ended inside a control message", c->id);
-            c->pre_len += (size_t)k;
-        }
-        int opcode = c->pre[0] & 0x0f;
+        size_t len;
+        int opcode = read_frame_blocking(c, (unsigned char *)out, cap, &len, 0);
         if (opcode == 8) {
-            unsigned code = len >= 2 ? (unsigned)c->pre[h] << 8 | c->pre[h + 1] : 0;
+            unsigned code = len >= 2 ? (unsigned)(unsigned char)out[0] << 8 | (unsigned char)out[1] : 0;
             die("conn %d: relay closed the connection during pairing: %u %.*s", c->id, code,
-                (int)(len >= 2 ? len - 2 : 0), (char *)c->pre + h + 2);
+                (int)(len >= 2 ? len - 2 : 0), out + 2);
         }
-        if (opcode == 1) {
-            if (len >= cap) die("conn %d: control message too long", c->id);
-            memcpy(out, c->pre + h, len);
-            out[len] = 0;
-            consume_pre(c, h + len);
-            return;
-        }
-        consume_pre(c, h + len); /* ping or pong before pairing: ignored (none expected) */
+        if (opcode == 1) return;
     }
+}
+
+static void send_out_blocking(struct conn *c) {
+    send_all(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+    c->out_off = c->out_len = 0;
 }
 
 static void send_text_blocking(struct conn *c, const char *s) {
     put_text(c, s);
-    send_all(c->fd, c->out + c->out_off, c->out_len - c->out_off);
-    c->out_off = c->out_len = 0;
+    send_out_blocking(c);
 }
 
 static void expect_type(struct conn *c, const char *type) {
@@ -431,14 +505,14 @@ static void expect_type(struct conn *c, const char *type) {
     if (!strstr(msg, want)) die("conn %d: expected %s, got %s", c->id, type, msg);
 }
 
-static void tube_allocate(char *nameplate, size_t cap) {
+static void tube_allocate(int port, char *nameplate, size_t cap) {
     struct conn tmp = {.id = -1};
-    tmp.fd = connect_blocking();
+    tmp.fd = connect_blocking(port);
     char req[256];
     int n = snprintf(req, sizeof req,
                      "POST /v1/nameplates HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\n"
                      "Connection: close\r\n\r\n",
-                     opt_host, opt_port);
+                     opt_host, port);
     send_all(tmp.fd, req, (size_t)n);
     size_t head = read_until(&tmp, "\r\n\r\n");
     if (strncmp((char *)tmp.pre, "HTTP/1.1 201", 12) != 0)
@@ -461,20 +535,21 @@ static void tube_allocate(char *nameplate, size_t cap) {
     close(tmp.fd);
 }
 
-static void tube_upgrade(struct conn *c, const char *nameplate) {
+static void tube_upgrade(struct conn *c, const char *host, int port, const char *path) {
     unsigned char raw[16];
     for (int i = 0; i < 16; i++) raw[i] = (unsigned char)rng_next();
-    char key[32], buf[128], accept[32], req[512];
+    char key[32], buf[128], accept[32], req[1024];
     base64(raw, 16, key);
     int n = snprintf(buf, sizeof buf, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
     unsigned char digest[20];
     sha1((unsigned char *)buf, (size_t)n, digest);
     base64(digest, 20, accept);
     n = snprintf(req, sizeof req,
-                 "GET /v1/relay/%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                  "Sec-WebSocket-Protocol: tube.relay.v1\r\n\r\n",
-                 nameplate, opt_host, opt_port, key);
+                 path, host, port, key);
+    if (n <= 0 || (size_t)n >= sizeof req) die("conn %d: request line too long", c->id);
     send_all(c->fd, req, (size_t)n);
     size_t head = read_until(c, "\r\n\r\n");
     char saved = (char)c->pre[head];
@@ -487,6 +562,97 @@ static void tube_upgrade(struct conn *c, const char *nameplate) {
         die("conn %d: an extension was negotiated: %s", c->id, c->pre);
     c->pre[head] = (unsigned char)saved;
     consume_pre(c, head);
+}
+
+/* the "url" of a redirect message, ws://HOST[:PORT]/PATH, split */
+static void parse_redirect(struct conn *c, const char *msg, char *host, size_t hcap, int *port,
+                           char *path, size_t pcap) {
+    const char *u = strstr(msg, "\"url\":");
+    if (!u) die("conn %d: redirect without a url: %s", c->id, msg);
+    u = strchr(u + 6, '"');
+    if (!u) die("conn %d: bad redirect: %s", c->id, msg);
+    u++;
+    if (strncmp(u, "ws://", 5) != 0) die("conn %d: cannot follow a redirect to %s (ws:// only)", c->id, u);
+    u += 5;
+    size_t hl = strcspn(u, ":/\"");
+    if (hl == 0 || hl >= hcap) die("conn %d: bad host in redirect: %s", c->id, msg);
+    memcpy(host, u, hl);
+    host[hl] = 0;
+    u += hl;
+    *port = 80;
+    if (*u == ':') {
+        char *end;
+        long p = strtol(u + 1, &end, 10);
+        if (end == u + 1 || p <= 0 || p > 65535) die("conn %d: bad port in redirect: %s", c->id, msg);
+        *port = (int)p;
+        u = end;
+    }
+    size_t pl = strcspn(u, "\"");
+    if (pl == 0) {
+        snprintf(path, pcap, "/");
+    } else {
+        if (*u != '/' || pl >= pcap) die("conn %d: bad path in redirect: %s", c->id, msg);
+        memcpy(path, u, pl);
+        path[pl] = 0;
+    }
+}
+
+/* a WebSocket to /v1/relay/<nameplate> on port, hello, and the relay's answer: welcome, or a
+   redirect to the owning instance, followed (a new connection, hello again; at most
+   MAX_REDIRECTS). The redirected connection gets its close frame and is closed after pairing
+   (drop_stale), so no reset crosses the relay's closing handshake. */
+static void tube_open(struct conn *c, int port, const char *nameplate, const char *hello) {
+    char host[256], path[512], msg[4096];
+    snprintf(host, sizeof host, "%s", opt_host);
+    snprintf(path, sizeof path, "/v1/relay/%s", nameplate);
+    for (;;) {
+        c->fd = connect_to(host, port);
+        c->pre_len = 0;
+        tube_upgrade(c, host, port, path);
+        send_text_blocking(c, hello);
+        read_text_blocking(c, msg, sizeof msg);
+        if (strstr(msg, "\"t\":\"welcome\"")) {
+            c->port = port;
+            return;
+        }
+        if (!strstr(msg, "\"t\":\"redirect\""))
+            die("conn %d: expected welcome or redirect, got %s", c->id, msg);
+        if (c->redirects >= MAX_REDIRECTS) die("conn %d: more than %d redirects (last: %s)", c->id, MAX_REDIRECTS, msg);
+        parse_redirect(c, msg, host, sizeof host, &port, path, sizeof path);
+        put_close(c);
+        send_out_blocking(c);
+        c->sent_close = 0;
+        c->stale[c->nstale++] = c->fd;
+        c->redirects++;
+    }
+}
+
+/* close the connections that redirects left: the relay has closed them by now */
+static void drop_stale(struct conn *c) {
+    unsigned char buf[4096];
+    for (int i = 0; i < c->nstale; i++) {
+        struct timeval tv = {.tv_sec = 2};
+        setsockopt(c->stale[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        while (recv(c->stale[i], buf, sizeof buf, 0) > 0) {
+        }
+        close(c->stale[i]);
+    }
+    c->nstale = 0;
+}
+
+static const char HELLO_SEND[] = "{\"t\":\"hello\",\"v\":1,\"role\":\"send\"}";
+static const char HELLO_RECV[] = "{\"t\":\"hello\",\"v\":1,\"role\":\"recv\"}";
+
+/* allocate on port, the sender waits, the receiver claims, both read paired (tube) */
+static void tube_pair(struct conn *s, struct conn *r, int port) {
+    char nameplate[64];
+    tube_allocate(port, nameplate, sizeof nameplate);
+    tube_open(s, port, nameplate, HELLO_SEND);
+    send_text_blocking(s, "{\"t\":\"wait\"}");
+    tube_open(r, port, nameplate, HELLO_RECV);
+    send_text_blocking(r, "{\"t\":\"claim\"}");
+    expect_type(s, "paired");
+    expect_type(r, "paired");
 }
 
 static void hex(char *out, size_t n) {
@@ -506,23 +672,12 @@ static void line_answer(struct conn *c) {
     consume_pre(c, end);
 }
 
-static void pair_up(struct conn *s, struct conn *r) {
-    s->fd = connect_blocking();
-    r->fd = connect_blocking();
+static void pair_up(struct conn *s, struct conn *r, int port) {
     if (opt_mode == M_TUBE) {
-        char nameplate[64];
-        tube_allocate(nameplate, sizeof nameplate);
-        tube_upgrade(s, nameplate);
-        send_text_blocking(s, "{\"t\":\"hello\",\"v\":1,\"role\":\"send\"}");
-        expect_type(s, "welcome");
-        send_text_blocking(s, "{\"t\":\"wait\"}");
-        tube_upgrade(r, nameplate);
-        send_text_blocking(r, "{\"t\":\"hello\",\"v\":1,\"role\":\"recv\"}");
-        expect_type(r, "welcome");
-        send_text_blocking(r, "{\"t\":\"claim\"}");
-        expect_type(s, "paired");
-        expect_type(r, "paired");
+        tube_pair(s, r, port);
     } else {
+        s->fd = connect_blocking(port);
+        r->fd = connect_blocking(port);
         char line[160], token[65], side_s[17], side_r[17];
         hex(token, 64);
         if (opt_mode == M_SPLICE) {
@@ -601,7 +756,7 @@ static void frame_done(struct conn *c) {
         if (c->is_sender) die("conn %d: binary frame to the sender", c->id);
         c->frames_in++;
         c->bytes_in += c->plen;
-        if (c->frames_in == frames_per_pair) receivers_done++;
+        if (c->frames_in == frames_per_pair) __atomic_add_fetch(&receivers_done, 1, __ATOMIC_RELAXED);
     } else {
         on_control(c);
     }
@@ -770,11 +925,339 @@ static void loop_until(int (*cond)(void), double deadline, const char *what) {
 static int cond_received(void) { return receivers_done >= opt_pairs; }
 static int cond_closed(void) { return conns_closed >= nconns; }
 
+/* ------------------------------------------------------------------ churn and latency runs */
+
+static void cpu_of_pids(double *out) {
+    for (int i = 0; i < opt_ncpu_pids; i++) out[i] = proc_cpu_split(opt_cpu_pids[i], NULL);
+}
+
+/* the whole machine's CPU seconds so far from the first line of /proc/stat: v[0] the tasks'
+   (user + nice + system: every process, ours and others'), v[1] irq + softirq (here mostly
+   the loopback traffic's own receive processing, charged to no process), v[2] steal */
+static int machine_cpu(double v[3]) {
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long t[8] = {0};
+    if (!f) return 0;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &t[0], &t[1], &t[2], &t[3],
+                   &t[4], &t[5], &t[6], &t[7]);
+    fclose(f);
+    if (n < 8) return 0;
+    double tck = (double)sysconf(_SC_CLK_TCK);
+    v[0] = (double)(t[0] + t[1] + t[2]) / tck;
+    v[1] = (double)(t[5] + t[6]) / tck;
+    v[2] = (double)t[7] / tck;
+    return 1;
+}
+
+static void print_machine(int ok, const double a[3], const double b[3]) {
+    if (!ok) return;
+    printf("\"machine_tasks_s\": %.4f, \"machine_irq_s\": %.4f, \"machine_steal_s\": %.4f, ",
+           b[0] - a[0], b[1] - a[1], b[2] - a[2]);
+}
+
+static void print_cpu_by_pid(const double *before, const double *after) {
+    printf("\"cpu_by_pid\": [");
+    for (int i = 0; i < opt_ncpu_pids; i++)
+        printf("%s%.4f", i ? ", " : "", before[i] >= 0 && after[i] >= 0 ? after[i] - before[i] : -1.0);
+    printf("]");
+}
+
+static void set_blocking(int fd, int blocking) {
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK);
+}
+
+static void poll_recv(struct conn *c, unsigned char *buf, size_t cap) {
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, cap, 0);
+        if (n > 0) {
+            parse(c, buf, (size_t)n);
+            if ((size_t)n < cap) return;
+            continue;
+        }
+        if (n == 0) die("conn %d (%s): relay closed the connection mid-transfer", c->id,
+                        c->is_sender ? "sender" : "receiver");
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        die("conn %d: recv: %s", c->id, strerror(errno));
+    }
+}
+
+/* one pair's frames, sender to receiver, checked like the stream run's (poll, no epoll) */
+static void transfer_poll(struct conn *s, struct conn *r, unsigned char *buf, size_t cap) {
+    set_blocking(s->fd, 0);
+    set_blocking(r->fd, 0);
+    struct conn *both[2] = {s, r};
+    for (int i = 0; i < 2; i++) {
+        if (both[i]->pre_len) parse(both[i], both[i]->pre, both[i]->pre_len);
+        both[i]->pre_len = 0;
+    }
+    double deadline = now_s() + opt_timeout;
+    while (r->frames_in < frames_per_pair) {
+        struct pollfd p[2];
+        for (int i = 0; i < 2; i++) {
+            struct conn *c = both[i];
+            p[i].fd = c->fd;
+            p[i].events = POLLIN;
+            if (c->out_len > c->out_off || (c->is_sender && c->frames_out < frames_per_pair))
+                p[i].events |= POLLOUT;
+        }
+        int n = poll(p, 2, 1000);
+        if (n < 0 && errno != EINTR) die("poll: %s", strerror(errno));
+        if (now_s() > deadline)
+            die("timed out waiting for the frames (%llu of %llu)", (unsigned long long)r->frames_in,
+                (unsigned long long)frames_per_pair);
+        for (int i = 0; i < 2; i++) {
+            if (p[i].revents & POLLOUT) flush_out(both[i]);
+            if (p[i].revents & (POLLIN | POLLERR | POLLHUP)) poll_recv(both[i], buf, cap);
+        }
+    }
+    set_blocking(s->fd, 1);
+    set_blocking(r->fd, 1);
+}
+
+/* bye and a close frame on both, then wait for the relay's close frame (or its EOF) */
+static void tube_finish(struct conn *s, struct conn *r) {
+    struct conn *both[2] = {s, r};
+    for (int i = 0; i < 2; i++) {
+        put_text(both[i], "{\"t\":\"bye\",\"mood\":\"happy\"}");
+        put_close(both[i]);
+        send_out_blocking(both[i]);
+    }
+    unsigned char msg[8192];
+    for (int i = 0; i < 2; i++) {
+        struct conn *c = both[i];
+        struct timeval tv = {.tv_sec = (time_t)opt_close_timeout};
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        for (;;) {
+            size_t len;
+            int opcode = read_frame_blocking(c, msg, sizeof msg, &len, 1);
+            if (opcode < 0) break;
+            if (opcode == 8) {
+                c->got_close = 1;
+                break;
+            }
+        }
+        close(c->fd);
+    }
+}
+
+static void free_conn(struct conn *c) {
+    free(c->out);
+    free(c);
+}
+
+static struct conn *new_conn(int id, int is_sender) {
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) die("out of memory");
+    c->id = id;
+    c->is_sender = is_sender;
+    return c;
+}
+
+/* churn: many short pairs through the relay, opt_concurrency of them in flight */
+struct churn_result {
+    double t0, t_paired, t_last, t_closed;
+    int redirects, direct, clean;
+};
+static struct churn_result *churn;
+static int churn_next; /* the next pair to start (atomic) */
+static uint64_t churn_seed;
+
+static void *churn_worker(void *arg) {
+    rng_state = __atomic_add_fetch(&churn_seed, 0x9E3779B97F4A7C15ull, __ATOMIC_RELAXED) | 1;
+    size_t cap = 1 << 18;
+    unsigned char *buf = malloc(cap);
+    if (!buf) die("out of memory");
+    (void)arg;
+    for (;;) {
+        int k = __atomic_fetch_add(&churn_next, 1, __ATOMIC_RELAXED);
+        if (k >= opt_pairs) break;
+        struct conn *s = new_conn(2 * k, 1), *r = new_conn(2 * k + 1, 0);
+        s->peer = r, r->peer = s;
+        struct churn_result *res = &churn[k];
+        int port = port_for(k);
+        res->t0 = now_s();
+        tube_pair(s, r, port);
+        res->t_paired = now_s();
+        transfer_poll(s, r, buf, cap);
+        res->t_last = now_s();
+        drop_stale(s);
+        drop_stale(r);
+        tube_finish(s, r);
+        res->t_closed = now_s();
+        res->redirects = s->redirects + r->redirects;
+        res->direct = s->port != port || r->port != port;
+        res->clean = s->got_close + r->got_close;
+        free_conn(s);
+        free_conn(r);
+    }
+    free(buf);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double quantile(double *v, int n, double q) {
+    if (n == 0) return -1;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double pos = q * (n - 1);
+    int i = (int)pos;
+    return i + 1 < n ? v[i] + (v[i + 1] - v[i]) * (pos - i) : v[i];
+}
+
+static int run_churn(void) {
+    if (opt_mode != M_TUBE) die("--run churn needs --mode tube");
+    churn = calloc((size_t)opt_pairs, sizeof *churn);
+    if (!churn) die("out of memory");
+    churn_seed = rng_next();
+    int nthreads = opt_concurrency < opt_pairs ? opt_concurrency : opt_pairs;
+    pthread_t *threads = calloc((size_t)nthreads, sizeof *threads);
+    if (!threads) die("out of memory");
+    double before[MAX_PIDS], after[MAX_PIDS];
+    cpu_of_pids(before);
+    double m0[3], m1[3];
+    int m_ok = machine_cpu(m0);
+    double self0 = self_cpu_s();
+    double t0 = now_s();
+    for (int i = 0; i < nthreads; i++)
+        if (pthread_create(&threads[i], NULL, churn_worker, NULL) != 0) die("pthread_create failed");
+    for (int i = 0; i < nthreads; i++) pthread_join(threads[i], NULL);
+    double t_all = now_s();
+    cpu_of_pids(after);
+    m_ok = m_ok && machine_cpu(m1);
+    double self1 = self_cpu_s();
+    double t_last = t0;
+    double *lat = malloc(sizeof(double) * (size_t)opt_pairs);
+    double *paired = malloc(sizeof(double) * (size_t)opt_pairs);
+    if (!lat || !paired) die("out of memory");
+    int direct = 0, redirects = 0, clean = 0;
+    for (int k = 0; k < opt_pairs; k++) {
+        struct churn_result *c = &churn[k];
+        if (c->t_last > t_last) t_last = c->t_last;
+        lat[k] = c->t_last - c->t0;
+        paired[k] = c->t_paired - c->t0;
+        direct += c->direct;
+        redirects += c->redirects;
+        clean += c->clean;
+    }
+    double seconds = t_last - t0;
+    printf("{\"run\": \"churn\", \"pairs\": %d, \"concurrency\": %d, \"frames_per_pair\": %llu, "
+           "\"seconds\": %.6f, \"seconds_with_closes\": %.6f, \"pairs_per_s\": %.3f, "
+           "\"pair_s_median\": %.6f, \"pair_s_p90\": %.6f, \"paired_s_median\": %.6f, "
+           "\"redirects\": %d, \"redirected_pairs\": %d, \"clean_closes\": %d, "
+           "\"peer_cpu_s\": %.4f, ",
+           opt_pairs, nthreads, (unsigned long long)frames_per_pair, seconds, t_all - t0,
+           opt_pairs / seconds, quantile(lat, opt_pairs, 0.5), quantile(lat, opt_pairs, 0.9),
+           quantile(paired, opt_pairs, 0.5), redirects, direct, clean, self1 - self0);
+    print_machine(m_ok, m0, m1);
+    print_cpu_by_pid(before, after);
+    printf("}\n");
+    return 0;
+}
+
+/* latency: one pair at a time; per pair the allocation's round trip, the time from the
+   sender's connect to both sides' paired (redirects included), and the median of opt_rtts
+   small-frame round trips sender -> receiver -> sender */
+static void small_frame(struct conn *from, struct conn *to, const unsigned char *payload) {
+    put_frame(from, 2, payload, RTT_BYTES, 0);
+    send_out_blocking(from);
+    unsigned char msg[8192];
+    for (;;) {
+        size_t len;
+        int opcode = read_frame_blocking(to, msg, sizeof msg, &len, 0);
+        if (opcode == 2) {
+            if (len != RTT_BYTES || memcmp(msg, payload, RTT_BYTES) != 0)
+                die("conn %d: the small frame arrived changed", to->id);
+            return;
+        }
+        if (opcode == 9) {
+            put_frame(to, 10, msg, len, 0);
+            send_out_blocking(to);
+        } else if (opcode != 10) {
+            die("conn %d: unexpected message (opcode %d) during the round trips: %.*s", to->id,
+                opcode, (int)len, (char *)msg);
+        }
+    }
+}
+
+static int run_latency(void) {
+    if (opt_mode != M_TUBE) die("--run latency needs --mode tube");
+    double *alloc = malloc(sizeof(double) * (size_t)opt_pairs);
+    double *paired = malloc(sizeof(double) * (size_t)opt_pairs);
+    double *rtt = malloc(sizeof(double) * (size_t)opt_pairs);
+    int *redirects = malloc(sizeof(int) * (size_t)opt_pairs);
+    double *samples = malloc(sizeof(double) * (size_t)(opt_rtts > 0 ? opt_rtts : 1));
+    if (!alloc || !paired || !rtt || !redirects || !samples) die("out of memory");
+    unsigned char payload[RTT_BYTES];
+    double before[MAX_PIDS], after[MAX_PIDS], m0[3], m1[3];
+    cpu_of_pids(before);
+    int m_ok = machine_cpu(m0);
+    double self0 = self_cpu_s(), t_begin = now_s();
+    for (int k = 0; k < opt_pairs; k++) {
+        struct conn *s = new_conn(2 * k, 1), *r = new_conn(2 * k + 1, 0);
+        s->peer = r, r->peer = s;
+        int port = port_for(k);
+        char nameplate[64];
+        double t0 = now_s();
+        tube_allocate(port, nameplate, sizeof nameplate);
+        double t1 = now_s();
+        tube_open(s, port, nameplate, HELLO_SEND);
+        send_text_blocking(s, "{\"t\":\"wait\"}");
+        tube_open(r, port, nameplate, HELLO_RECV);
+        send_text_blocking(r, "{\"t\":\"claim\"}");
+        expect_type(s, "paired");
+        expect_type(r, "paired");
+        double t2 = now_s();
+        drop_stale(s);
+        drop_stale(r);
+        for (int i = 0; i < opt_rtts; i++) {
+            for (int j = 0; j < RTT_BYTES; j++) payload[j] = (unsigned char)rng_next();
+            payload[0] = 0x42;
+            double a = now_s();
+            small_frame(s, r, payload);
+            small_frame(r, s, payload);
+            samples[i] = now_s() - a;
+        }
+        tube_finish(s, r);
+        alloc[k] = t1 - t0;
+        paired[k] = t2 - t1;
+        rtt[k] = quantile(samples, opt_rtts, 0.5);
+        redirects[k] = s->redirects + r->redirects;
+        free_conn(s);
+        free_conn(r);
+    }
+    double seconds = now_s() - t_begin, self1 = self_cpu_s();
+    cpu_of_pids(after);
+    m_ok = m_ok && machine_cpu(m1);
+    printf("{\"run\": \"latency\", \"pairs\": %d, \"rtts_per_pair\": %d, \"rtt_bytes\": %d, "
+           "\"seconds\": %.6f, \"peer_cpu_s\": %.4f, ",
+           opt_pairs, opt_rtts, RTT_BYTES, seconds, self1 - self0);
+    print_machine(m_ok, m0, m1);
+    print_cpu_by_pid(before, after);
+    const char *names[3] = {"alloc_s", "paired_s", "rtt_s"};
+    double *arrays[3] = {alloc, paired, rtt};
+    for (int a = 0; a < 3; a++) {
+        printf(", \"%s\": [", names[a]);
+        for (int k = 0; k < opt_pairs; k++) printf("%s%.6f", k ? ", " : "", arrays[a][k]);
+        printf("]");
+    }
+    printf(", \"redirects\": [");
+    for (int k = 0; k < opt_pairs; k++) printf("%s%d", k ? ", " : "", redirects[k]);
+    printf("], \"ports\": [");
+    for (int k = 0; k < opt_pairs; k++) printf("%s%d", k ? ", " : "", port_for(k));
+    printf("]}\n");
+    return 0;
+}
+
 static void usage(void) {
     fprintf(stderr,
-            "usage: relay_peer --mode tube|splice|transit --port P [--host H] [--pairs N]\n"
+            "usage: relay_peer --mode tube|splice|transit --port P[,P...] [--host H] [--pairs N]\n"
             "                  [--size BYTES] [--server-pid PID] [--recv-rate B/s] [--send-rate B/s]\n"
-            "                  [--timeout S]\n");
+            "                  [--timeout S] [--cpu-pids PID[,PID...]]\n"
+            "                  [--run stream|churn|latency] [--concurrency K] [--rtts R]\n");
     exit(2);
 }
 
@@ -789,7 +1272,37 @@ int main(int argc, char **argv) {
             else if (!strcmp(m, "transit")) opt_mode = M_TRANSIT;
             else usage();
         } else if (!strcmp(a, "--host")) opt_host = NEXT();
-        else if (!strcmp(a, "--port")) opt_port = atoi(NEXT());
+        else if (!strcmp(a, "--port")) {
+            char *list = NEXT(), *end;
+            opt_nports = 0;
+            for (;;) {
+                long p = strtol(list, &end, 10);
+                if (end == list || p <= 0 || p > 65535 || opt_nports == MAX_PORTS) usage();
+                opt_ports[opt_nports++] = (int)p;
+                if (*end != ',') break;
+                list = end + 1;
+            }
+            if (*end) usage();
+            opt_port = opt_ports[0];
+        } else if (!strcmp(a, "--cpu-pids")) {
+            char *list = NEXT(), *end;
+            opt_ncpu_pids = 0;
+            for (;;) {
+                long p = strtol(list, &end, 10);
+                if (end == list || p <= 0 || opt_ncpu_pids == MAX_PIDS) usage();
+                opt_cpu_pids[opt_ncpu_pids++] = (int)p;
+                if (*end != ',') break;
+                list = end + 1;
+            }
+            if (*end) usage();
+        } else if (!strcmp(a, "--run")) {
+            const char *m = NEXT();
+            if (!strcmp(m, "stream")) opt_run = R_STREAM;
+            else if (!strcmp(m, "churn")) opt_run = R_CHURN;
+            else if (!strcmp(m, "latency")) opt_run = R_LATENCY;
+            else usage();
+        } else if (!strcmp(a, "--concurrency")) opt_concurrency = atoi(NEXT());
+        else if (!strcmp(a, "--rtts")) opt_rtts = atoi(NEXT());
         else if (!strcmp(a, "--pairs")) opt_pairs = atoi(NEXT());
         else if (!strcmp(a, "--size")) opt_size = strtoull(NEXT(), NULL, 10);
         else if (!strcmp(a, "--server-pid")) opt_server_pid = atoi(NEXT());
@@ -798,7 +1311,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--timeout")) opt_timeout = atof(NEXT());
         else usage();
     }
-    if (opt_port <= 0 || opt_pairs <= 0 || opt_size == 0) usage();
+    if (opt_port <= 0 || opt_pairs <= 0 || opt_size == 0 || opt_concurrency <= 0 || opt_rtts < 0) usage();
     FILE *ur = fopen("/dev/urandom", "rb");
     if (!ur || fread(&rng_state, sizeof rng_state, 1, ur) != 1) die("no /dev/urandom");
     fclose(ur);
@@ -807,6 +1320,8 @@ int main(int argc, char **argv) {
     if (!pattern) die("out of memory");
     for (size_t i = 0; i < PATTERN_SPAN + FRAME; i++) pattern[i] = (unsigned char)(rng_next() >> 56);
     frames_per_pair = (opt_size + CHUNK - 1) / CHUNK;
+    if (opt_run == R_CHURN) return run_churn();
+    if (opt_run == R_LATENCY) return run_latency();
 
     /* baseline before any connection */
     long rss_base = proc_status_kb(opt_server_pid, "VmRSS:");
@@ -821,7 +1336,15 @@ int main(int argc, char **argv) {
         s->is_sender = 1;
         s->peer = r, r->peer = s;
         s->rate = opt_send_rate, r->rate = opt_recv_rate;
-        pair_up(s, r);
+        pair_up(s, r, port_for(p));
+    }
+    int redirects = 0, redirected = 0;
+    for (int p = 0; p < opt_pairs; p++) {
+        struct conn *s = &conns[2 * p], *r = &conns[2 * p + 1];
+        redirects += s->redirects + r->redirects;
+        redirected += s->redirects + r->redirects > 0;
+        drop_stale(s);
+        drop_stale(r);
     }
     double pairing_s = now_s() - t_pair;
     long rss_paired = proc_status_kb(opt_server_pid, "VmRSS:");
@@ -837,10 +1360,15 @@ int main(int argc, char **argv) {
         struct epoll_event e = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
         if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &e) < 0) die("epoll_ctl: %s", strerror(errno));
         c->ev = EPOLLIN;
+        c->in_epoll = 1;
     }
     double cpu0_user = 0, cpu1_user = 0;
     double cpu0 = proc_cpu_split(opt_server_pid, &cpu0_user);
     double self0 = self_cpu_s();
+    double pids0[MAX_PIDS], pids1[MAX_PIDS];
+    cpu_of_pids(pids0);
+    double m0[3], m1[3];
+    int m_ok = machine_cpu(m0);
     t_start = now_s();
     /* leftovers from the handshake phase (none expected), then go */
     for (int i = 0; i < nconns; i++) {
@@ -853,6 +1381,8 @@ int main(int argc, char **argv) {
     double t_end = now_s();
     double cpu1 = proc_cpu_split(opt_server_pid, &cpu1_user);
     double self1 = self_cpu_s();
+    cpu_of_pids(pids1);
+    m_ok = m_ok && machine_cpu(m1);
     sample_rss();
     long hwm = proc_status_kb(opt_server_pid, "VmHWM:");
     long rss_end = proc_status_kb(opt_server_pid, "VmRSS:");
@@ -885,10 +1415,13 @@ int main(int argc, char **argv) {
            "\"server_cpu_s\": %.4f, \"server_user_s\": %.4f, \"peer_cpu_s\": %.4f, "
            "\"rss_base_kb\": %ld, \"rss_paired_kb\": %ld, \"rss_peak_kb\": %ld, "
            "\"rss_sampled_max_kb\": %ld, \"rss_end_kb\": %ld, \"hwm_reset\": %s, "
-           "\"clean_closes\": %d}\n",
+           "\"clean_closes\": %d, \"redirects\": %d, \"redirected_pairs\": %d, ",
            opt_pairs, (unsigned long long)frames_per_pair, FRAME, (unsigned long long)bytes, seconds,
            (double)bytes / seconds / 1e6, pairing_s, cpu0 >= 0 ? cpu1 - cpu0 : -1.0,
            cpu0 >= 0 ? cpu1_user - cpu0_user : -1.0, self1 - self0, rss_base, rss_paired, peak,
-           rss_max_kb, rss_end, hwm_reset ? "true" : "false", clean);
+           rss_max_kb, rss_end, hwm_reset ? "true" : "false", clean, redirects, redirected);
+    print_machine(m_ok, m0, m1);
+    print_cpu_by_pid(pids0, pids1);
+    printf("}\n");
     return 0;
 }
