@@ -133,19 +133,24 @@ class Sender:
             self._handed += size
             transport.write(b"".join(pending))
         else:
-            self._handed += size
             written = 0
             if self._fd >= 0 and len(pending) <= _WRITEV_MAX:
                 written = self._write_direct(transport, pending)
+                self._handed += written
                 if written == size:
                     return
             # The rest, one write each: writelines() would join them first (a copy of every
-            # payload); the transport copies what the socket does not take at once.
+            # payload); the transport copies what the socket does not take at once. Each is
+            # counted just before its write, not the batch at once: a pause_writing() inside
+            # the first write looks at the count, and bytes not yet handed over would pass for
+            # progress until they reach the buffer (issue 22 §3's watchdog then saw the count
+            # fall and dropped a slow reader).
             for chunk in pending:
                 length = len(chunk)
                 if written >= length:
                     written -= length
                     continue
+                self._handed += length - written
                 transport.write(memoryview(chunk)[written:] if written else chunk)
                 written = 0
 
