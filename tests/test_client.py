@@ -880,7 +880,9 @@ def test_client_closes_tcp_itself_when_the_server_does_not() -> None:
         elapsed = time.monotonic() - start
         assert not connection.connected
     assert connection.close_code == 1000
-    assert 0.4 < elapsed < 3
+    # README: close() takes at most close_give_up_time plus a second (here 1.5 s; it takes
+    # the give-up's 0.5 s). The margin for a loaded 2-core machine is 0.5 s more.
+    assert 0.4 < elapsed < 0.5 + 1 + 0.5, elapsed
     assert server.errors == []
 
 

@@ -182,7 +182,10 @@ def test_client_incoming_ends_at_the_handshake_while_the_server_keeps_tcp_open()
             assert closed.code == 1000 and time.monotonic() - started < 0.3
             assert client.close_code == 1000 and not client.connected
             await client.wait_closed()  # the give-up bound closes TCP on our side
-            assert 0.3 < time.monotonic() - started < 3
+            # README: at most close_give_up_time plus a second (here 1.5 s; it takes the
+            # give-up's 0.5 s). The margin for a loaded 2-core machine is 0.5 s more.
+            elapsed = time.monotonic() - started
+            assert 0.3 < elapsed < 0.5 + 1 + 0.5, elapsed
             release.set()
             await raw.done
 
