@@ -5,6 +5,7 @@
  *   unmask_in_place(buffer, key, start=0, stop=None, /) -> None     the same, in place
  *   utf8_check(data, state, /) -> int               one step of an incremental UTF-8 check
  *   utf8_size(text, /) -> int                       len(text.encode()), without encoding
+ *   PayloadBuffer(size)                             a bytes object filled in place, then taken
  *
  * Each function gives exactly the result of its pure-Python twin in masking.py and utf8.py,
  * which stay the fallback when this module was not built (no compiler, no Python headers) or
@@ -521,6 +522,168 @@ utf8_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(size);
 }
 
+
+/* ------------------------------------------------------------------- payload buffer */
+
+/*
+ * PayloadBuffer: a bytes object filled in place, so that a large frame's payload is read by the
+ * transport straight into the bytes the application receives (no copy from a receive buffer,
+ * none at the end). It holds the only reference to its bytes object until take(): before that,
+ * nobody can observe the bytes changing. The buffer protocol exports the bytes' storage,
+ * writable; resize() (a realloc, free of copying for large blocks) is refused while a view is
+ * exported, take() is not: a view still held then (a transport's local variable, about to be
+ * dropped) keeps the storage alive, and no new view is given out.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *bytes;      /* the bytes object being filled (never NULL after __new__) */
+    Py_ssize_t exports;   /* views given out and not yet released */
+    int taken;            /* take() was called: the bytes belong to someone else now */
+} PayloadBufferObject;
+
+static PyObject *
+payload_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Py_ssize_t size;
+    static char *keywords[] = {"size", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n:PayloadBuffer", keywords, &size)) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "PayloadBuffer size must be >= 0");
+        return NULL;
+    }
+    PayloadBufferObject *self = (PayloadBufferObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    /* Uninitialised storage: every byte is written before take() hands it out. */
+    self->bytes = PyBytes_FromStringAndSize(NULL, size);
+    if (self->bytes == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->exports = 0;
+    self->taken = 0;
+    return (PyObject *)self;
+}
+
+static void
+payload_dealloc(PayloadBufferObject *self)
+{
+    Py_XDECREF(self->bytes);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+payload_getbuffer(PayloadBufferObject *self, Py_buffer *view, int flags)
+{
+    if (self->taken) {
+        PyErr_SetString(PyExc_BufferError, "the PayloadBuffer's bytes were taken");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, PyBytes_AS_STRING(self->bytes),
+                          PyBytes_GET_SIZE(self->bytes), 0, flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void
+payload_releasebuffer(PayloadBufferObject *self, Py_buffer *view)
+{
+    self->exports--;
+}
+
+static PyBufferProcs payload_as_buffer = {
+    (getbufferproc)payload_getbuffer,
+    (releasebufferproc)payload_releasebuffer,
+};
+
+static Py_ssize_t
+payload_length(PayloadBufferObject *self)
+{
+    return PyBytes_GET_SIZE(self->bytes);
+}
+
+static PySequenceMethods payload_as_sequence = {
+    .sq_length = (lenfunc)payload_length,
+};
+
+PyDoc_STRVAR(payload_resize_doc,
+"resize(size, /)\n--\n\n"
+"Change the size, keeping the bytes before it (BufferError while a view is exported or after\n"
+"take()).");
+
+static PyObject *
+payload_resize(PayloadBufferObject *self, PyObject *arg)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "PayloadBuffer size must be >= 0");
+        return NULL;
+    }
+    if (self->taken || self->exports > 0) {
+        PyErr_SetString(PyExc_BufferError,
+                        "cannot resize a PayloadBuffer that is exported or taken");
+        return NULL;
+    }
+    /* We hold the only reference (never shared before take()), which _PyBytes_Resize needs. */
+    if (_PyBytes_Resize(&self->bytes, size) < 0) {
+        self->bytes = PyBytes_FromStringAndSize(NULL, 0);  /* keep the invariant: never NULL */
+        if (self->bytes == NULL) {
+            return NULL;
+        }
+        return PyErr_NoMemory();
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(payload_take_doc,
+"take(/)\n--\n\n"
+"Return the filled bytes object; the PayloadBuffer exports no more views after it.");
+
+static PyObject *
+payload_take(PayloadBufferObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->taken) {
+        PyErr_SetString(PyExc_BufferError, "the PayloadBuffer's bytes were taken already");
+        return NULL;
+    }
+    self->taken = 1;
+    return Py_NewRef(self->bytes);
+}
+
+static PyMethodDef payload_methods[] = {
+    {"resize", (PyCFunction)payload_resize, METH_O, payload_resize_doc},
+    {"take", (PyCFunction)payload_take, METH_NOARGS, payload_take_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(payload_doc,
+"PayloadBuffer(size)\n--\n\n"
+"A ``bytes`` object of ``size`` bytes filled in place through the buffer protocol (writable),\n"
+"then handed out once by :meth:`take`: a large frame's payload is read straight into the\n"
+"bytes that the application receives.");
+
+static PyTypeObject PayloadBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tube.websocket.core._speedups.PayloadBuffer",
+    .tp_basicsize = sizeof(PayloadBufferObject),
+    .tp_dealloc = (destructor)payload_dealloc,
+    .tp_as_sequence = &payload_as_sequence,
+    .tp_as_buffer = &payload_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = payload_doc,
+    .tp_methods = payload_methods,
+    .tp_new = payload_new,
+};
+
 /* ------------------------------------------------------------------------------- module */
 
 static PyMethodDef speedups_methods[] = {
@@ -532,12 +695,28 @@ static PyMethodDef speedups_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int
+speedups_exec(PyObject *module)
+{
+    if (PyType_Ready(&PayloadBufferType) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "PayloadBuffer", (PyObject *)&PayloadBufferType);
+}
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
+    {0, NULL},
+};
+
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tube.websocket.core._speedups",
-    .m_doc = "Optional C accelerator of Tube's core: masking, UTF-8 validation and length.",
+    .m_doc = "Optional C accelerator of Tube's core: masking, UTF-8 validation and length, "
+             "payload buffers.",
     .m_size = 0,
     .m_methods = speedups_methods,
+    .m_slots = speedups_slots,
 };
 
 PyMODINIT_FUNC

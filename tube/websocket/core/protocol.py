@@ -205,6 +205,33 @@ class Protocol:
         """
         return self._receiver.receive_data(data)
 
+    def receive_buffer(self) -> memoryview | None:
+        """Where to read the next bytes when a large message is arriving, to save two copies.
+
+        While the payload of a large binary frame (64 KiB or more, single-frame, uncompressed)
+        is arriving, returns a writable view of the rest of it (or of a first part of the rest:
+        the buffer grows with what arrives, so a peer that declares a large frame and sends
+        little gets little memory); the transport reads into it (``sock.recv_into``, or from
+        :meth:`asyncio.BufferedProtocol.get_buffer`) and reports the count with
+        :meth:`received_into`. The bytes land in the ``bytes`` object the application
+        receives: no copy from a receive buffer, none at the end (with the C accelerator; one
+        copy at the end in pure Python). Returns None otherwise: read into your own buffer and
+        call :meth:`receive_data`. Reading into the view is optional: :meth:`receive_data`
+        gives the same events, so a transport may mix both.
+
+        The view must not be written after :meth:`received_into` (or :meth:`receive_data`) is
+        called: drop it then, as asyncio's transports drop the one from ``get_buffer``.
+        """
+        return self._receiver.receive_buffer()
+
+    def received_into(self, count: int) -> list[Event]:
+        """``count`` bytes were read into the last :meth:`receive_buffer` view: their events.
+
+        Raises:
+            ValueError: ``count`` is larger than the view was.
+        """
+        return self._receiver.received_into(count, [])
+
     def _receive_ping(self, payload: bytes) -> None:
         # RFC 6455 §5.5.2: answer with a pong carrying the same payload, unless we already sent
         # a close frame (nothing may follow it).

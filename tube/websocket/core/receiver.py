@@ -17,6 +17,7 @@ so uncompressed traffic runs exactly the code it ran before; decompressed bytes 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from .codes import Opcode
 from .deflate import PerMessageDeflate
@@ -24,6 +25,7 @@ from .errors import MessageTooBig, ProtocolError
 from .events import BinaryMessage, CloseReceived, Event, Ping, Pong, ProtocolFailure, TextMessage
 from .frames import MAX_CONTROL_PAYLOAD, UINT16, UINT64, Buffer
 from .masking import apply_mask, unmask_in_place
+from .payload import PayloadBuffer, new_payload_buffer
 from .utf8 import Utf8Validator
 
 __all__ = ["Receiver", "opcode_name"]
@@ -37,6 +39,14 @@ _OPCODE_NAMES = {opcode.value: opcode.name for opcode in Opcode}
 
 # Above this payload size, a masked frame held in the receive buffer is unmasked in place.
 _IN_PLACE_THRESHOLD = 4096
+
+# A single-frame binary message of at least this size, whose payload is still arriving, is
+# received into a payload buffer of its own (see .payload): read there in place by transports
+# that ask (Protocol.receive_buffer), copied there once by the others, never kept in _buffer.
+_LARGE_FRAME = 64 * 1024
+# The payload buffer grows with what arrived: at most twice the payload received so far, and
+# at least this much (a peer that declares a large frame and sends little gets little memory).
+_LARGE_FIRST = 64 * 1024
 
 
 def opcode_name(opcode: int) -> str:
@@ -69,6 +79,10 @@ class Receiver:
         "_deflate",
         "_fragment_count",
         "_inflated",
+        "_large",
+        "_large_filled",
+        "_large_key",
+        "_large_length",
         "_masked_bit",
         "_max_fragments",
         "_max_message_size",
@@ -110,11 +124,33 @@ class Receiver:
         # The decompressed part of a compressed message being received (None when no
         # compressed message is open); its frames' compressed payloads are never kept.
         self._inflated: bytearray | None = None
+        # A large binary frame being received into a payload buffer of its own (None when
+        # there is none): its payload's length, how much of it arrived (unmasked already), and
+        # its masking key (None when unmasked).
+        self._large: PayloadBuffer | None = None
+        self._large_length = 0
+        self._large_filled = 0
+        self._large_key: bytes | None = None
 
     def receive_data(self, data: Buffer) -> list[Event]:
         """Parse received bytes; the events they complete (see :meth:`.Protocol.receive_data`)."""
         if self._receiving_done:
             return []
+        events: list[Event] = []
+        if self._large is not None:
+            taken = self._fill_large(data, events)
+            if taken == len(data):
+                return events
+            # The large frame is complete and more follows: parse the rest as usual.
+            rest = memoryview(data)[taken:]
+            try:
+                return self._receive(rest, events)
+            finally:
+                rest.release()  # the caller may resize its buffer once we return
+        return self._receive(data, events)
+
+    def _receive(self, data: Buffer, events: list[Event]) -> list[Event]:
+        """Parse ``data`` after what is buffered; append the events to ``events``."""
         buffer = self._buffer
         if buffer:
             buffer += data
@@ -123,7 +159,6 @@ class Receiver:
             # Fast path: nothing left over from last time, so parse the caller's buffer directly
             # and copy only an incomplete tail, if any.
             source = data
-        events: list[Event] = []
         position = 0
         end = len(source)
         with memoryview(source) as view:
@@ -131,6 +166,13 @@ class Receiver:
                 position = self._parse(view, end, events, source is buffer)
             except ProtocolError as error:
                 events.append(self._fail_from_peer(error))
+                position = end
+            # An incomplete frame is left: a large one moves to a payload buffer.
+            if (
+                end - position >= 4
+                and not self._receiving_done
+                and self._start_large(view, position, end)
+            ):
                 position = end
         if source is buffer:
             del buffer[:position]
@@ -141,6 +183,103 @@ class Receiver:
                 self._check_partial_text()
             except ProtocolError as error:
                 events.append(self._fail_from_peer(error))
+        return events
+
+    # ------------------------------------------------------------------ large frames
+
+    def _start_large(self, view: memoryview, position: int, end: int) -> bool:
+        """Move the incomplete frame at ``position`` to a payload buffer, if it is a large one.
+
+        Only an uncompressed single-frame binary message whose header passed :meth:`_parse`'s
+        checks qualifies (the common large message; text needs its UTF-8 checked as it
+        arrives, fragments and compressed frames are assembled elsewhere).
+        """
+        if view[position] != 0x82:  # FIN, no RSV bit, BINARY
+            return False
+        second = view[position + 1]
+        length = second & 0x7F
+        if length < 126:
+            return False
+        masked = second & 0x80
+        header_length = (4 if length == 126 else 10) + (4 if masked else 0)
+        if end - position < header_length:
+            return False  # _parse checked the header only if it is all there
+        length = (UINT16 if length == 126 else UINT64).unpack_from(view, position + 2)[0]
+        if length < _LARGE_FRAME or self._message_opcode:
+            return False
+        start = position + header_length
+        self._large_key = bytes(view[start - 4 : start]) if masked else None
+        self._large_length = length
+        self._large_filled = 0
+        self._large = new_payload_buffer(min(length, max(2 * (end - start), _LARGE_FIRST)))
+        # Never complete here (_parse would have taken a complete frame).
+        self._fill_large(view[start:end], [])
+        return True
+
+    def _fill_large(self, data: Buffer, events: list[Event]) -> int:
+        """Copy the next bytes of the large frame's payload; return how many of ``data``."""
+        large = self._large
+        assert large is not None
+        filled = self._large_filled
+        with memoryview(data) as view:
+            count = min(len(view), self._large_length - filled)
+            self._reserve(filled + count)
+            with memoryview(large) as target:
+                target[filled : filled + count] = view[:count]
+        self.received_into(count, events)
+        return count
+
+    def _reserve(self, needed: int) -> None:
+        """Make the payload buffer hold at least ``needed`` bytes, growing it by doubling."""
+        large = self._large
+        assert large is not None
+        size = len(large)
+        if needed <= size:
+            return
+        size = min(self._large_length, max(needed, 2 * size))
+        try:
+            large.resize(size)
+        except BufferError:
+            # A view of it is still held (a transport kept the last one): grow a new one.
+            fresh = new_payload_buffer(size)
+            with memoryview(large) as old, memoryview(fresh) as new:
+                new[: self._large_filled] = old[: self._large_filled]
+            self._large = fresh
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where a large frame's next payload bytes go (see :meth:`.Protocol.receive_buffer`)."""
+        large = self._large
+        if large is None:
+            return None
+        filled = self._large_filled
+        if filled == len(large):
+            self._reserve(filled + 1)
+            large = self._large
+            assert large is not None
+        return memoryview(large)[filled:]
+
+    def received_into(self, count: int, events: list[Event]) -> list[Event]:
+        """``count`` more payload bytes are in the payload buffer: unmask; complete the message."""
+        large = self._large
+        if large is None or count <= 0:
+            return events
+        filled = self._large_filled
+        stop = filled + count
+        if stop > len(large) or stop > self._large_length:
+            raise ValueError(f"{count} bytes received into a buffer with room for fewer")
+        key = self._large_key
+        if key is not None:
+            # Unmasked while the bytes are still in the cache; the key's phase at `filled`.
+            phase = filled & 3
+            # (cast: the C function takes any writable buffer; the pure-Python payload buffer
+            # is a bytearray)
+            target = cast(bytearray, large)
+            unmask_in_place(target, key[phase:] + key[:phase] if phase else key, filled, stop)
+        self._large_filled = stop
+        if stop == self._large_length:
+            self._large = None
+            self._large_key = None
+            events.append(BinaryMessage(large.take()))
         return events
 
     def _check_partial_text(self) -> None:
@@ -477,3 +616,5 @@ class Receiver:
         self._message_buffer = bytearray()
         self._inflated = None
         self._partial_validator = None
+        self._large = None
+        self._large_key = None

@@ -1,0 +1,67 @@
+"""Payload buffers: a large frame's payload read in place, then handed out as ``bytes``.
+
+A 1 MiB message used to be copied twice after the kernel's copy: from the transport's receive
+buffer into the receiver's buffer (which grows as the frame arrives), then out of it into the
+``bytes`` the application gets. When a large frame's header has arrived, the receiver now
+allocates the destination of its payload once and the transport reads the rest of the payload
+straight into it (:meth:`.Protocol.receive_buffer`); it is unmasked there, piece by piece while
+the bytes are still in the cache, and handed out without a copy.
+
+With the C accelerator, the destination is ``_speedups.PayloadBuffer``: a ``bytes`` object of
+which it holds the only reference, filled in place through the buffer protocol, then taken
+(no copy at all). In pure Python it is :class:`PythonPayloadBuffer`, a ``bytearray`` copied once
+into ``bytes`` when taken (one copy fewer than before, and no growth of a buffer).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .accelerator import speedups
+
+__all__ = ["PayloadBuffer", "PythonPayloadBuffer", "new_payload_buffer"]
+
+
+class PayloadBuffer(Protocol):
+    """What the receiver needs from a payload buffer (C or pure Python).
+
+    Writable through the buffer protocol (``memoryview(buffer)``); :meth:`resize` keeps the
+    bytes before the new size and raises :class:`BufferError` while a view is exported;
+    :meth:`take` returns the ``bytes`` once, after which no view is given out.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+    def resize(self, size: int, /) -> None: ...
+
+    def take(self) -> bytes: ...
+
+
+class PythonPayloadBuffer(bytearray):
+    """The pure-Python payload buffer: a ``bytearray`` that becomes ``bytes`` by one copy."""
+
+    __slots__ = ()
+
+    def resize(self, size: int, /) -> None:
+        """Change the size, keeping the bytes before it (BufferError while exported)."""
+        missing = size - len(self)
+        if missing > 0:
+            self.extend(bytes(missing))
+        else:
+            del self[size:]
+
+    def take(self) -> bytes:
+        """The bytes filled in (a copy); the buffer is emptied."""
+        data = bytes(self)
+        self.clear()
+        return data
+
+
+def new_payload_buffer(size: int) -> PayloadBuffer:
+    """A payload buffer of ``size`` bytes: the C accelerator's when it is in use."""
+    if speedups is not None:
+        buffer: PayloadBuffer = speedups.PayloadBuffer(size)
+        return buffer
+    return PythonPayloadBuffer(size)
