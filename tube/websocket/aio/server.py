@@ -32,6 +32,7 @@ from ..core.protocol import Role
 from ..sockets import listen_error
 from .connection import Connection
 from .reading import PAUSED_TO_HOLD
+from .running import stop_on_signals
 
 __all__ = ["Handler", "ProcessRequest", "Server", "http_response", "serve"]
 
@@ -164,9 +165,13 @@ class Server:
         await self.close()
 
     async def serve_forever(self) -> None:
-        """Wait until the server is closed (by :meth:`close`, from another task)."""
+        """Wait until the server is closed: by :meth:`close` from another task or, in the main
+        thread, by SIGTERM or Ctrl-C (SIGINT), which run :meth:`close` (every WebSocket gets
+        1001) and then let this return normally, so ``asyncio.run`` ends without a traceback
+        (see :mod:`tube.websocket.aio.running`)."""
         assert self._closed is not None, "the server is not started"
-        await asyncio.shield(self._closed)
+        with stop_on_signals(self.close):
+            await asyncio.shield(self._closed)
 
     async def close(self) -> None:
         """Stop listening, close every connection with 1001 and wait for the handlers.
