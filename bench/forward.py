@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import re
 import signal
@@ -43,6 +44,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = sys.executable
 SERVERS = ("splice", "tube-asyncio", "tube-threads")
+# Also measurable when named: Tube's asyncio forwarder on uvloop's event loop.
+KINDS = (*SERVERS, "tube-asyncio-uvloop")
 
 
 # ---------------------------------------------------------------------- the forwarders
@@ -258,8 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--message-size", type=int, default=256 * 1024)
     parser.add_argument("-r", "--repeat", type=int, default=3)
     parser.add_argument("--strace", action="store_true", help="count system calls instead")
-    parser.add_argument("--serve", choices=("tube-asyncio", "tube-threads"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--json", action="store_true", help="print each run as a JSON line (for bench/run.py)"
+    )
+    parser.add_argument("--serve", choices=KINDS[1:], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve == "tube-asyncio-uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        args.serve = "tube-asyncio"
     if args.serve == "tube-asyncio":
         _serve_asyncio("127.0.0.1", 0)
         return 0
@@ -269,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     total = int(args.size[:-1]) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[args.size[-1]]
     messages = total // args.message_size
     servers = args.servers.split(",")
+    for name in servers:
+        if name not in KINDS:
+            parser.error(f"unknown forwarder {name!r} (from: {', '.join(KINDS)})")
     os.sched_setaffinity(0, {1})
     results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     for rep in range(args.repeat):
@@ -286,12 +300,17 @@ def main(argv: list[str] | None = None) -> int:
                 data["syscalls"] = _syscalls(trace, messages)  # type: ignore[assignment]
                 os.unlink(trace)
             results[name].append(data)
+            if args.json:
+                print("json " + json.dumps({"forwarder": name, **data}), flush=True)
+                continue
             print(
                 f"  {name:14} {data['mb_per_s']:8,.0f} MB/s {data['cpu_s_per_gb']:6.2f} CPU s/GB "
                 f"{data['cpu_us_per_msg']:6.0f} µs/msg  cpu {data['cpu_share']:.2f}"
                 + (f"  [{data['syscalls']} per msg]" if trace else ""),
                 flush=True,
             )
+    if args.json:
+        return 0
     print(f"\nmedians of {args.repeat}, {messages} messages of {args.message_size} B per run")
     print("| forwarder | MB/s | x splice | CPU s/GB | CPU µs/msg |")
     print("|---|---|---|---|---|")

@@ -43,6 +43,7 @@ LOADGEN = BUILD / "loadgen"
 PY = sys.executable
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 BASELINE = "websockets-sync"
+UVLOOP_RUN = str(BENCH / "servers" / "uvloop_run.py")
 
 # name -> command (without --host/--port/--max-message-size), load generator mode, description
 SERVERS: dict[str, dict[str, Any]] = {
@@ -90,6 +91,17 @@ SERVERS: dict[str, dict[str, Any]] = {
         "cmd": [PY, str(BENCH / "servers" / "picows_server.py")],
         "mode": "ws",
         "about": "picows (Cython) on asyncio",
+    },
+    # The same servers on uvloop's event loop (issue 25: reported beside the standard loop).
+    "tube-asyncio-uvloop": {
+        "cmd": [PY, UVLOOP_RUN, "-m", "tube.websocket.echo", "--transport", "asyncio"],
+        "mode": "ws",
+        "about": "Tube, asyncio, on uvloop's event loop",
+    },
+    "picows-uvloop": {
+        "cmd": [PY, UVLOOP_RUN, str(BENCH / "servers" / "picows_server.py")],
+        "mode": "ws",
+        "about": "picows (Cython) on uvloop's event loop",
     },
     "raw-asyncio": {
         "cmd": [PY, str(BENCH / "servers" / "raw_asyncio.py")],
@@ -166,6 +178,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "unit": "MB/s",
         "about": "4 connections x 1 in flight, 1 MiB binary",
     },
+    "forward": {
+        # Not the C load generator: bench/forward.py's peers (a sender and a receiver of masked
+        # 256 KiB frames, pinned to core 1) through a forwarder started per run on core 0.
+        "args": [],
+        "metric": "mb_per_s",
+        "unit": "MB/s",
+        "about": "1 pair, every 256 KiB binary message forwarded to the paired connection "
+        "(the relay's inner loop), 256 MiB per run; ratios against the raw asyncio TCP splice",
+        "baseline": "raw-asyncio",
+    },
     "idle": {
         "args": [],  # --idle N added at run time
         "metric": "rss_per_conn_kb",
@@ -181,6 +203,16 @@ TARGETS: dict[str, list[tuple[str, str, float]]] = {
     "medium": [("mb_per_s", ">=", 1.5)],
     "large": [("mb_per_s", ">=", 1.0)],
     "idle": [("rss_per_conn_kb", "<=", 0.5), ("handshakes_per_s", ">=", 2.0)],
+    # Issue 25: the relay's inner loop (Tube's asyncio forwarder) against the raw TCP splice.
+    "forward": [("mb_per_s", ">=", 0.7)],
+}
+
+# The forward scenario's forwarder for each server name (bench/forward.py); others have none.
+FORWARDERS = {
+    "tube": "tube-threads",
+    "tube-asyncio": "tube-asyncio",
+    "tube-asyncio-uvloop": "tube-asyncio-uvloop",
+    "raw-asyncio": "splice",
 }
 
 IMPORT_NAMES = {
@@ -191,6 +223,7 @@ IMPORT_NAMES = {
     "simple-websocket": "simple_websocket",
     "werkzeug": "werkzeug",
     "uvicorn": "uvicorn",
+    "uvloop": "uvloop",
 }
 
 
@@ -382,6 +415,23 @@ def run_loadgen(
 # -------------------------------------------------------------------------------------- reports
 
 
+def run_forward(forwarder: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One run of bench/forward.py (its own pinning: peers on core 1, forwarder on core 0)."""
+    size = "64M" if args.quick else "256M"
+    cmd = [PY, str(BENCH / "forward.py"), "--servers", forwarder, "-r", "1", "--size", size]
+    result = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    for line in result.stdout.splitlines():
+        if line.startswith("json "):
+            data = json.loads(line[5:])
+            return {
+                "mb_per_s": data["mb_per_s"],
+                "server_cpu_us_per_msg": data["cpu_us_per_msg"],
+                "server_cpu_s_per_gb": data["cpu_s_per_gb"],
+                "server_cpu_share": data["cpu_share"],
+            }
+    return {"error": (result.stderr.strip() or result.stdout.strip() or "no result")[-500:]}
+
+
 def median(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in runs if "error" not in r and r.get(key) is not None and r[key] >= 0]
     return statistics.median(values) if values else None
@@ -417,8 +467,10 @@ def scenario_table(
     scenario: str, results: dict[str, dict[str, list[dict[str, Any]]]], servers: list[str]
 ) -> list[str]:
     spec = SCENARIOS[scenario]
+    if scenario == "forward":
+        servers = [s for s in servers if s in FORWARDERS]
     runs_of = {s: results.get(scenario, {}).get(s, []) for s in servers}
-    base_runs = runs_of.get(BASELINE, [])
+    base_runs = runs_of.get(spec.get("baseline", BASELINE), [])
     lines = []
     if scenario == "idle":
         header = [
@@ -497,7 +549,9 @@ def scenario_table(
                 ]
             row += [
                 f"{sum('error' not in r for r in runs)}/{len(runs)}",
-                verdict(scenario, {metric: r}) if s == "tube" else "",
+                verdict(scenario, {metric: r})
+                if s == ("tube-asyncio" if scenario == "forward" else "tube")
+                else "",
             ]
             rows.append(row)
     lines.append(f"### {scenario}: {spec['about']}")
@@ -702,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"note: {BASELINE} is not in the run, so there are no ratios")
     logdir = BUILD / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
-    throughput = [s for s in scenarios if s != "idle"]
+    throughput = [s for s in scenarios if s not in ("idle", "forward")]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {} for s in scenarios}
     started = time.monotonic()
     load_start = loadavg()
@@ -751,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
                             )
                     finally:
                         server.stop()
+            if "forward" in scenarios and name in FORWARDERS:
+                record("forward", name, rep, run_forward(FORWARDERS[name], args))
             if "idle" in scenarios:
                 # a fresh process, so its memory is not inflated by the throughput runs
                 try:
