@@ -34,6 +34,7 @@ from ..core.frames import Buffer, byte_payload
 from ..core.http import Request
 from ..core.options import ConnectionOptions
 from ..core.protocol import Protocol, Role, State
+from ..core.session import protocol_closed_error
 from ..sockets import tune_socket
 from .channel import Incoming, Message
 from .opening import HeadBuffer
@@ -204,7 +205,7 @@ class Connection(asyncio.BufferedProtocol):
             self._opened.set_result(False)
         if protocol is None:
             self.close_code = 1006
-            self.incoming._end(lambda: ConnectionClosed(1006, "the opening handshake failed"))
+            self.incoming._end(lambda: closed_error(1006, "the opening handshake failed"))
         if not self._closed.done():
             self._closed.set_result(None)
         logger.debug("WebSocket connection to %s ended: %s", self._peer_name(), self.close_code)
@@ -456,10 +457,10 @@ class Connection(asyncio.BufferedProtocol):
         if self.close_code is not None:
             return closed_error(self.close_code, self.close_reason, self._close_initiator)
         if self._protocol is None:
-            return ConnectionClosed(1006, "the connection is not open")
+            return closed_error(1006, "the connection is not open")
         if self._abort_reason:
-            return ConnectionClosed(1006, self._abort_reason)
-        return self._protocol.closed_error()
+            return closed_error(1006, self._abort_reason)
+        return protocol_closed_error(self._protocol)
 
     def _sync(self) -> None:
         """After a protocol call: queue its output; notice the closing and the end."""

@@ -201,17 +201,32 @@ class MessageTooBig(ProtocolError):
 class ConnectionClosed(WebSocketError):
     """The connection is closed (or closing) and the operation cannot proceed.
 
+    Always raised as one of its two subclasses, :class:`ConnectionClosedOK` or
+    :class:`ConnectionClosedError`, built by :func:`closed_error` (the one place that picks).
+
     Attributes:
         code: The close code that ended the connection: the one received from the peer, 1005 when
             its close frame carried none, 1006 when the connection ended without a close frame.
+            While the closing handshake is still under way (:attr:`closing`), the code the side
+            that started it sent.
         reason: The close reason that came with :attr:`code` (may be empty).
         initiated_by: ``"local"``, ``"remote"`` or ``None`` when no close handshake was started.
+        closing: True when the connection is not closed yet but closing: a send after
+            ``initiate_close()`` is refused with the code we closed with, not 1006.
     """
 
-    def __init__(self, code: int, reason: str = "", initiated_by: str | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str = "",
+        initiated_by: str | None = None,
+        *,
+        closing: bool = False,
+    ) -> None:
         self.code = code
         self.reason = reason
         self.initiated_by = initiated_by
+        self.closing = closing
         super().__init__(code, reason, initiated_by)
 
     @property
@@ -220,8 +235,11 @@ class ConnectionClosed(WebSocketError):
         return self.code in _NORMAL_CLOSE_CODES
 
     def __str__(self) -> str:
-        who = f", closed by the {self.initiated_by} side" if self.initiated_by else ""
         reason = f" {self.reason!r}" if self.reason else ""
+        if self.closing:
+            whose = "our" if self.initiated_by == "local" else "the peer's"
+            return f"connection closing at {whose} request: code {self.code}{reason}"
+        who = f", closed by the {self.initiated_by} side" if self.initiated_by else ""
         return f"connection closed: code {self.code}{reason}{who}"
 
 
@@ -233,10 +251,24 @@ class ConnectionClosedError(ConnectionClosed):
     """The connection ended abnormally: a protocol error, a timeout, or TCP lost (1006)."""
 
 
-def closed_error(code: int, reason: str = "", initiated_by: str | None = None) -> ConnectionClosed:
-    """The :class:`ConnectionClosed` subclass for how a connection ended (OK or error)."""
+def closed_error(
+    code: int, reason: str = "", initiated_by: str | None = None, *, closing: bool = False
+) -> ConnectionClosed:
+    """Build the :class:`ConnectionClosed` for how a connection ended (or is ending).
+
+    The one constructor every transport and the core use, so that the same event raises the
+    same class with the same text everywhere: :class:`ConnectionClosedOK` for 1000, 1001 and
+    1005, :class:`ConnectionClosedError` for anything else (1006 for an abort or a lost TCP
+    connection, a send timeout included).
+
+    Args:
+        code: The close code (see :attr:`ConnectionClosed.code`).
+        reason: The close reason.
+        initiated_by: ``"local"``, ``"remote"`` or ``None``.
+        closing: The closing handshake is still under way (see :attr:`ConnectionClosed.closing`).
+    """
     kind = ConnectionClosedOK if code in _NORMAL_CLOSE_CODES else ConnectionClosedError
-    return kind(code, reason, initiated_by)
+    return kind(code, reason, initiated_by, closing=closing)
 
 
 class InvalidState(WebSocketError, RuntimeError):

@@ -60,10 +60,14 @@ class CloseReceived:
 
 @dataclass(slots=True)
 class ProtocolFailure:
-    """The peer broke the protocol; a close frame with ``error.close_code`` has been queued.
+    """The peer broke the protocol; nothing after the violation is parsed.
 
-    The transport should log the error, send what :meth:`Protocol.data_to_send` returns, and
-    close the TCP connection (``Protocol.should_close_transport()`` is now true).
+    No close frame is queued yet, and ``Protocol.should_close_transport()`` is still false:
+    the violation waits behind the messages received before it (README, "Closing and
+    timeouts"). The transport commits it with ``Protocol.fail(error.close_code, error.reason)``
+    once the application has taken those messages, or after ``close_give_up_time``
+    (:class:`~tube.websocket.core.session.Session` decides when); the close frame is queued and
+    the TCP connection closed then.
     """
 
     error: ProtocolError

@@ -26,13 +26,14 @@ from types import TracebackType
 from typing import Any
 
 from ..core.deflate import DeflateParameters
-from ..core.errors import ConnectionClosed, ConnectionClosedError, InvalidState, ProtocolError
+from ..core.errors import ConnectionClosed, InvalidState, ProtocolError
 from ..core.errors import closed_error as make_closed_error
 from ..core.events import BinaryMessage, CloseReceived, ProtocolFailure, TextMessage
 from ..core.frames import Buffer
 from ..core.keepalive import KeepaliveAction
 from ..core.options import DEFAULTS, ConnectionOptions
 from ..core.protocol import Protocol, Role, State
+from ..core.session import protocol_closed_error
 from ..sockets import tune_socket
 from . import parking
 from .channel import Incoming, Message
@@ -392,10 +393,10 @@ class Connection:
         if self._state is _State.CLOSED and self.close_code is not None:
             return make_closed_error(self.close_code, self.close_reason, self._close_initiator)
         if self._send is not None and self._send.aborted:
-            return ConnectionClosedError(1006, self._send.abort_reason)
+            return make_closed_error(1006, self._send.abort_reason)
         if self._protocol is None:
-            return ConnectionClosedError(1006, "the connection was never opened")
-        return self._protocol.closed_error()
+            return make_closed_error(1006, "the connection was never opened")
+        return protocol_closed_error(self._protocol)
 
     def _sync_locked(self) -> SendPath:
         """After a protocol call (lock held): queue its output, follow its state; the send path."""
@@ -437,7 +438,7 @@ class Connection:
             self._state = _State.FAILED
             self.close_code = 1006
             self.status_changed.notify_all()
-        self.incoming._close(lambda: ConnectionClosedError(1006, "the opening handshake failed"))
+        self.incoming._close(lambda: make_closed_error(1006, "the opening handshake failed"))
 
     def _open(
         self,
@@ -483,7 +484,7 @@ class Connection:
                 self.close_code = 1006
                 self._timers.cancel_all()
                 io.close()
-                self.incoming._close(lambda: ConnectionClosedError(1006, "not started"))
+                self.incoming._close(lambda: make_closed_error(1006, "not started"))
                 raise
             finally:
                 self.status_changed.notify_all()

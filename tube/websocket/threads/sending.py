@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..core.errors import ConnectionClosed
+from ..core.errors import ConnectionClosed, closed_error
 from ..core.frames import Buffer
 from .io import BaseIO
 
@@ -210,7 +210,7 @@ class SendPath:
 
 
 def _aborted_error() -> ConnectionClosed:
-    return ConnectionClosed(1006, "the connection was aborted")
+    return closed_error(1006, "the connection was aborted")
 
 
 def _joined(chunks: list[Buffer]) -> Buffer | None:
