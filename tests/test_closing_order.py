@@ -145,7 +145,7 @@ def test_closing_while_a_violation_waits_sends_the_violation_code(
     # The application closes before taking the message: the reader has stopped at the
     # violation, so the close frame carries the violation's code and nothing waits for 30 s.
     with connection.status_changed:
-        assert connection.status_changed.wait_for(lambda: connection._failure is not None, 5)
+        assert connection.status_changed.wait_for(lambda: connection._session.end_deferred, 5)
     connection.close(1000, wait=False)
     close = peer.recv_data_frame()
     assert (close.opcode, close.close_code) == (0x8, 1007)

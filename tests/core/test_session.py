@@ -39,7 +39,7 @@ OPTIONS = ConnectionOptions(
 def opened(
     role: Role = Role.SERVER, options: ConnectionOptions = OPTIONS, now: float = 0.0
 ) -> tuple[Session, Protocol]:
-    session = Session(role, options)
+    session = Session(options)
     session.begin_opening()
     session.opened(options.make_protocol(role), now)
     assert session.protocol is not None
@@ -116,7 +116,7 @@ def test_send_timeout_reason_is_one_text_and_an_error() -> None:
 
 
 def test_opening_states_and_the_open_deadline() -> None:
-    session = Session(Role.SERVER, OPTIONS)
+    session = Session(OPTIONS)
     assert session.state is ConnectionState.NEW and session.next_deadline() is None
     session.begin_opening(now=5.0)
     assert session.state.name == "OPENING"
@@ -129,7 +129,7 @@ def test_opening_states_and_the_open_deadline() -> None:
 
 
 def test_an_opened_session_has_no_open_deadline_and_cannot_open_twice() -> None:
-    session = Session(Role.SERVER, OPTIONS)
+    session = Session(OPTIONS)
     session.begin_opening(now=0.0)
     protocol = OPTIONS.make_protocol(Role.SERVER)
     session.opened(protocol, 1.0)
@@ -140,7 +140,7 @@ def test_an_opened_session_has_no_open_deadline_and_cannot_open_twice() -> None:
 
 
 def test_a_failed_opening_ends_incoming_with_1006() -> None:
-    session = Session(Role.CLIENT, OPTIONS)
+    session = Session(OPTIONS)
     session.begin_opening()
     [end] = session.opening_failed()
     assert end == EndIncoming(1006, "the opening handshake failed", None)

@@ -47,7 +47,7 @@ from .events import BinaryMessage, CloseReceived, Event, ProtocolFailure, TextMe
 from .frames import Buffer
 from .keepalive import Keepalive, KeepaliveAction
 from .options import ConnectionOptions
-from .protocol import Protocol, Role, State
+from .protocol import Protocol, State
 
 __all__ = [
     "Abort",
@@ -201,7 +201,6 @@ class Session:
     """The life cycle of one connection (see the module docstring).
 
     Args:
-        role: Which end this is.
         options: The connection's options (timeouts, ``ping_interval``, ...).
         peer: Names the peer for log lines (called only when logging).
 
@@ -232,19 +231,16 @@ class Session:
         "keepalive",
         "options",
         "protocol",
-        "role",
         "state",
         "tcp_closed",
     )
 
     def __init__(
         self,
-        role: Role,
         options: ConnectionOptions,
         *,
         peer: Callable[[], str] = lambda: "(unknown peer)",
     ) -> None:
-        self.role = role
         self.options = options
         self._peer = peer
         self.state = ConnectionState.NEW
@@ -265,7 +261,7 @@ class Session:
         self._deferred_at: float | None = None
 
     def __repr__(self) -> str:
-        return f"<Session {self.role.value} {self.state.name.lower()}>"
+        return f"<Session {self.state.name.lower()}>"
 
     # ------------------------------------------------------------------ derived fields
 

@@ -2,13 +2,13 @@
 
 One class, in sections, with its parts composed in, each owning one concern and its state:
 :class:`~.sending.SendPath` (bytes to write, write lock, ``send_timeout``, I/O),
-:class:`~.close_timers.CloseTimers` (keepalive, close retry, give-up, failure bound),
 :class:`~.reader.Reader` (who reads the socket, parking, the teardown) and
-:class:`~.channel.Incoming` (the bounded channel of received messages). The connection holds
-the life cycle (one :class:`_State`) and the sans-I/O
-:class:`~tube.websocket.core.protocol.Protocol`, and decides the order of events at the end
-(README, "Closing and timeouts"): ``incoming`` ends as soon as no message can arrive any more,
-and a peer's violation never overtakes the messages before it.
+:class:`~.channel.Incoming` (the bounded channel of received messages). The life cycle (the
+state, the order of events at the end, every deadline, the exceptions) is the core's sans-I/O
+:class:`~tube.websocket.core.session.Session`: the connection feeds it what happened, with the
+time, and carries out the actions it returns (:meth:`Connection._apply_locked`), with one timer
+on the shared timer thread armed at the session's next deadline. A read whose events are all
+messages goes from the protocol to :attr:`Connection.incoming` without the session.
 
 Build one with :func:`~tube.websocket.create_connection` (the seed's create-then-upgrade life
 cycle) or, in transports and tests, attached at once with :func:`open_connection`.
@@ -17,56 +17,52 @@ cycle) or, in transports and tests, attached at once with :func:`open_connection
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 from ..core.deflate import DeflateParameters
-from ..core.errors import ConnectionClosed, InvalidState, ProtocolError
-from ..core.errors import closed_error as make_closed_error
-from ..core.events import BinaryMessage, CloseReceived, ProtocolFailure, TextMessage
+from ..core.errors import ConnectionClosed, InvalidState
+from ..core.events import BinaryMessage, TextMessage
 from ..core.frames import Buffer
-from ..core.keepalive import KeepaliveAction
 from ..core.options import DEFAULTS, ConnectionOptions
-from ..core.protocol import Protocol, Role, State
-from ..core.session import protocol_closed_error
+from ..core.protocol import Protocol, Role
+from ..core.session import (
+    Abort,
+    Action,
+    CloseTransport,
+    ConnectionState,
+    DeferEnd,
+    EndIncoming,
+    Session,
+    Write,
+)
 from ..sockets import tune_socket
 from . import parking
 from .channel import Incoming, Message
-from .close_timers import CloseTimers
 from .io import make_io
 from .lean import Condition
 from .reader import Reader
 from .sending import SendPath
+from .timers import Timer, call_at
 
 __all__ = ["Connection", "open_connection"]
 
 logger = logging.getLogger("tube.websocket")
 
 
-class _State(enum.IntEnum):
-    """The life cycle of a connection; the seed's fields are derived from it."""
-
-    NEW = 0  # created, not attached to a socket yet
-    OPENING = 1  # an opening handshake is using it
-    OPEN = 2  # attached; no close frame sent or received
-    CLOSING = 3  # the closing handshake started (a close frame sent or received)
-    CLOSED = 4  # no message can arrive any more: incoming ends, close_code is final
-    FAILED = 5  # the opening handshake failed: it will never be attached
-
-
-# On CPython 3.11 an enum member looked up through its class costs about 75 ns (a plain class
-# attribute about 18): the per-read paths compare with these names instead.
-_OPEN = _State.OPEN
-_PROTOCOL_CLOSED = State.CLOSED
+# The names of the life cycle's states compared on busy paths (see core/session.py on why).
+_OPENING = ConnectionState.OPENING
+_OPEN = ConnectionState.OPEN
+_CLOSED = ConnectionState.CLOSED
 
 _MESSAGE_EVENTS = (BinaryMessage, TextMessage)
 
-_NEVER_ATTACHED = frozenset({_State.NEW, _State.OPENING, _State.FAILED})
+_NEVER_ATTACHED = frozenset({ConnectionState.NEW, _OPENING, ConnectionState.FAILED})
 
 
 class Connection:
@@ -116,16 +112,12 @@ class Connection:
     """
 
     __slots__ = (
-        "_close_initiator",
-        "_failure",
         "_protocol",
         "_reader",
         "_send",
-        "_state",
-        "_tcp_closed",
-        "_timers",
-        "close_code",
-        "close_reason",
+        "_session",
+        "_timer",
+        "_timer_at",
         "conn",
         "incoming",
         "lock",
@@ -145,20 +137,18 @@ class Connection:
         self.incoming = Incoming(options.incoming_size, options.incoming_bytes)
         self.conn: socket.socket | None = None
         self.subprotocol: str | None = None
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._state = _State.NEW
-        self._tcp_closed = False
+        # The life cycle: state, the end, every deadline (the core's; called under `lock`).
+        self._session = Session(options, peer=self._peer)
+        # Its protocol once open (the same object as the session's), for the data paths.
         self._protocol: Protocol | None = None
         self._send: SendPath | None = None
-        self._timers = CloseTimers(self, options)
         self._reader: Reader | None = None
-        self._close_initiator: str | None = None
-        # A peer's violation waiting for the application to take the messages before it.
-        self._failure: ProtocolError | None = None
+        # The one timer on the shared timer thread, armed at the session's next deadline.
+        self._timer: Timer | None = None
+        self._timer_at: float | None = None
 
     def __repr__(self) -> str:
-        return f"<Connection {self._state.name.lower()}>"
+        return f"<Connection {self._session.state.name.lower()}>"
 
     # ------------------------------------------------------------------ the seed's fields
 
@@ -170,12 +160,23 @@ class Connection:
         the connection failed, or TCP ended), at the same moment :attr:`incoming` ends.
         :func:`~tube.websocket.is_connected` is stricter: connected *and* not closing.
         """
-        return self._state is _State.OPEN or self._state is _State.CLOSING
+        return self._session.connected
 
     @property
     def closing(self) -> bool:
         """True from the moment a close frame is sent or received, or the connection fails."""
-        return self._state >= _State.CLOSING
+        return self._session.closing
+
+    @property
+    def close_code(self) -> int | None:
+        """Once the connection is closed (:attr:`connected` False after being True), the code
+        that ended it (see the class's attributes); ``None`` before."""
+        return self._session.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that came with :attr:`close_code` (``""`` if none)."""
+        return self._session.close_reason
 
     @property
     def close_retry_time(self) -> float | None:
@@ -242,13 +243,13 @@ class Connection:
         else:
             raise TypeError(f"send_binary takes bytes-like data, got {type(data).__name__}")
 
-    def send_many(self, messages: Iterable[str | Buffer]) -> None:
+    def send_many(self, messages: Iterable[str | Buffer], *, compress: bool | None = None) -> None:
         """Send several messages in order, written with as few system calls as possible.
 
         Meant for relays, broadcasts and echoes that answer a batch taken with
         :meth:`Incoming.get_many`. All or nothing: every message is checked before any is
         queued, so an invalid one raises with nothing sent; other threads' messages never land
-        between them.
+        between them. ``compress`` as for :meth:`send`, for every message of the batch.
 
         Raises:
             ConnectionClosed: As for :meth:`send`; messages already written stay written.
@@ -261,7 +262,7 @@ class Connection:
             if isinstance(message, str) and not message.isascii():
                 message.encode()  # raises before anything is queued, never half-way
         if batch:
-            self._send_messages(batch)
+            self._send_messages(batch, compress)
 
     def ping(self, data: Buffer = b"") -> None:
         """Send a ping with up to 125 bytes of payload (the peer answers with a pong).
@@ -272,12 +273,12 @@ class Connection:
             ConnectionClosed: The connection is not open.
         """
         with self.lock:
-            protocol = self._open_protocol_locked()
-            try:
-                protocol.send_ping(data)  # checks the type and the 125-byte limit
-            except ConnectionClosed:
-                raise self._closed_error() from None
-            send = self._sync_locked()
+            self._open_protocol_locked()
+            # Checks the type and the 125-byte limit; raises the session's ConnectionClosed.
+            after = self._apply_locked(self._session.send_ping(data, time.monotonic()))
+            send = self._send
+            assert send is not None
+        self._after(after)
         send.flush(self._closed_error)
 
     def initiate_close(self, code: int = 1000, reason: str = "") -> None:
@@ -287,21 +288,13 @@ class Connection:
             ValueError: ``code`` may not be sent or ``reason`` is too long.
         """
         with self.lock:
-            protocol = self._protocol
-            if protocol is not None and protocol.close_reply_pending:
-                # The peer closed first and waits for our answer: it is the close frame now.
-                self._commit_deferred_end()
-                return
-            if protocol is None or self._state is not _State.OPEN:
-                return  # already closing, closed, or never opened: nothing to start
-            if self._failure is not None:
-                # The peer broke the protocol and the reader has stopped: its close frame could
-                # never be read. Close with the violation's code now instead.
-                self._commit_deferred_end()
-                return
-            protocol.send_close(code, reason)
-            send = self._sync_locked()
-            self._timers.start_close_retry()
+            send = self._send
+            if send is None:
+                return  # never opened: nothing to start
+            # Answers a peer's pending close, or commits a pending violation, instead (its
+            # code); does nothing once the closing has started.
+            after = self._apply_locked(self._session.initiate_close(code, reason, time.monotonic()))
+        self._after(after)
         # Aborted meanwhile: the connection is closed, which is what the caller wanted.
         with contextlib.suppress(ConnectionClosed):
             send.flush(self._closed_error)
@@ -331,15 +324,17 @@ class Connection:
             False on timeout.
         """
         with self.status_changed:
+            session = self._session
             return self.status_changed.wait_for(
-                lambda: self._tcp_closed or self._state in _NEVER_ATTACHED, timeout
+                lambda: session.tcp_closed or session.state in _NEVER_ATTACHED, timeout
             )
 
     def wait_until_connected(self, timeout: float | None = None) -> bool:
         """Block until attached (see :func:`~tube.websocket.wait_until_connected`)."""
+        session = self._session
         with self.status_changed:
-            self.status_changed.wait_for(lambda: self._state > _State.OPENING, timeout)
-            return _State.OPEN <= self._state <= _State.CLOSED
+            self.status_changed.wait_for(lambda: session.state > _OPENING, timeout)
+            return _OPEN <= session.state <= _CLOSED
 
     def __enter__(self) -> Connection:
         return self
@@ -371,8 +366,8 @@ class Connection:
                 raise self._closed_error() from None
             send = self._send
             assert send is not None
-            # Data frames never change the connection's state (close frames do, elsewhere):
-            # no _sync_locked. Usually the frame is written here, in one system call.
+            # Data frames never change the life cycle (close frames do, through the session).
+            # Usually the frame is written here, in one system call.
             if send.write_or_queue_all(protocol.data_to_send()):
                 return
         send.flush(self._closed_error)
@@ -390,32 +385,68 @@ class Connection:
 
     def _closed_error(self) -> ConnectionClosed:
         """The exception for an operation on a connection that is closing or closed."""
-        if self._state is _State.CLOSED and self.close_code is not None:
-            return make_closed_error(self.close_code, self.close_reason, self._close_initiator)
-        if self._send is not None and self._send.aborted:
-            return make_closed_error(1006, self._send.abort_reason)
-        if self._protocol is None:
-            return make_closed_error(1006, "the connection was never opened")
-        return protocol_closed_error(self._protocol)
+        return self._session.closed_error()
 
-    def _sync_locked(self) -> SendPath:
-        """After a protocol call (lock held): queue its output, follow its state; the send path."""
-        protocol = self._protocol
+    # ------------------------------------------------------------------ the session's actions
+
+    def _apply_locked(self, actions: list[Action]) -> list[Action]:
+        """Carry out what the session asks (lock held): queue the bytes, re-arm the timer.
+
+        Returns the actions to finish once the lock is released (:meth:`_after`): ending or
+        deferring :attr:`incoming` takes the channel's lock, and an abort wakes its reader.
+        """
+        after: list[Action] = []
         send = self._send
-        assert protocol is not None and send is not None
-        chunks = protocol.data_to_send()
-        if chunks:
-            send.queue(chunks)
-        if self._state is _OPEN and (
-            protocol.close_sent is not None
-            or protocol.close_received is not None
-            or protocol.state is _PROTOCOL_CLOSED
-        ):
-            self._state = _State.CLOSING
-            # The closing handshake has started: bound how long the TCP connection may live.
-            self._timers.start_give_up()
-            self.status_changed.notify_all()
-        return send
+        for action in actions:
+            if isinstance(action, Write):
+                assert send is not None
+                send.queue(action.chunks)
+            elif not isinstance(action, CloseTransport):
+                # CloseTransport: the reader's teardown (_process's result, or a reader
+                # waiting in _await_end) closes TCP; nothing to do here.
+                after.append(action)
+        self.status_changed.notify_all()  # the state may have changed
+        self._rearm_locked()
+        return after
+
+    def _after(self, actions: list[Action]) -> None:
+        """The rest of :meth:`_apply_locked`'s work, with no lock held."""
+        for action in actions:
+            if isinstance(action, EndIncoming):
+                self.incoming._close(action.error)
+            elif isinstance(action, DeferEnd):
+                self.incoming._end_when_drained(self._commit_deferred_end)
+            elif isinstance(action, Abort):
+                send = self._send
+                if send is not None and not self._session.tcp_closed:
+                    # Wake any writer waiting for the socket; the reader sees EOF and ends.
+                    send.io.shutdown(socket.SHUT_RDWR)
+                    self._watch()  # someone must read the EOF and close the socket
+                self.incoming._release()
+
+    def _rearm_locked(self) -> None:
+        """Arm the one timer at the session's next deadline (lock held)."""
+        when = self._session.next_deadline()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = None if when is None else call_at(when, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        """The timer fired (timer thread): whatever the session decides is due. Only
+        non-blocking work: frames are queued and written as far as the socket takes them."""
+        with self.lock:
+            self._timer = self._timer_at = None
+            actions = self._session.on_deadline(
+                time.monotonic(), reading_paused=self.incoming._paused
+            )
+            after = self._apply_locked(actions)
+            send = self._send
+        if send is not None and send.pending:
+            send.try_flush()
+        self._after(after)
 
     # ------------------------------------------------------------------ opening (transports)
 
@@ -426,19 +457,15 @@ class Connection:
             InvalidState: Another handshake already uses it, or it was attached.
         """
         with self.lock:
-            if self._state is not _State.NEW:
-                raise InvalidState(f"{self!r} is already used by another handshake")
-            self._state = _State.OPENING
+            self._session.begin_opening()
 
     def _opening_failed(self) -> None:
         """Record that the opening handshake failed: waiters of the connection give up."""
         with self.lock:
-            if self._state > _State.OPENING:
+            if self._session.state > _OPENING:
                 return
-            self._state = _State.FAILED
-            self.close_code = 1006
-            self.status_changed.notify_all()
-        self.incoming._close(lambda: make_closed_error(1006, "the opening handshake failed"))
+            after = self._apply_locked(self._session.opening_failed())
+        self._after(after)
 
     def _open(
         self,
@@ -463,28 +490,28 @@ class Connection:
                 socket is then closed).
         """
         with self.lock:
-            if self._state > _State.OPENING:
+            session = self._session
+            if session.state > _OPENING:
                 raise InvalidState(f"{self!r} cannot be attached twice")
             tune_socket(sock, self.options.ping_interval, self.options.ping_timeout)
             io = make_io(sock, parking.PARK_AFTER)
-            self._send = SendPath(io, self.options.send_timeout, self.incoming._release)
-            self._protocol = protocol
+            self._send = SendPath(io, self.options.send_timeout, self._on_send_abort)
             self.conn = sock
             self.subprotocol = subprotocol
-            self._reader = Reader(self, sock, self._send, self._timers, self.incoming)
+            session.opened(protocol, time.monotonic())
+            self._protocol = protocol
+            self._reader = Reader(self, sock, self._send, session, self.incoming)
             self.incoming._source = self._reader
-            self._state = _State.OPEN
-            self._timers.start_keepalive()
+            self._rearm_locked()
             try:
                 self._reader.start(bytes(initial_data))
             except RuntimeError:
                 # Out of threads: nothing will ever read this socket, so close it now.
-                self._state = _State.CLOSED
-                self._tcp_closed = True
-                self.close_code = 1006
-                self._timers.cancel_all()
+                after = session.opening_failed("not started")
+                session.transport_closed(time.monotonic())
+                self._apply_locked(after)
                 io.close()
-                self.incoming._close(lambda: make_closed_error(1006, "not started"))
+                self._after(after)
                 raise
             finally:
                 self.status_changed.notify_all()
@@ -498,23 +525,23 @@ class Connection:
         """
         protocol = self._protocol
         assert protocol is not None
+        after: list[Action] = []
+        close_transport = False
         with self.lock:
             events = protocol.receive_data(data)
-            send = self._sync_locked()
-        # Usually every event is a message: one pass for those, the others only if there are any.
-        messages: list[Message] = [
-            event.data for event in events if isinstance(event, _MESSAGE_EVENTS)
-        ]
-        failure: ProtocolError | None = None
-        if len(messages) < len(events):
-            for event in events:
-                if isinstance(event, ProtocolFailure):
-                    failure = event.error
-                elif isinstance(event, CloseReceived) and logger.isEnabledFor(logging.DEBUG):
-                    logger.debug(
-                        "close frame from %s: %d %r", self._peer(), event.code, event.reason
-                    )
-                # Ping: the protocol queued the pong already. Pong: any byte is a sign of life.
+            # Usually every event is a message: one pass for those, and the session only when
+            # something else came (a ping, a pong, a close frame, a violation).
+            messages: list[Message] = [
+                event.data for event in events if isinstance(event, _MESSAGE_EVENTS)
+            ]
+            if len(messages) < len(events):
+                messages, actions = self._session.received(events, time.monotonic())
+                after = self._apply_locked(actions)
+                close_transport = any(
+                    isinstance(action, CloseTransport | DeferEnd) for action in actions
+                )
+            send = self._send
+            assert send is not None
         if send.pending:
             # Pongs and the close echo go out before the reader may block on a full channel.
             # If this aborts the connection, the next read sees EOF and ends it.
@@ -522,42 +549,21 @@ class Connection:
                 send.flush(self._closed_error)
         if messages:
             self.incoming._put(messages, wait)
-        if failure is not None:
-            self._defer_failure(failure)
-            return True
-        if protocol.close_reply_pending:
-            self._defer_close_reply()
-            return True
-        if protocol.state is _PROTOCOL_CLOSED:
-            self._end()
-        return protocol.should_close_transport()
+        if after:
+            # The end (or a deferred end) after the messages before it.
+            self._after(after)
+        return close_transport
 
-    def _defer_failure(self, error: ProtocolError) -> None:
-        """A peer's violation: fail once the application took the messages before it.
+    def _on_send_abort(self, reason: str) -> None:
+        """The send path aborted the connection (``send_timeout``, a failed write): record the
+        reason for the end, and release a reader blocked on a full channel.
 
-        The violation is in effect the next item of :attr:`incoming`: the application's
-        replies to the earlier messages go out before the close frame. Nobody reads any more;
-        a reader thread waits (:meth:`_await_end`) until the failure is committed, at the
-        latest after ``close_give_up_time``, then runs the TCP teardown.
+        Called under the send path's write lock, so the connection's lock is not taken here
+        (a thread holding it may be trying the write lock); recording the reason is one
+        attribute store, which no other step of the session depends on atomically.
         """
-        logger.info("WebSocket peer %s broke the protocol: %s", self._peer(), error)
-        with self.lock:
-            self._failure = error
-            self._timers.start_failure_bound()
-            self.status_changed.notify_all()  # lets tests observe the deferral
-        self.incoming._end_when_drained(self._commit_deferred_end)
-
-    def _defer_close_reply(self) -> None:
-        """The peer's close frame: answer it once the application took the messages before it.
-
-        As for a violation (:meth:`_defer_failure`), the close is in effect the next item of
-        :attr:`incoming`, so that the application's replies to the earlier messages go out
-        before our close frame (RFC 6455 §5.5.1 lets an endpoint send until it answers); at
-        the latest after ``close_reply_time``. Nothing after a close frame is read.
-        """
-        with self.lock:
-            self._timers.start_failure_bound(self.options.close_reply_time)
-        self.incoming._end_when_drained(self._commit_deferred_end)
+        self._session.aborted(reason)
+        self.incoming._release()
 
     def _closes_transport_first(self) -> bool:
         """True if this end now closes TCP first (a server, or after a failure)."""
@@ -565,26 +571,27 @@ class Connection:
         return protocol is not None and protocol.should_close_transport()
 
     def _await_end(self) -> None:
+        session = self._session
         with self.status_changed:
-            self.status_changed.wait_for(lambda: self._state >= _State.CLOSED)
+            self.status_changed.wait_for(lambda: session.state >= _CLOSED)
 
     def _receive_eof(self) -> None:
         with self.lock:
-            assert self._protocol is not None
-            self._protocol.receive_eof()
-            self._sync_locked()
+            after = self._apply_locked(self._session.eof_received(time.monotonic()))
+        self._after(after)
 
     def _may_park(self) -> bool:
-        return self._state is _State.OPEN
+        return self._session.state is _OPEN
 
     def _internal_error(self) -> None:
         """A bug in our code: close with 1011 and no detail for the peer (reading thread)."""
         try:
             with self.lock:
-                protocol = self._protocol
-                if protocol is not None and protocol.state is not State.CLOSED:
-                    protocol.fail(1011, "")
-                    self._sync_locked().try_flush()
+                after = self._apply_locked(self._session.fail(1011, "", time.monotonic()))
+                send = self._send
+            if send is not None:
+                send.try_flush()
+            self._after(after)
         except Exception:
             logger.exception("error while closing after an internal error")
 
@@ -592,115 +599,30 @@ class Connection:
 
     def _commit_deferred_end(self) -> None:
         """Send the close frame of a peer's deferred violation, or the answer to the peer's
-        close frame (a consumer that reached it, ``initiate_close``, or the timer thread)."""
+        close frame (a consumer that reached it, or ``initiate_close``)."""
         with self.lock:
-            error = self._failure
-            protocol = self._protocol
-            assert protocol is not None
-            if error is not None:
-                self._failure = None
-                protocol.fail(error.close_code, error.reason)
-            elif protocol.close_reply_pending:
-                protocol.reply_close()
-            else:
-                return
-            self._sync_locked().try_flush()
-        self._end()
-
-    def _end(self) -> None:
-        """No message can arrive any more: record how it ended and end :attr:`incoming`."""
-        with self.lock:
-            if self._state >= _State.CLOSED:
-                return
-            protocol = self._protocol
+            after = self._apply_locked(self._session.end_reached(time.monotonic()))
             send = self._send
-            assert protocol is not None and send is not None
-            code = protocol.close_code
-            reason = protocol.close_reason
-            if code == 1006 and send.aborted:
-                reason = send.abort_reason
-            initiator = protocol.close_initiator
-            self.close_code = code
-            self.close_reason = reason
-            self._close_initiator = initiator
-            self._state = _State.CLOSED
-            self._failure = None
-            self._timers.stop_open_timers()
-            if not self._tcp_closed:
-                self._timers.start_give_up()  # bounds the TCP teardown that follows
-            self.status_changed.notify_all()
-        self.incoming._close(lambda: make_closed_error(code, reason, initiator))
-        logger.debug("WebSocket connection closed: code %d %r", code, reason)
+        if send is not None and send.pending:
+            send.try_flush()
+        self._after(after)
 
     def _finish(self) -> None:
         """The TCP connection is over (the reading thread, at the end): close the socket."""
         send = self._send
-        protocol = self._protocol
-        assert send is not None and protocol is not None
+        assert send is not None
+        # First the end of the WebSocket (if it has not come: TCP ended without a close frame),
+        # so that incoming has ended before wait_closed() can return.
+        self._receive_eof()
         with self.lock:
-            if protocol.state is not State.CLOSED:
-                protocol.receive_eof()
-        self._end()
-        with self.lock:
-            self._tcp_closed = True
-            self._timers.cancel_all()
+            self._apply_locked(self._session.transport_closed(time.monotonic()))
             # Wake any writer waiting for the socket to become writable: it fails at once.
             send.io.shutdown(socket.SHUT_RDWR)
-            self.status_changed.notify_all()
         send.close_socket()
-
-    # ------------------------------------------------------------------ timer callbacks
-
-    def _on_keepalive(self, action: KeepaliveAction) -> bool:
-        protocol = self._protocol
-        send = self._send
-        if self._state is not _State.OPEN or self._failure is not None or protocol is None:
-            return False
-        assert send is not None
-        if action is KeepaliveAction.PING:
-            protocol.send_ping(b"")
-            self._sync_locked().try_flush()
-            return True
-        logger.info(
-            "WebSocket peer %s did not answer a ping within %s s; closing with 1011",
-            self._peer(),
-            self.options.ping_timeout,
-        )
-        protocol.fail(1011, "keepalive ping timeout")
-        self._sync_locked().try_flush()
-        self._end()
-        send.io.shutdown(socket.SHUT_RDWR)
-        self._watch()  # someone must read the EOF and close the socket
-        return False
-
-    def _on_close_retry(self) -> None:
-        with self.lock:
-            protocol = self._protocol
-            if self._state is not _State.CLOSING or protocol is None:
-                return
-            if protocol.close_received is None:
-                protocol.resend_close()
-                self._sync_locked().try_flush()
-
-    def _on_give_up(self) -> None:
-        with self.lock:
-            if self._tcp_closed or self._send is None:
-                return
-            logger.info(
-                "closing the TCP connection to %s: the close did not finish within %s s",
-                self._peer(),
-                self.options.close_give_up_time,
-            )
-            self._send.io.shutdown(socket.SHUT_RDWR)
-            self._watch()
-        self.incoming._release()
 
     def _watch(self) -> None:
         if self._reader is not None:
             self._reader.watch()
-
-    def _reading_paused(self) -> bool:
-        return self.incoming._paused
 
     # ------------------------------------------------------------------ introspection
 

@@ -33,9 +33,9 @@ from typing import Protocol as Interface
 
 from ..core.errors import ConnectionClosed
 from ..core.frames import Buffer
+from ..core.session import Session
 from . import parking
 from .channel import Incoming
-from .close_timers import CloseTimers
 from .sending import SendPath
 
 __all__ = ["Reader", "ReaderOwner", "Turn"]
@@ -108,7 +108,7 @@ class Reader:
         owner: The connection.
         sock: Its socket (registered with the parking watcher while idle).
         send: Its send path (for the I/O object and the last flush before the teardown).
-        timers: Its timers (every read records a sign of life in ``timers.keepalive``).
+        session: Its life cycle (every read records a sign of life in ``session.keepalive``).
         incoming: Its channel (consumers waiting there are woken when the turn is theirs).
 
     Attributes:
@@ -125,8 +125,8 @@ class Reader:
         "_incoming",
         "_owner",
         "_send",
+        "_session",
         "_sock",
-        "_timers",
         "consumer_waiting",
         "thread",
         "turn",
@@ -137,13 +137,13 @@ class Reader:
         owner: ReaderOwner,
         sock: socket.socket,
         send: SendPath,
-        timers: CloseTimers,
+        session: Session,
         incoming: Incoming,
     ) -> None:
         self._owner = owner
         self._sock = sock
         self._send = send
-        self._timers = timers
+        self._session = session
         self._incoming = incoming
         self.thread: threading.Thread | None = None
         self.turn = Turn.AWAY
@@ -290,7 +290,7 @@ class Reader:
 
     def _deliver(self, buffer: bytearray, received: int, wait: bool) -> bool:
         """Hand one read to the connection, a sign of life; True once TCP should be closed."""
-        keepalive = self._timers.keepalive
+        keepalive = self._session.keepalive
         if keepalive is not None:
             keepalive.last_received = time.monotonic()
         return self._owner._process(memoryview(buffer)[:received], wait)

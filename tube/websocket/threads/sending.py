@@ -9,8 +9,10 @@ the connection's lock, and list appends and pops are atomic.
 
 ``send_timeout`` bounds the time *without progress*, not the whole send: a slow reader that
 keeps taking bytes is never aborted, a peer that stops reading is aborted ``send_timeout``
-after the last byte it took (issue 8 §6: Linux reports a TCP socket writable only once a third
-of its send buffer is free, so waiting for writability alone would abort slow readers).
+after the last byte it took (Linux reports a TCP socket writable only once a third of its send
+buffer is free, so waiting for writability alone would abort slow readers). The rule and the
+abort's reason are the core's :class:`~tube.websocket.core.session.SendWatch`; it lives here,
+under the write lock, because the blocked writer is the one thread that waits on the socket.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 
 from ..core.errors import ConnectionClosed, closed_error
 from ..core.frames import Buffer
+from ..core.session import SendWatch
 from .io import BaseIO
 
 __all__ = ["SendPath"]
@@ -44,21 +47,22 @@ class SendPath:
         io: The socket I/O.
         send_timeout: Seconds without progress after which a blocked send aborts the
             connection; ``None`` waits for ever.
-        on_abort: Called once (with no lock held) when the connection is aborted here, so that
-            the connection can release a reader blocked on a full incoming channel.
+        on_abort: Called once with the reason (the write lock held, never the connection's
+            lock) when the connection is aborted here: the connection records the reason and
+            releases a reader blocked on a full incoming channel.
 
     Concurrency: :meth:`queue` is called with the connection's lock held; :meth:`flush` from
     any sending thread; :meth:`try_flush` from the timer thread; :meth:`close_socket` from the
     reader thread once it is done.
     """
 
-    __slots__ = ("_on_abort", "_out", "_write_lock", "abort_reason", "aborted", "io", "timeout")
+    __slots__ = ("_on_abort", "_out", "_watch", "_write_lock", "abort_reason", "aborted", "io")
 
     def __init__(
-        self, io: BaseIO, send_timeout: float | None, on_abort: Callable[[], None]
+        self, io: BaseIO, send_timeout: float | None, on_abort: Callable[[str], None]
     ) -> None:
         self.io = io
-        self.timeout = send_timeout
+        self._watch = SendWatch(send_timeout)
         self._on_abort = on_abort
         # Buffers to write, in protocol order. A list, not a deque: it holds one or two items
         # and costs 56 bytes empty.
@@ -153,8 +157,8 @@ class SendPath:
         """Write queued buffers (write lock held); False if stopped because it would block."""
         out = self._out
         io = self.io
-        timeout = self.timeout
-        deadline = None
+        watch = self._watch
+        watch.progressed()  # a new write: time without progress counts from its first block
         while out:
             if self.aborted:
                 out.clear()
@@ -171,18 +175,14 @@ class SendPath:
                     del out[0]
                 else:
                     out[0] = view[sent:]
-                deadline = None  # progress: the send_timeout starts again
+                watch.progressed()  # progress: the send_timeout starts again
                 continue
             if not block:
                 return False
             now = time.monotonic()
-            if deadline is None and timeout is not None:
-                deadline = now + timeout
-            if deadline is not None and now >= deadline:
-                self._abort_write_locked(
-                    f"send timed out: no byte could be written for {timeout} s "
-                    "(the peer is not reading)"
-                )
+            deadline = watch.blocked(now)
+            if watch.expired(now):
+                self._abort_write_locked(watch.reason)
                 raise closed_error()
             probe = now + _PROGRESS_PROBE
             io.wait_writable(probe if deadline is None else min(probe, deadline))
@@ -197,10 +197,10 @@ class SendPath:
             self.aborted = True
             self.abort_reason = reason
             logger.info("aborting WebSocket connection: %s", reason)
+            # Before the shutdown, which wakes the reader: the end it records must say why.
+            self._on_abort(reason)
         self._out.clear()
         self.io.shutdown(socket.SHUT_RDWR)
-        if first:
-            self._on_abort()
 
     def close_socket(self) -> None:
         """Close the socket, once no writer uses its file descriptor (reader thread, at the end)."""

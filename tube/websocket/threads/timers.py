@@ -1,4 +1,4 @@
-"""One shared timer thread for every connection's keepalive, close retry and close give-up.
+"""One shared timer thread for every connection's deadlines (keepalive, close retry, give-up...).
 
 A thread per timer would cost a thread stack per connection and per pending close; instead a
 single daemon thread sleeps until the earliest deadline of a heap. The thread starts on the
@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Timer", "call_later"]
+__all__ = ["Timer", "call_at", "call_later"]
 
 logger = logging.getLogger("tube.websocket")
 
@@ -143,3 +143,11 @@ def call_later(delay: float, callback: Callable[[], object]) -> Timer:
         The :class:`Timer`, to cancel it.
     """
     return _scheduler.call_at(time.monotonic() + delay, callback)
+
+
+def call_at(when: float, callback: Callable[[], object]) -> Timer:
+    """Call ``callback()`` on the shared timer thread at ``when`` (``time.monotonic()``).
+
+    A connection arms its one timer here, at its session's next deadline.
+    """
+    return _scheduler.call_at(when, callback)
