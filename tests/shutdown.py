@@ -104,8 +104,11 @@ def port_from_log(process: subprocess.Popen[bytes], log: Path, pattern: bytes) -
         time.sleep(0.05)
 
 
-def open_client(process: subprocess.Popen[bytes], log: Path, url: str) -> Connection:
-    """Connect (retrying, bounded, until the server answers) and check one echo."""
+def open_client(
+    process: subprocess.Popen[bytes], log: Path, url: str, greeting: bytes | None = None
+) -> Connection:
+    """Connect (retrying, bounded, until the server answers) and check one echo (or, for a
+    server that greets instead of echoing, its ``greeting``)."""
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
@@ -116,6 +119,9 @@ def open_client(process: subprocess.Popen[bytes], log: Path, url: str) -> Connec
                 raise AssertionError(f"no WebSocket: {log.read_text(errors='replace')}") from None
             # Polling the port until the server accepts, bounded by START_TIMEOUT.
             time.sleep(0.05)
+    if greeting is not None:
+        assert connection.incoming.get(timeout=TIMEOUT) == greeting
+        return connection
     connection.send("before the signal")
     assert connection.incoming.get(timeout=TIMEOUT) == "before the signal"
     return connection

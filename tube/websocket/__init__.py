@@ -32,6 +32,7 @@ from .core.http import Request, Response
 from .core.options import ConnectionOptions
 from .integrations.http_server import WebSocketRequestHandler
 from .integrations.server import Server, serve
+from .integrations.shutdown import close_websockets, stop_on_signals
 from .integrations.upgrade import upgrade_connection
 from .integrations.wsgi import WebSocketResponse
 from .threads.channel import Incoming
@@ -72,6 +73,7 @@ __all__ = [
     "WebSocketError",
     "WebSocketRequestHandler",
     "WebSocketResponse",
+    "close_websockets",
     "connect",
     "create_connection",
     "initiate_close",
@@ -81,6 +83,7 @@ __all__ = [
     "send_blob_data",
     "send_text",
     "serve",
+    "stop_on_signals",
     "upgrade_connection",
     "wait_until_connected",
 ]

@@ -36,6 +36,7 @@ import flask
 from ..core.errors import ConnectionClosed, HandshakeError
 from ..core.options import ConnectionOptions
 from ..threads.connection import Connection
+from . import shutdown
 from .wsgi import upgrade_connection
 
 __all__ = ["Sock", "WebSocketView"]
@@ -67,8 +68,16 @@ class Sock:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
-        """Bind to ``app`` and register the routes declared so far."""
+        """Bind to ``app`` and register the routes declared so far.
+
+        In the main thread, when SIGTERM still has its default action (which kills the process
+        without running any Python code: werkzeug's server, ``flask run``, has no handler of
+        its own), it is made to exit as ``sys.exit(0)`` does, so that the WebSockets are closed
+        with 1001 on the way out, as at Ctrl-C. gunicorn's workers have their own handler,
+        which is left alone.
+        """
         self.app = app
+        shutdown.exit_on_sigterm()
         for rule, endpoint, route_options in self._pending:
             app.route(rule, **route_options)(endpoint)
         self._pending.clear()

@@ -52,6 +52,7 @@ from ..core.http import MAX_HEADERS, MAX_LINE_SIZE, Request, _is_token, _show
 from ..core.protocol import Role
 from ..threads.connection import Connection
 from ..threads.timers import Timer, call_later
+from . import shutdown
 
 __all__ = ["WebSocketRequestHandler", "upgrade_connection"]
 
@@ -122,6 +123,8 @@ def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) 
     # closes it as usual); socketserver looks only after the handler has returned.
     if hijacked is not None:
         hijacked.add(sock)
+    # Known to the process, so that a stopping server closes it with 1001 (shutdown.py).
+    shutdown.register(connection, "http.server")
 
 
 # A line break followed by a space or tab inside a header value: obsolete line folding.

@@ -38,6 +38,11 @@ Servers:
   impossible; :func:`upgrade_connection` logs an error and raises :class:`HandshakeError`
   with status 500, which the application returns like any refusal.
 
+Stopping: every upgraded connection is known to the process until it ends
+(:mod:`~tube.websocket.integrations.shutdown`), so that a stopping server closes it with 1001
+instead of dropping it (werkzeug, at exit) or waiting for it until it is killed (gunicorn: as
+soon as the worker stops, within its graceful timeout).
+
 Limits on the request head are those of the server (gunicorn: 4094-byte request line, 100
 header fields of 8190 bytes; werkzeug: those of ``http.server``); the handshake rules (method,
 version, ``Host``, ``Upgrade``, ``Connection``, key, version, origin, no body) are the core's.
@@ -59,6 +64,7 @@ from ..core.errors import HandshakeError
 from ..core.http import Headers, Request
 from ..core.protocol import Role
 from ..threads.connection import Connection
+from . import shutdown
 
 __all__ = ["StartResponse", "WebSocketResponse", "request_from_environ", "upgrade_connection"]
 
@@ -149,6 +155,9 @@ def upgrade_connection(
     # If no reader thread can be started, _open closes `ours` and raises; the server closes
     # its own descriptor as usual.
     connection._open(ours, protocol, initial_data=initial_data, subprotocol=subprotocol)
+    # Known to the process, so that a stopping server closes it with 1001 (shutdown.py): at
+    # exit under werkzeug, as soon as the worker stops under gunicorn.
+    shutdown.register(connection, server)
     # werkzeug's debugger (flask run --debug) reports any exception from the response as an
     # application error, with a traceback: there the response ends empty instead, and the
     # server's attempt to write a status line meets the shut-down socket (a dropped client).
@@ -213,6 +222,7 @@ class WebSocketResponse:
                 logger.exception("error while closing a WebSocket after its application")
             if not connection.wait_closed(connection.options.close_give_up_time + _END_MARGIN):
                 logger.warning("a WebSocket connection did not end in time; cutting it")
+            shutdown.unregister(connection)
             if self._server_socket is not None:
                 # RFC 6455 §7.1.1 ends with TCP closed: whatever the server or a middleware
                 # writes now fails (EPIPE) instead of reaching the client after our close frame.
