@@ -1,6 +1,6 @@
 """Counts per module of a mutmut run, as a Markdown table (used by scripts/mutation).
 
-    mutation_summary.py MUTANTS_REV TESTS_REV   the table
+    mutation_summary.py MUTANTS_REV TESTS_REV [ADDED...]   the table
     mutation_summary.py --names STATUS...        the mutants with these verdicts, one a line
 
 Run in the directory where mutmut ran (it reads mutants/**/*.py.meta, mutmut's own record of
@@ -43,6 +43,7 @@ def main() -> None:
                     say(name)
         return
     mutants_rev, tests_rev = [*sys.argv[1:], "?", "?"][:2]
+    added = sys.argv[3:]
     rows: list[tuple[str, Counter[str]]] = []
     for module, by_name in verdicts().items():
         counts: Counter[str] = Counter()
@@ -50,7 +51,10 @@ def main() -> None:
             counts[status if status in COLUMNS else "other"] += 1
         rows.append((module, counts))
     total: Counter[str] = Counter()
-    say(f"Mutated modules at commit {mutants_rev}, tests at commit {tests_rev}\n")
+    say(f"Mutants and test suite of commit {mutants_rev}")
+    if added:
+        say(f"plus the tests added at commit {tests_rev}: {', '.join(added)}")
+    say("")
     say("| module | mutants | " + " | ".join(COLUMNS) + " | score |")
     say("|---|---:|" + "---:|" * len(COLUMNS) + "---:|")
     for module, counts in [*rows, ("**total**", total)]:
