@@ -631,6 +631,29 @@ def test_an_application_that_returns_a_value(implementation: str, tmp_path: Path
     assert "ASGI callable should return None, but returned" in server.output()
 
 
+def test_the_log_lines_of_an_accepted_websocket(server: Server) -> None:
+    """uvicorn's log shows the lines uvicorn's own classes print for a WebSocket (issue 23):
+    '"WebSocket /path" [accepted]' with each, 'connection open' with the websockets classes and
+    Tube's (which also says 'connection closed', as the legacy websockets class does)."""
+    path = f"/echo?log={uuid.uuid4().hex}"
+
+    async def main() -> None:
+        async with aio.connect(server.url(path)) as connection:
+            await connection.send("logged")
+            assert await connection.incoming.get(timeout=TIMEOUT) == "logged"
+
+    run(main)
+    accepted = f'"WebSocket {path}" [accepted]'
+    deadline = time.monotonic() + TIMEOUT
+    while accepted not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling uvicorn's log for the line, bounded by TIMEOUT
+    lines = server.output().splitlines()
+    (line,) = [number for number, text in enumerate(lines) if accepted in text]
+    assert lines[line].startswith("INFO:")
+    if server.implementation != "wsproto":  # uvicorn's wsproto class says no more
+        assert "INFO:     connection open" in lines[line + 1 :], lines[line:]
+
+
 # ---------------------------------------------------------------------- shutdown, packaging
 
 

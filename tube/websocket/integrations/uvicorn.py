@@ -85,7 +85,10 @@ from ..core.protocol import Role
 
 __all__ = ["UvicornProtocol"]
 
-logger = logging.getLogger("tube.websocket.asgi")
+# uvicorn's own WebSocket classes log their lines ('"WebSocket /path" [accepted]', "connection
+# open", application errors) to "uvicorn.error", which uvicorn's logging configuration shows
+# (with --log-level, --log-config): so does this class, in the same words.
+logger = logging.getLogger("uvicorn.error")
 
 Message = MutableMapping[str, Any]
 """An ASGI event (a ``dict`` with a ``type``)."""
@@ -486,12 +489,17 @@ class UvicornProtocol(asyncio.Protocol):
         transport.set_protocol(connection)
         connection._adopt(transport, request, subprotocol, self._negotiated.deflate, self._early)
         # uvicorn's shutdown waits for `connections` to empty: leave once TCP is closed.
-        connection._closed.add_done_callback(lambda _: self.connections.discard(self))
+        connection._closed.add_done_callback(self._connection_closed)
+        logger.info("connection open")
         self.connection = connection
         self._state = _State.ACCEPTED
         self._request = self._response = self._negotiated = None
         self._early = b""
         self._settle()
+
+    def _connection_closed(self, _: object) -> None:
+        self.connections.discard(self)
+        logger.info("connection closed")
 
     def _finish_denial(self) -> None:
         """The denial response's body is complete: write it and close."""
