@@ -186,7 +186,7 @@ def test_a_violation_waits_behind_the_messages_before_it() -> None:
     data = b"".join(bytes(c) for c in peer.data_to_send()) + b"\xff\x80\0\0\0\0"
     assert session.protocol is not None
     messages, actions = session.received(session.protocol.receive_data(data), 10.0)
-    assert messages == ["one", "two"] and actions == [DeferEnd()]
+    assert messages == ["one", "two"] and actions == [DeferEnd(stop_reading=True)]
     assert session.state is ConnectionState.OPEN and session.end_deferred
     assert session.next_deadline() == 14.0  # close_give_up_time after the violation
     session.protocol.send_text("reply")  # replies still go out first
@@ -223,7 +223,7 @@ def test_a_peers_close_is_answered_when_reached_or_after_close_reply_time() -> N
     peer.send_text("last")
     peer.send_close(1001, "going")
     messages, actions = feed(session, peer, 0.0)
-    assert messages == ["last"] and actions == [DeferEnd()]
+    assert messages == ["last"] and actions == [DeferEnd(stop_reading=False)]
     assert session.state is ConnectionState.CLOSING and session.closing
     assert session.next_deadline() == OPTIONS.close_reply_time
     actions = session.on_deadline(OPTIONS.close_reply_time)

@@ -17,14 +17,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
 
 from ..core.errors import ConnectionClosed
 from ..core.utf8 import message_size
-from .reading import PAUSED_BY_CHANNEL
-
-if TYPE_CHECKING:
-    from .connection import Connection
+from .reading import PAUSED_BY_CHANNEL, ReadGate
 
 __all__ = ["Incoming", "Message"]
 
@@ -40,8 +36,16 @@ class Incoming:
     or was lost) and every message received before was delivered. :meth:`get` returns the next
     message and raises :class:`~tube.websocket.ConnectionClosed` at the end.
 
+    Args:
+        loop: The connection's event loop.
+        reading: The connection's read gate: reading pauses while the channel is over a
+            high-water mark.
+        max_messages: ``incoming_size``.
+        max_bytes: ``incoming_bytes``.
+
     Attributes:
         ended: True once no message can arrive any more (some may still wait to be taken).
+        closed: The same (the threaded channel's name).
 
     Concurrency: asyncio only, on the connection's event loop. Several tasks may wait at once;
     each message goes to exactly one of them. Only the connection puts messages in.
@@ -49,21 +53,25 @@ class Incoming:
 
     __slots__ = (
         "_at_end",
-        "_connection",
         "_error",
         "_high_bytes",
         "_high_count",
+        "_loop",
         "_low_bytes",
         "_low_count",
         "_messages",
         "_nbytes",
         "_paused",
+        "_reading",
         "_waiter",
         "ended",
     )
 
-    def __init__(self, connection: Connection, max_messages: int, max_bytes: int) -> None:
-        self._connection = connection
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, reading: ReadGate, max_messages: int, max_bytes: int
+    ) -> None:
+        self._loop = loop
+        self._reading = reading
         self._messages: deque[Message] = deque()
         self._nbytes = 0
         # High and low water marks, as documented for the options: reading resumes at half
@@ -146,7 +154,7 @@ class Incoming:
     def _next_batch(self) -> asyncio.Future[None]:
         waiter = self._waiter
         if waiter is None:
-            waiter = self._waiter = self._connection._loop.create_future()
+            waiter = self._waiter = self._loop.create_future()
         return waiter
 
     def _check_end(self) -> None:
@@ -172,6 +180,11 @@ class Incoming:
         return await self.get()
 
     @property
+    def closed(self) -> bool:
+        """True once no message can arrive any more (:attr:`ended`; the threaded name)."""
+        return self.ended
+
+    @property
     def buffered_bytes(self) -> int:
         """The bytes of the messages waiting (UTF-8 bytes for text)."""
         return self._nbytes
@@ -192,13 +205,13 @@ class Incoming:
             len(self._messages) >= self._high_count or self._nbytes >= self._high_bytes
         ):
             self._paused = True
-            self._connection._reading.pause(PAUSED_BY_CHANNEL)
+            self._reading.pause(PAUSED_BY_CHANNEL)
 
     def _taken(self) -> None:
         # Resume reading once the application has taken the channel below both low marks.
         if len(self._messages) <= self._low_count and self._nbytes <= self._low_bytes:
             self._paused = False
-            self._connection._reading.resume(PAUSED_BY_CHANNEL)
+            self._reading.resume(PAUSED_BY_CHANNEL)
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -4,37 +4,46 @@ The transport reads straight into a receive buffer shared by every connection of
 (the core copies what it keeps, so an idle connection owns no receive buffer); each read is
 parsed whole by the sans-I/O :class:`~tube.websocket.core.protocol.Protocol`, and its messages
 enter :attr:`Connection.incoming` as one batch with one wake-up. Parts composed in, each owning
-its state: :class:`~.sending.Sender` (send path), :class:`~.timers.Timers` (every timer),
-:class:`~.channel.Incoming` (the channel), :class:`~.opening.HeadBuffer` (the opening bytes),
-:class:`~.pings.PongWaiters`.
+its state: :class:`~.sending.Sender` (send path), :class:`~.channel.Incoming` (the channel),
+:class:`~.opening.HeadBuffer` (the opening bytes), :class:`~.pings.PongWaiters`, and one
+:class:`~.timers.Alarm`.
 
-The order of the end is issue 8's, as on threads: ``incoming`` ends once the closing handshake
-is complete (or the connection failed, or the peer's close arrived and ours was sent), after
-every message received before, with ``close_code``/``close_reason``/``connected`` final; the
-TCP teardown goes on in the background, bounded by ``close_give_up_time``. A peer's violation
-is committed (its close frame queued) when the application asks for the message after the last
-good one, or ``close_give_up_time`` after it; a peer's close frame is answered the same way, at
-the latest ``close_reply_time`` after it (issue 22 §6): replies to earlier messages go out first.
+The life cycle is the core's sans-I/O :class:`~tube.websocket.core.session.Session`, as on
+threads: the state, the order of the end (README, "Closing and timeouts": ``incoming`` ends
+once no message can arrive, after every message received before, a peer's violation or close
+frame waits behind them), every deadline and the exceptions. This class feeds it what happens,
+with ``loop.time()``, carries out the actions it returns (:meth:`Connection._apply`), and keeps
+the alarm at the session's next deadline. A read whose events are all messages goes from the
+protocol to :attr:`Connection.incoming` without the session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
 
 from ..core.deflate import DeflateParameters
-from ..core.errors import ConnectionClosed, closed_error
-from ..core.events import BinaryMessage, CloseReceived, Pong, ProtocolFailure, TextMessage
+from ..core.errors import ConnectionClosed
+from ..core.events import BinaryMessage, Pong, TextMessage
 from ..core.frames import Buffer, byte_payload
 from ..core.http import Request
 from ..core.options import ConnectionOptions
 from ..core.protocol import Protocol, Role, State
-from ..core.session import protocol_closed_error
+from ..core.session import (
+    Abort,
+    Action,
+    CloseTransport,
+    ConnectionState,
+    DeferEnd,
+    EndIncoming,
+    Session,
+    SessionFields,
+    Write,
+)
 from ..sockets import tune_socket
 from .channel import Incoming, Message
 from .opening import HeadBuffer
@@ -47,15 +56,15 @@ from .reading import (
     receive_buffer,
 )
 from .sending import Sender
-from .timers import Timers
+from .timers import Alarm
 
 __all__ = ["Connection"]
 
 logger = logging.getLogger("tube.websocket.aio")
 
-# On CPython 3.11 an enum member looked up through its class costs about 75 ns (a plain class
-# attribute about 18): the per-message paths compare with this name instead.
+# The names compared on busy paths (see core/protocol.py on why).
 _CLOSED = State.CLOSED
+_ENDED = ConnectionState.CLOSED
 
 #: After a refusal (an HTTP answer instead of the 101): how long the client may go on sending,
 #: and how many bytes, before its connection is closed anyway (seconds, bytes).
@@ -63,7 +72,7 @@ REFUSAL_LINGER = 1.0
 REFUSAL_DISCARD_LIMIT = 1 << 20
 
 
-class Connection(asyncio.BufferedProtocol):
+class Connection(asyncio.BufferedProtocol, SessionFields):
     """One WebSocket connection on asyncio (server or client side).
 
     Created by :func:`~tube.websocket.aio.serve` (handed to the handler once open) or by
@@ -73,8 +82,8 @@ class Connection(asyncio.BufferedProtocol):
         options: The :class:`~tube.websocket.core.options.ConnectionOptions` (frozen).
         incoming: The bounded channel of received messages (:class:`~.channel.Incoming`).
         connected: True from the opening handshake until :attr:`incoming` ended.
-        closing: True from the moment a close frame is sent (ours or the echo of the peer's)
-            or the connection fails; stays True.
+        closing: True from the moment a close frame is sent or received, or the connection
+            fails; stays True.
         close_code: Once :attr:`incoming` ended, how the connection ended (as on threads: the
             peer's code, 1005 for none, the code we failed with, or 1006); ``None`` before.
         close_reason: The reason that came with :attr:`close_code`.
@@ -94,24 +103,22 @@ class Connection(asyncio.BufferedProtocol):
     def __init__(self, role: Role, options: ConnectionOptions) -> None:
         self.options = options
         self.role = role
-        self._loop = asyncio.get_running_loop()
-        self.incoming = Incoming(self, options.incoming_size, options.incoming_bytes)
-        self._sender = Sender(self)
-        self._timers = Timers(self)
-        self.connected = False
-        self.closing = False
-        self.close_code: int | None = None
-        self.close_reason = ""
+        loop = self._loop = asyncio.get_running_loop()
+        # The life cycle: state, the end, every deadline (the core's).
+        self._session = Session(options, peer=self._peer_name)
+        self._alarm = Alarm(loop, self._on_deadline)
+        self._reading = ReadGate()
+        self.incoming = Incoming(loop, self._reading, options.incoming_size, options.incoming_bytes)
+        self._sender = Sender(loop, options.send_timeout, self._abort, self._closed_error)
         self.subprotocol: str | None = None
         self.request: Request | None = None
         self.remote_address: Any = None
         self.transport: asyncio.Transport | None = None
         self._transport: asyncio.Transport | None = None
-        self._protocol: Protocol | None = None  # None until the opening handshake is done
-        self._close_initiator: str | None = None
-        self._abort_reason = ""
-        self._lost = False
-        self._reading = ReadGate()
+        # The session's protocol once open (None until the opening handshake is done).
+        self._protocol: Protocol | None = None
+        # After a refusal: closes TCP if the client's EOF does not come first.
+        self._linger = Alarm(loop, self._on_refusal_linger)
         # The opening handshake's bytes, until it is done.
         self._head: HeadBuffer | None = HeadBuffer(self._loop)
         self._eof = False
@@ -123,20 +130,17 @@ class Connection(asyncio.BufferedProtocol):
         self._discard_left = 0
 
     # ------------------------------------------------------------------ seed fields, options
+    # connected, closing, close_code, close_reason, close_retry_time, close_give_up_time:
+    # SessionFields', shared with the threaded connection.
 
     @property
-    def close_retry_time(self) -> float | None:
-        """Seconds after :func:`initiate_close` before the close frame is sent again."""
-        return self.options.close_retry_time
+    def _lost(self) -> bool:
+        """The TCP connection is closed (internal API: the server, the uvicorn integration)."""
+        return self._session.tcp_closed
 
     def __repr__(self) -> str:
-        state = "new" if self._protocol is None else self._protocol.state.name.lower()
+        state = self._session.state.name.lower()
         return f"<aio.Connection {self.role.value} {state} {self._peer_name()}>"
-
-    @property
-    def close_give_up_time(self) -> float:
-        """Seconds after the closing started before TCP is closed whatever happens."""
-        return self.options.close_give_up_time
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -147,12 +151,13 @@ class Connection(asyncio.BufferedProtocol):
             asyncio.Transport, transport
         )
         self.remote_address = transport.get_extra_info("peername")
-        self._sender.attach(transport)
+        self._sender.attach(self._transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:  # uvloop and asyncio both expose it; TCP_NODELAY, TCP keepalive
             tune_socket(sock, self.options.ping_interval, self.options.ping_timeout)
-        if self.role is Role.SERVER:
-            self._timers.start_open(self.options.open_timeout)
+        # A server bounds the opening handshake by open_timeout (a client by its own timeout).
+        self._session.begin_opening(self._loop.time() if self.role is Role.SERVER else None)
+        self._alarm.arm(self._session.next_deadline())
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """Where the transport reads into: the thread's shared receive buffer."""
@@ -168,44 +173,31 @@ class Connection(asyncio.BufferedProtocol):
                 if self._discard_left < 0:
                     self._abort("the refused client kept sending")
             return
-        policy = self._timers.policy
-        if policy is not None:
-            policy.last_received = self._loop.time()
+        keepalive = self._session.keepalive
+        if keepalive is not None:
+            keepalive.last_received = self._loop.time()
         self._process(self._recv[:nbytes])
 
     def eof_received(self) -> bool:
         """The peer closed its side: record it; returning False lets the transport close."""
         self._eof = True
-        protocol = self._protocol
-        if protocol is None:
+        if self._protocol is None:
             if self._head is not None:
                 self._head.end()
             return False
-        if protocol.state is not State.CLOSED:
-            logger.debug("WebSocket peer %s closed TCP without a close frame", self._peer_name())
-        protocol.receive_eof()
-        self._sync()
+        self._apply(self._session.eof_received(self._loop.time()))
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The TCP connection is closed: everything ends."""
-        self._lost = True
-        protocol = self._protocol
-        if protocol is not None and protocol.state is not State.CLOSED:
-            protocol.receive_eof()
-        if protocol is not None and not self.incoming.ended:
-            self._finish()
-        self.connected = False
-        self.closing = True
-        self._timers.cancel_all()
+        # The end if it has not come (TCP ended without a close frame, or the opening failed).
+        self._apply(self._session.transport_closed(self._loop.time()))
+        self._linger.cancel()
         self._sender.release()
         if self._head is not None:
             self._head.end()
         if not self._opened.done():
             self._opened.set_result(False)
-        if protocol is None:
-            self.close_code = 1006
-            self.incoming._end(lambda: closed_error(1006, "the opening handshake failed"))
         if not self._closed.done():
             self._closed.set_result(None)
         logger.debug("WebSocket connection to %s ended: %s", self._peer_name(), self.close_code)
@@ -245,7 +237,7 @@ class Connection(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing():
             return
         self._head = None  # from now on, what arrives is dropped
-        self._timers.stop_open()
+        self._apply(self._session.opening_failed())
         if not transport.can_write_eof():
             transport.close()
             return
@@ -255,7 +247,7 @@ class Connection(asyncio.BufferedProtocol):
             transport.abort()
             return
         self._discard_left = REFUSAL_DISCARD_LIMIT
-        self._timers.start_refusal_linger(REFUSAL_LINGER)
+        self._linger.arm(self._loop.time() + REFUSAL_LINGER)
         self._reading.resume(self._reading.reasons)
 
     def _open(
@@ -271,11 +263,11 @@ class Connection(asyncio.BufferedProtocol):
         assert self._head is not None
         rest = bytes(self._head.data[consumed:])
         self._head = None
-        self._protocol = self.options.make_protocol(self.role, deflate)
+        protocol = self.options.make_protocol(self.role, deflate)
+        self._session.opened(protocol, self._loop.time())  # open deadline off, keepalive on
+        self._protocol = protocol
         self.subprotocol = subprotocol
-        self.connected = True
-        self._timers.stop_open()
-        self._timers.start_keepalive()
+        self._alarm.arm(self._session.next_deadline())
         self._opened.set_result(True)
         self._reading.resume(PAUSED_TO_HOLD)  # by the server, once the head was complete
         if rest:
@@ -330,7 +322,7 @@ class Connection(asyncio.BufferedProtocol):
         # The commonest send, a server's small message, framed in one step (as on threads);
         # the protocol declines whatever needs the general path, which raises the errors.
         frame = None
-        if (cls is bytes or cls is str) and protocol is not None and not self._lost:
+        if (cls is bytes or cls is str) and protocol is not None and not self._session.tcp_closed:
             frame = protocol.frame_message(message)  # type: ignore[arg-type]  # bytes or str
         if frame is None:
             self._queue((message,), compress)
@@ -345,7 +337,8 @@ class Connection(asyncio.BufferedProtocol):
         """Send several messages in order, as one write when they are small.
 
         Atomic: if one message is invalid (``TypeError``, ``UnicodeEncodeError`` for a lone
-        surrogate), nothing is sent and the connection stays usable.
+        surrogate), nothing is sent and the connection stays usable. ``compress`` as for
+        :meth:`send`, for every message.
 
         Raises:
             ConnectionClosed: As for :meth:`send`.
@@ -366,11 +359,11 @@ class Connection(asyncio.BufferedProtocol):
             TimeoutError: No pong within the timeout.
         """
         payload = bytes(byte_payload(data, "ping"))
-        protocol = self._open_protocol()
-        protocol.send_ping(payload)
+        self._open_protocol()
+        actions = self._session.send_ping(payload, self._loop.time())
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._pongs.add(payload, waiter)
-        self._sync()
+        self._apply(actions)
         if timeout is None:
             timeout = self.options.ping_timeout
         async with asyncio.timeout(timeout):
@@ -402,9 +395,21 @@ class Connection(asyncio.BufferedProtocol):
                 with contextlib.suppress(ConnectionClosed):
                     await self._sender.wait_writable()
 
-    async def wait_closed(self) -> None:
-        """Wait until the TCP connection is closed (the background teardown is over)."""
-        await asyncio.shield(self._closed)
+    async def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the TCP connection is closed (the background teardown is over).
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits as long as it takes.
+
+        Returns:
+            True once it is closed; False on timeout (as on threads).
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._closed)
+        except TimeoutError:
+            return False
+        return True
 
     async def wait_until_connected(self, timeout: float | None = None) -> bool:
         """Wait until the opening handshake is done; False if it failed or on timeout."""
@@ -430,7 +435,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def _open_protocol(self) -> Protocol:
         protocol = self._protocol
-        if protocol is None or self._lost or protocol.close_sent or protocol.state is _CLOSED:
+        if (
+            protocol is None
+            or self._session.tcp_closed
+            or protocol.close_sent is not None
+            or protocol.state is _CLOSED
+        ):
             raise self._closed_error()
         return protocol
 
@@ -446,73 +456,89 @@ class Connection(asyncio.BufferedProtocol):
                     protocol.send_binary(message, compress=compress)
                     mutable = mutable or type(message) is not bytes
         except BaseException:
-            protocol.data_to_send()  # drop this batch's frames: every earlier output was synced
+            protocol.data_to_send()  # drop this batch's frames: every earlier output was queued
             raise
-        self._sync()
+        # Data frames never change the life cycle (close frames do, through the session).
+        self._sender.queue(protocol.data_to_send())
         if mutable:
             # The protocol may hold the caller's mutable buffer: the transport copies it now.
             self._sender.flush()
 
     def _closed_error(self) -> ConnectionClosed:
-        if self.close_code is not None:
-            return closed_error(self.close_code, self.close_reason, self._close_initiator)
-        if self._protocol is None:
-            return closed_error(1006, "the connection is not open")
-        if self._abort_reason:
-            return closed_error(1006, self._abort_reason)
-        return protocol_closed_error(self._protocol)
-
-    def _sync(self) -> None:
-        """After a protocol call: queue its output; notice the closing and the end."""
-        protocol = self._protocol
-        assert protocol is not None
-        chunks = protocol.data_to_send()
-        if chunks:
-            self._sender.queue(chunks)
-        if not self.closing and (protocol.close_sent is not None or protocol.state is _CLOSED):
-            self.closing = True
-            self._timers.start_give_up()
-        if protocol.state is _CLOSED and not self.incoming.ended:
-            self._finish()
+        """The exception for an operation on a connection that is closing or closed."""
+        return self._session.closed_error()
 
     def _start_close(self, code: int, reason: str) -> bool:
-        """Queue a close frame (ours) unless the closing already started; True if queued."""
+        """Start the closing handshake unless it started already; True if a close frame was
+        queued (internal API: the server, the uvicorn integration).
+
+        Answers a peer's pending close frame instead (its code), or commits a peer's pending
+        violation (its code): the session decides.
+        """
         protocol = self._protocol
-        if protocol is None or self._lost or protocol.close_sent or protocol.state is State.CLOSED:
+        session = self._session
+        if (
+            protocol is None
+            or session.tcp_closed
+            or protocol.close_sent is not None
+            or session.state >= _ENDED
+        ):
             return False
-        if protocol.close_reply_pending:
-            # The peer closed first and waits for our answer: it is the close frame now.
-            self.incoming._commit_end()
-            return True
-        protocol.send_close(code, reason)
-        self._sync()
-        self._timers.start_close_retry(self.options.close_retry_time)
+        self._apply(session.initiate_close(code, reason, self._loop.time()))
         return True
-
-    def _reply_close(self) -> None:
-        """Answer the peer's close frame (the application reached it, or the bound expired)."""
-        protocol = self._protocol
-        if protocol is not None and not self._lost and protocol.close_reply_pending:
-            protocol.reply_close()
-            self._sync()
-
-    def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection for a local reason (keepalive timeout 1011, internal error)."""
-        protocol = self._protocol
-        if protocol is None or self._lost or protocol.state is State.CLOSED:
-            return
-        protocol.fail(code, reason)
-        self._sync()
 
     def _abort(self, reason: str) -> None:
         """Close TCP at once, without a closing handshake (close code 1006 locally)."""
-        if not self._abort_reason:
-            self._abort_reason = reason
+        self._session.aborted(reason)
         if self._transport is not None:
             self._transport.abort()
 
     def _peer_name(self) -> str:
         return peer_name(self.remote_address)
+
+    # ------------------------------------------------------------------ the session's actions
+
+    def _apply(self, actions: list[Action]) -> None:
+        """Carry out what the session asks, in order; then move the alarm to its next deadline."""
+        for action in actions:
+            if isinstance(action, Write):
+                self._sender.queue(action.chunks)
+            elif isinstance(action, EndIncoming):
+                self._end(action)
+            elif isinstance(action, DeferEnd):
+                if action.stop_reading:
+                    # Nothing after the violation is parsed: stop reading until it is committed.
+                    self._reading.pause(PAUSED_TO_HOLD)
+                self.incoming._end_after(self._end_reached)
+            elif isinstance(action, CloseTransport):
+                if not self._session.tcp_closed:
+                    # RFC 6455 §7.1.1: the server closes TCP first and waits for the peer's EOF
+                    # (the give-up deadline bounds it); a client does only after a failure.
+                    self._sender.shut(half=self.role is Role.SERVER and not self._eof)
+            elif isinstance(action, Abort):
+                self._abort(action.reason)
+        self._alarm.arm(self._session.next_deadline())
+
+    def _end(self, end: EndIncoming) -> None:
+        """The WebSocket is over: end :attr:`incoming` now; TCP is torn down in the background."""
+        self.incoming._end(end.error)
+        self._pongs.fail_all(self._closed_error())
+        # Read on until the peer's EOF: nothing holds reading back any more.
+        self._reading.resume(self._reading.reasons)
+
+    def _end_reached(self) -> None:
+        """The application asked for the item after the last message: commit the peer's
+        violation, or answer its close frame."""
+        self._apply(self._session.end_reached(self._loop.time()))
+
+    def _on_deadline(self) -> None:
+        self._apply(
+            self._session.on_deadline(self._loop.time(), reading_paused=bool(self._reading.reasons))
+        )
+
+    def _on_refusal_linger(self) -> None:
+        logger.debug("closing the refused connection to %s: no EOF", self._peer_name())
+        self._abort("the refused client did not close")
 
     # ------------------------------------------------------------------ receiving internals
 
@@ -534,55 +560,11 @@ class Connection(asyncio.BufferedProtocol):
             if kind is Pong:
                 assert isinstance(event, Pong)
                 self._pongs.received(event.payload)
-            elif kind is ProtocolFailure:
-                assert isinstance(event, ProtocolFailure)
-                logger.info(
-                    "WebSocket peer %s broke the protocol: %s", self._peer_name(), event.error
-                )
-                # Nothing after the violation is parsed: stop reading until the close. It is
-                # committed when the application reaches it, or after a bound.
-                self._reading.pause(PAUSED_TO_HOLD)
-                self.incoming._end_after(
-                    functools.partial(self._fail, event.error.close_code, event.error.reason)
-                )
-                self._timers.start_violation(self.options.close_give_up_time)
-            elif kind is CloseReceived:
-                assert isinstance(event, CloseReceived)
-                if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug(
-                        "close frame from %s: %d %r", self._peer_name(), event.code, event.reason
-                    )
-                if protocol.close_reply_pending:
-                    # Answered when the application reaches it, or after a bound; the closing
-                    # has started (no more keepalive; the give-up timer bounds it all).
-                    self.incoming._end_after(self._reply_close)
-                    self._timers.start_violation(self.options.close_reply_time)
-                    self._timers.start_give_up()
-            # Ping: the protocol has queued the pong.
-        if messages:
-            self.incoming._put(messages)
         if other:
-            self._sync()
-
-    # ------------------------------------------------------------------ the end
-
-    def _finish(self) -> None:
-        """The WebSocket is over: end :attr:`incoming` now; TCP is torn down in the background."""
-        protocol = self._protocol
-        assert protocol is not None
-        code = protocol.close_code
-        reason = protocol.close_reason
-        if code == 1006 and self._abort_reason:
-            reason = self._abort_reason
-        initiator = protocol.close_initiator
-        self.close_code, self.close_reason, self._close_initiator = code, reason, initiator
-        self.connected, self.closing = False, True
-        self.incoming._end(lambda: closed_error(code, reason, initiator))
-        self._pongs.fail_all(self._closed_error())
-        self._timers.start_give_up()
-        # Read on until the peer's EOF: nothing holds reading back any more.
-        self._reading.resume(self._reading.reasons)
-        if protocol.should_close_transport() and not self._lost:
-            # RFC 6455 §7.1.1: the server closes TCP first, and waits for the peer's EOF (the
-            # give-up timer bounds it); a client does only after a failure, without waiting.
-            self._sender.shut(half=self.role is Role.SERVER and not self._eof)
+            # Not only messages (a ping, a pong, a close frame, a violation): the session.
+            messages, actions = self._session.received(events, self._loop.time())
+            if messages:
+                self.incoming._put(messages)
+            self._apply(actions)
+        elif messages:
+            self.incoming._put(messages)

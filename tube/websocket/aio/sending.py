@@ -15,12 +15,16 @@ the transport too (its ``write`` meets it again and reports it).
 
 Backpressure: the transport calls ``pause_writing()`` above its high-water mark; a sender then
 waits in :meth:`Sender.drain` until ``resume_writing()``. ``send_timeout`` means "no progress
-for this long" (issue 8 §6), and it is watched by the send path itself, not by a waiting
-sender (issue 22 §3): from ``pause_writing()`` on, a timer looks every ``send_timeout`` seconds
-at how many bytes have left the transport's buffer; when none left since the last look, the
-connection is aborted. So a peer that floods pings and reads none of the pongs is dropped as
-surely as one that stops reading an application's messages, although nobody is sending then
-(reading is paused while the write side is full, so keepalive cannot notice it either).
+for this long" (the rule and the abort's reason are the core's
+:class:`~tube.websocket.core.session.SendWatch`), and it is watched by the send path itself, not
+by a waiting sender: from ``pause_writing()`` on, a timer looks at the deadline at how many bytes
+have left the transport's buffer; when none left since the last look, the connection is
+aborted. So a peer that floods pings and reads none of the pongs is dropped as surely as one
+that stops reading an application's messages, although nobody is sending then (reading is
+paused while the write side is full, so keepalive cannot notice it either).
+
+The sender knows its connection only through what it is handed (the loop, the transport, two
+callbacks): no import of the connection, no private member of it.
 """
 
 from __future__ import annotations
@@ -29,13 +33,11 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
+from ..core.errors import ConnectionClosed
 from ..core.frames import Buffer
+from ..core.session import SendWatch
 from ..sockets import unsent_bytes
-
-if TYPE_CHECKING:
-    from .connection import Connection
 
 __all__ = ["FLUSH_AT", "Sender"]
 
@@ -56,25 +58,49 @@ _writev: Callable[[int, Sequence[Buffer]], int] | None = getattr(os, "writev", N
 class Sender:
     """The outgoing side of one connection.
 
+    Args:
+        loop: The connection's event loop.
+        send_timeout: Seconds without progress, while the transport is full, before the
+            connection is aborted; ``None`` waits for ever.
+        abort: Aborts the connection with a reason (the connection's).
+        closed_error: Builds the exception for a send on a connection that ended.
+
     Concurrency: asyncio only, on the connection's loop. Any number of tasks may send; frames
     are appended synchronously, so the frames of two messages never interleave.
     """
 
     __slots__ = (
-        "_connection",
+        "_abort",
+        "_closed_error",
         "_drain_waiters",
         "_fd",
         "_handed",
         "_last_look",
+        "_loop",
         "_paused",
         "_pending",
         "_pending_size",
+        "_released",
         "_scheduled",
+        "_send_watch",
+        "_transport",
         "_watchdog",
     )
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        send_timeout: float | None,
+        abort: Callable[[str], None],
+        closed_error: Callable[[], ConnectionClosed],
+    ) -> None:
+        self._loop = loop
+        self._abort = abort
+        self._closed_error = closed_error
+        self._send_watch = SendWatch(send_timeout)
+        self._transport: asyncio.Transport | None = None
+        # True once the connection is lost: senders stop waiting and raise.
+        self._released = False
         self._pending: list[Buffer] = []
         self._pending_size = 0
         self._scheduled = False
@@ -91,8 +117,9 @@ class Sender:
         # The socket's file descriptor for writev(), or -1 (TLS, no socket, no writev).
         self._fd = -1
 
-    def attach(self, transport: asyncio.BaseTransport) -> None:
+    def attach(self, transport: asyncio.Transport) -> None:
         """The transport is known: may large batches go straight to its socket?"""
+        self._transport = transport
         sock = transport.get_extra_info("socket")
         if (
             _writev is not None
@@ -111,7 +138,7 @@ class Sender:
             self.flush()
         elif not self._scheduled:
             self._scheduled = True
-            self._connection._loop.call_soon(self.flush)
+            self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Hand every pending buffer to the transport (also the scheduled callback)."""
@@ -119,7 +146,7 @@ class Sender:
         pending = self._pending
         if not pending:
             return
-        transport = self._connection._transport
+        transport = self._transport
         self._pending = []
         size = self._pending_size
         self._pending_size = 0
@@ -174,7 +201,7 @@ class Sender:
 
     def write_head(self, data: bytes) -> None:
         """Write an HTTP head (the opening handshake, a refusal) straight to the transport."""
-        transport = self._connection._transport
+        transport = self._transport
         if transport is not None and not transport.is_closing():
             self._handed += len(data)
             transport.write(data)
@@ -185,6 +212,7 @@ class Sender:
         self._paused = True
         if self._watchdog is None:
             self._last_look = self._look()
+            self._send_watch.progressed()
             self._watch()
 
     def resume(self) -> None:
@@ -198,7 +226,7 @@ class Sender:
         is the first rising or the second falling. The first alone moves only when the kernel
         reports the socket writable (a third of its buffer free): a slow reader's bytes would
         leave unseen for longer than ``send_timeout``; the second shows them leave."""
-        transport = self._connection._transport
+        transport = self._transport
         if transport is None:
             return self._handed, 0
         passed = self._handed - transport.get_write_buffer_size()
@@ -206,10 +234,9 @@ class Sender:
         return passed, 0 if held is None else held
 
     def _watch(self) -> None:
-        timeout = self._connection.options.send_timeout
-        if timeout is not None:
-            loop = self._connection._loop
-            self._watchdog = loop.call_at(loop.time() + timeout, self._check_progress)
+        deadline = self._send_watch.blocked(self._loop.time())
+        if deadline is not None:
+            self._watchdog = self._loop.call_at(deadline, self._check_progress)
 
     def _stop_watching(self) -> None:
         if self._watchdog is not None:
@@ -219,8 +246,7 @@ class Sender:
     def _check_progress(self) -> None:
         """The watchdog: ``send_timeout`` passed while paused; abort unless a byte left."""
         self._watchdog = None
-        connection = self._connection
-        if not self._paused or connection._lost:
+        if not self._paused or self._released:
             return
         (passed, held), (passed_before, held_before) = self._look(), self._last_look
         if passed > passed_before or held < held_before:
@@ -228,11 +254,12 @@ class Sender:
             # between one and two send_timeouts after the last byte left (nothing tells when
             # a byte leaves: the watchdog looks every send_timeout).
             self._last_look = (passed, held)
+            self._send_watch.progressed()
             self._watch()
             return
-        reason = f"send timed out: no byte could be written for {connection.options.send_timeout} s"
-        logger.info("aborting %s: %s (the peer is not reading)", connection._peer_name(), reason)
-        connection._abort(reason)
+        reason = self._send_watch.reason
+        logger.info("aborting WebSocket connection: %s", reason)
+        self._abort(reason)
 
     def _wake_all(self) -> None:
         waiters = self._drain_waiters
@@ -244,9 +271,8 @@ class Sender:
     async def drain(self) -> None:
         """Wait while the transport is over its high-water mark, or until the connection is
         lost (the watchdog aborts it after ``send_timeout`` without progress)."""
-        connection = self._connection
-        while self._paused and not connection._lost:
-            waiter = connection._loop.create_future()
+        while self._paused and not self._released:
+            waiter = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
 
@@ -258,29 +284,29 @@ class Sender:
                 without progress (code 1006, the reason says so), or lost.
         """
         await self.drain()
-        connection = self._connection
-        if connection._lost:
-            raise connection._closed_error()
+        if self._released:
+            raise self._closed_error()
 
     def shut(self, *, half: bool) -> None:
         """Write what is pending, then close TCP: ``half`` shuts only the write side (the
         transport closes once the peer's EOF arrives), when the transport can (TLS cannot)."""
         self.flush()
-        transport = self._connection._transport
+        transport = self._transport
         assert transport is not None
         if half and transport.can_write_eof():
             try:
                 transport.write_eof()
             except OSError as exc:
                 # The peer reset the connection meanwhile (ENOTCONN): asyncio's write_eof()
-                # calls shutdown() unguarded. Nothing more can be said to it (issue 22 §4:
-                # this escaped into the application's `incoming` call).
-                self._connection._abort(f"connection lost while closing: {exc}")
+                # calls shutdown() unguarded. Nothing more can be said to it (this used to
+                # escape into the application's `incoming` call).
+                self._abort(f"connection lost while closing: {exc}")
         else:
             transport.close()  # TLS: close_notify, then asyncio waits for the peer's, bounded
 
     def release(self) -> None:
         """The connection is lost: wake every waiting sender (they see the end and raise)."""
+        self._released = True
         self._pending = []
         self._pending_size = 0
         self._paused = False

@@ -58,6 +58,7 @@ __all__ = [
     "EndIncoming",
     "SendWatch",
     "Session",
+    "SessionFields",
     "Write",
     "protocol_closed_error",
     "send_timeout_reason",
@@ -80,8 +81,7 @@ class ConnectionState(enum.IntEnum):
     FAILED = 5  # the opening handshake failed: it will never be attached
 
 
-# On CPython 3.11 an enum member looked up through its class costs about 75 ns (a plain
-# module-level name about 18); the transports' per-read paths compare with names like these.
+# The names compared on busy paths (see core/protocol.py on why).
 _OPEN = ConnectionState.OPEN
 _CLOSING = ConnectionState.CLOSING
 _CLOSED = ConnectionState.CLOSED
@@ -104,12 +104,17 @@ class Write:
 
 @dataclass(slots=True, frozen=True)
 class DeferEnd:
-    """Stop reading: a peer's violation or close frame waits behind the messages before it.
+    """A peer's violation or close frame waits behind the messages before it.
 
     The end is in effect the next item of ``incoming``: when the application asks for it (the
     channel is drained), the transport calls :meth:`Session.end_reached`. The session commits it
-    by itself at its deadline if the application does not come back.
+    by itself at its deadline if the application does not come back. Nothing after it is
+    parsed; ``stop_reading`` (a violation) asks the transport to stop reading too, so that TCP
+    pushes back on a peer that goes on sending (after a close frame it reads on, to see the
+    peer's EOF).
     """
+
+    stop_reading: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,7 +150,8 @@ class Abort:
 
 Action = Write | DeferEnd | EndIncoming | CloseTransport | Abort
 
-_DEFER_END = DeferEnd()
+_DEFER_VIOLATION = DeferEnd(stop_reading=True)
+_DEFER_CLOSE_REPLY = DeferEnd(stop_reading=False)
 _CLOSE_TRANSPORT = CloseTransport()
 
 
@@ -354,13 +360,13 @@ class Session:
             logger.info("WebSocket peer %s broke the protocol: %s", self._peer(), failure)
             self._failure = failure
             self._defer(now, self.options.close_give_up_time)
-            actions.append(_DEFER_END)
+            actions.append(_DEFER_VIOLATION)
         elif protocol.close_reply_pending:
             # RFC 6455 §5.5.1 lets an endpoint send until it answers a close frame: the replies
             # to the messages before it go out first (README: the close reply waits for the
             # application, at most close_reply_time).
             self._defer(now, self.options.close_reply_time)
-            actions.append(_DEFER_END)
+            actions.append(_DEFER_CLOSE_REPLY)
         elif protocol.state is _PROTOCOL_CLOSED:
             self._end(actions)
         return messages, actions
@@ -641,3 +647,51 @@ def protocol_closed_error(protocol: Protocol) -> ConnectionClosed:
         code, reason = protocol.close_sent
         return closed_error(code, reason, protocol.close_initiator, closing=True)
     return protocol.closed_error()
+
+
+class SessionFields:
+    """The fields every transport's ``Connection`` reads from its session and options: one
+    definition for both (a mixin of read-only properties; the connection sets ``_session`` and
+    ``options``)."""
+
+    __slots__ = ()
+
+    _session: Session
+    options: ConnectionOptions
+
+    @property
+    def connected(self) -> bool:
+        """True from the moment the connection is attached until it is closed (the seed's field).
+
+        It turns False when no message can arrive any more (the closing handshake is complete,
+        the connection failed, or TCP ended), at the same moment ``incoming`` ends.
+        ``is_connected()`` is stricter: connected *and* not closing.
+        """
+        return self._session.connected
+
+    @property
+    def closing(self) -> bool:
+        """True from the moment a close frame is sent or received, or the connection fails."""
+        return self._session.closing
+
+    @property
+    def close_code(self) -> int | None:
+        """Once the connection is closed (:attr:`connected` False after being True), the code
+        that ended it: the peer's (1005 if its close frame carried none), the one we failed
+        with, or 1006 when TCP ended without a close frame; ``None`` before."""
+        return self._session.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that came with :attr:`close_code` (``""`` if none)."""
+        return self._session.close_reason
+
+    @property
+    def close_retry_time(self) -> float | None:
+        """Seconds before the close frame is sent again (the seed's ``closeRetryTime``)."""
+        return self.options.close_retry_time
+
+    @property
+    def close_give_up_time(self) -> float:
+        """Seconds from the start of the closing to TCP closed (the seed's ``closeGiveUpTime``)."""
+        return self.options.close_give_up_time

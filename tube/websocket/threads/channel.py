@@ -271,6 +271,11 @@ class Incoming:
         """True once the connection has ended (messages may still be waiting)."""
         return self._closed
 
+    @property
+    def ended(self) -> bool:
+        """The same as :attr:`closed` (the asyncio channel's name; both work on both)."""
+        return self._closed
+
     # ------------------------------------------------------------------ producer side
 
     def _put(self, batch: Iterable[Message], wait: bool = True) -> None:

@@ -39,6 +39,7 @@ from ..core.session import (
     DeferEnd,
     EndIncoming,
     Session,
+    SessionFields,
     Write,
 )
 from ..sockets import tune_socket
@@ -55,7 +56,7 @@ __all__ = ["Connection", "open_connection"]
 logger = logging.getLogger("tube.websocket")
 
 
-# The names of the life cycle's states compared on busy paths (see core/session.py on why).
+# The names of the life cycle's states compared on busy paths (see core/protocol.py on why).
 _OPENING = ConnectionState.OPENING
 _OPEN = ConnectionState.OPEN
 _CLOSED = ConnectionState.CLOSED
@@ -65,7 +66,7 @@ _MESSAGE_EVENTS = (BinaryMessage, TextMessage)
 _NEVER_ATTACHED = frozenset({ConnectionState.NEW, _OPENING, ConnectionState.FAILED})
 
 
-class Connection:
+class Connection(SessionFields):
     """One WebSocket connection on threads: the seed's ``Connection`` struct.
 
     Create it with :func:`~tube.websocket.create_connection` (the seed's ``CreateConnection``),
@@ -112,6 +113,7 @@ class Connection:
     """
 
     __slots__ = (
+        "__weakref__",  # integrations may keep weak references to the live connections
         "_protocol",
         "_reader",
         "_send",
@@ -150,43 +152,8 @@ class Connection:
     def __repr__(self) -> str:
         return f"<Connection {self._session.state.name.lower()}>"
 
-    # ------------------------------------------------------------------ the seed's fields
-
-    @property
-    def connected(self) -> bool:
-        """True from the moment the connection is attached until it is closed (the seed's field).
-
-        It turns False when no message can arrive any more (the closing handshake is complete,
-        the connection failed, or TCP ended), at the same moment :attr:`incoming` ends.
-        :func:`~tube.websocket.is_connected` is stricter: connected *and* not closing.
-        """
-        return self._session.connected
-
-    @property
-    def closing(self) -> bool:
-        """True from the moment a close frame is sent or received, or the connection fails."""
-        return self._session.closing
-
-    @property
-    def close_code(self) -> int | None:
-        """Once the connection is closed (:attr:`connected` False after being True), the code
-        that ended it (see the class's attributes); ``None`` before."""
-        return self._session.close_code
-
-    @property
-    def close_reason(self) -> str:
-        """The reason that came with :attr:`close_code` (``""`` if none)."""
-        return self._session.close_reason
-
-    @property
-    def close_retry_time(self) -> float | None:
-        """Seconds before the close frame is sent again (the seed's ``closeRetryTime``)."""
-        return self.options.close_retry_time
-
-    @property
-    def close_give_up_time(self) -> float:
-        """Seconds from the start of the closing to TCP closed (the seed's ``closeGiveUpTime``)."""
-        return self.options.close_give_up_time
+    # The seed's fields (connected, closing, close_code, close_reason, close_retry_time,
+    # close_give_up_time) are SessionFields', shared with the asyncio connection.
 
     # ------------------------------------------------------------------ public operations
 

@@ -58,8 +58,7 @@ class Turn(enum.Enum):
     DONE = "done"
 
 
-# On CPython 3.11 an enum member looked up through its class costs about 75 ns (a plain class
-# attribute about 18): the per-read paths compare with these names instead.
+# The per-read paths compare with these names (see core/protocol.py on why).
 _AWAY = Turn.AWAY
 _CONSUMER = Turn.CONSUMER
 _THREAD = Turn.THREAD
