@@ -226,6 +226,34 @@ def test_payload_buffer_contract(kind: type[PythonPayloadBuffer]) -> None:
     assert type(data) is bytes
 
 
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS, ids=lambda kind: kind.__module__)
+def test_take_while_a_view_is_still_held(kind: type[PythonPayloadBuffer]) -> None:
+    """asyncio's transport keeps the view from get_buffer() until buffer_updated() returns,
+    and the message completes inside buffer_updated(): take() must work then."""
+    buffer = kind(3)
+    view = memoryview(buffer)
+    view[:] = b"abc"
+    assert buffer.take() == b"abc"
+    view.release()
+
+
+def test_a_message_completes_while_the_transport_holds_its_view() -> None:
+    data = fast_frame(0x2, bytes(range(256)) * 1024, masked=True)
+    protocol = Protocol(Role.SERVER, max_message_size=None)
+    protocol.receive_data(data[:1000])
+    position = 1000
+    events: list[Event] = []
+    while not events:
+        view = protocol.receive_buffer()
+        assert view is not None
+        count = len(view)
+        view[:] = data[position : position + count]
+        position += count
+        events = protocol.received_into(count)  # the view is still alive here
+        view.release()
+    assert events == [BinaryMessage(bytes(range(256)) * 1024)]
+
+
 def test_c_payload_buffer_gives_no_view_once_taken() -> None:
     if speedups is None:
         pytest.skip("the C accelerator is not in use (TUBE_NO_SPEEDUPS or not built)")

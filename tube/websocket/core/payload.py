@@ -53,10 +53,12 @@ class PythonPayloadBuffer(bytearray):
             del self[size:]
 
     def take(self) -> bytes:
-        """The bytes filled in (a copy); the buffer is emptied."""
-        data = bytes(self)
-        self.clear()
-        return data
+        """The bytes filled in (a copy).
+
+        The buffer is left as it is: a transport may still hold a view of it (asyncio's does
+        until ``buffer_updated`` returns), and a bytearray cannot be emptied while exported.
+        """
+        return bytes(self)
 
 
 def new_payload_buffer(size: int) -> PayloadBuffer:
