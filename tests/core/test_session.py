@@ -8,6 +8,16 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tube.websocket.core.actions import (
+    Abort,
+    Action,
+    CloseTransport,
+    DeferEnd,
+    EndIncoming,
+    SendWatch,
+    Write,
+    send_timeout_reason,
+)
 from tube.websocket.core.errors import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -18,18 +28,7 @@ from tube.websocket.core.errors import (
 from tube.websocket.core.events import Event
 from tube.websocket.core.options import ConnectionOptions
 from tube.websocket.core.protocol import Protocol, Role
-from tube.websocket.core.session import (
-    Abort,
-    Action,
-    CloseTransport,
-    ConnectionState,
-    DeferEnd,
-    EndIncoming,
-    SendWatch,
-    Session,
-    Write,
-    send_timeout_reason,
-)
+from tube.websocket.core.session import ConnectionState, Session
 
 OPTIONS = ConnectionOptions(
     ping_interval=None, close_retry_time=1.0, close_give_up_time=4.0, open_timeout=2.0

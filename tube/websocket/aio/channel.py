@@ -7,9 +7,10 @@ the transport (TCP then slows the peer down), under both low marks it resumes.
 
 Besides messages, the channel ends in one of two ways: :meth:`Incoming._end` (the closing
 handshake completed, or the connection failed or was lost) or :meth:`Incoming._end_after`, a
-peer's protocol violation (RFC 6455 §7.1.7 with the order of issue 8 §2) or close frame (issue 22
-§6) that takes effect only when the application asks for the message after the last one before
-it: the violation or the close is, in effect, the next item of the channel.
+peer's protocol violation (RFC 6455 §7.1.7, never overtaking the messages before it: README,
+"Closing and timeouts") or close frame that takes effect only when the application asks for the
+message after the last one before it: the violation or the close is, in effect, the next item of
+the channel.
 """
 
 from __future__ import annotations

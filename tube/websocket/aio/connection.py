@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
 
+from ..core.actions import Abort, Action, CloseTransport, DeferEnd, EndIncoming, Write
 from ..core.deflate import DeflateParameters
 from ..core.errors import ConnectionClosed
 from ..core.events import BinaryMessage, Pong, TextMessage
@@ -33,17 +34,7 @@ from ..core.frames import Buffer, byte_payload
 from ..core.http import Request
 from ..core.options import ConnectionOptions
 from ..core.protocol import Protocol, Role, State
-from ..core.session import (
-    Abort,
-    Action,
-    CloseTransport,
-    ConnectionState,
-    DeferEnd,
-    EndIncoming,
-    Session,
-    SessionFields,
-    Write,
-)
+from ..core.session import ConnectionState, Session, SessionFields
 from ..sockets import tune_socket
 from .channel import Incoming, Message
 from .opening import HeadBuffer

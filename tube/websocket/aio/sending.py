@@ -9,14 +9,14 @@ A large batch (a frame's header and its payload: two buffers) is written with on
 straight on the socket's file descriptor when nothing waits in the transport's buffer and the
 transport is plain TCP (not TLS): one system call per frame and no copy of the payload, where
 the transport would make one call per buffer (Python 3.11's selector transport: its
-``writelines`` joins them, copying the payload) (issue 25). Whatever the kernel does not take
+``writelines`` joins them, copying the payload). Whatever the kernel does not take
 goes to the transport, which buffers it and waits for the socket as usual; an error is left to
 the transport too (its ``write`` meets it again and reports it).
 
 Backpressure: the transport calls ``pause_writing()`` above its high-water mark; a sender then
 waits in :meth:`Sender.drain` until ``resume_writing()``. ``send_timeout`` means "no progress
 for this long" (the rule and the abort's reason are the core's
-:class:`~tube.websocket.core.session.SendWatch`), and it is watched by the send path itself, not
+:class:`~tube.websocket.core.actions.SendWatch`), and it is watched by the send path itself, not
 by a waiting sender: from ``pause_writing()`` on, a timer looks at the deadline at how many bytes
 have left the transport's buffer; when none left since the last look, the connection is
 aborted. So a peer that floods pings and reads none of the pongs is dropped as surely as one
@@ -34,9 +34,9 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
+from ..core.actions import SendWatch
 from ..core.errors import ConnectionClosed
 from ..core.frames import Buffer
-from ..core.session import SendWatch
 from ..sockets import unsent_bytes
 
 __all__ = ["FLUSH_AT", "Sender"]
@@ -170,8 +170,8 @@ class Sender:
             # payload); the transport copies what the socket does not take at once. Each is
             # counted just before its write, not the batch at once: a pause_writing() inside
             # the first write looks at the count, and bytes not yet handed over would pass for
-            # progress until they reach the buffer (issue 22 §3's watchdog then saw the count
-            # fall and dropped a slow reader).
+            # progress until they reach the buffer (the send_timeout watchdog then saw the
+            # count fall and dropped a slow reader).
             for chunk in pending:
                 length = len(chunk)
                 if written >= length:

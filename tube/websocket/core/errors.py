@@ -124,7 +124,7 @@ _TAG = re.compile(r"<[^>]*>?")
 
 
 def body_excerpt(body: bytes) -> str:
-    """A short one-line excerpt of a response body for an error message (issue 23): an HTML
+    """A short one-line excerpt of a response body for an error message: an HTML
     page's ``<title>``, or its text without tags; white space collapsed; at most
     :data:`EXCERPT_LENGTH` characters (``...`` marks a cut). Not escaped: see :func:`printable`.
     """

@@ -25,23 +25,14 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+from ..core.actions import Abort, Action, CloseTransport, DeferEnd, EndIncoming, Write
 from ..core.deflate import DeflateParameters
 from ..core.errors import ConnectionClosed, InvalidState
 from ..core.events import BinaryMessage, TextMessage
 from ..core.frames import Buffer
 from ..core.options import DEFAULTS, ConnectionOptions
 from ..core.protocol import Protocol, Role
-from ..core.session import (
-    Abort,
-    Action,
-    CloseTransport,
-    ConnectionState,
-    DeferEnd,
-    EndIncoming,
-    Session,
-    SessionFields,
-    Write,
-)
+from ..core.session import ConnectionState, Session, SessionFields
 from ..sockets import tune_socket
 from . import parking
 from .channel import Incoming, Message

@@ -11,7 +11,7 @@ the connection's lock, and list appends and pops are atomic.
 keeps taking bytes is never aborted, a peer that stops reading is aborted ``send_timeout``
 after the last byte it took (Linux reports a TCP socket writable only once a third of its send
 buffer is free, so waiting for writability alone would abort slow readers). The rule and the
-abort's reason are the core's :class:`~tube.websocket.core.session.SendWatch`; it lives here,
+abort's reason are the core's :class:`~tube.websocket.core.actions.SendWatch`; it lives here,
 under the write lock, because the blocked writer is the one thread that waits on the socket.
 """
 
@@ -23,9 +23,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..core.actions import SendWatch
 from ..core.errors import ConnectionClosed, closed_error
 from ..core.frames import Buffer
-from ..core.session import SendWatch
 from .io import BaseIO
 
 __all__ = ["SendPath"]
