@@ -123,6 +123,8 @@ def test_decode_chunked_stops_at_anything_but_plain_hex_sizes() -> None:
     assert decode_chunked(b"1_0\r\n" + b"x" * 16 + b"\r\n") == b""
     assert decode_chunked(b"\r\nab\r\n") == b""
     assert decode_chunked(b"g\r\nab\r\n") == b""
+    assert decode_chunked(b"X\r\nab\r\n") == b""
+    assert decode_chunked(b"2;a=1;b=2\r\nab\r\n0\r\n\r\n") == b"ab"
     assert decode_chunked(b" 2 ;e\r\nab\r\n0\r\n\r\n") == b"ab"
     assert decode_chunked(b"0\r\n\r\n2\r\nab\r\n") == b""
     assert decode_chunked(b"2\r\nab") == b"ab"

@@ -14,7 +14,7 @@ import pytest
 
 from tube.websocket.core.client_handshake import build_request, validate_response
 from tube.websocket.core.deflate import DeflateOptions
-from tube.websocket.core.errors import HandshakeError, InvalidHandshake, printable
+from tube.websocket.core.errors import HandshakeError, InvalidHandshake, body_excerpt, printable
 from tube.websocket.core.extensions import parse_extensions
 from tube.websocket.core.handshake import Negotiated, accept_key
 from tube.websocket.core.http import Request, Response, parse_request_head, parse_response_head
@@ -299,3 +299,123 @@ def test_python_unmask_in_place_on_a_memoryview_and_at_offset_zero() -> None:
     assert buffer == data[:3] + python_apply_mask(data[3:31], b"wxyz") + data[31:]
     python_unmask_in_place(buffer, b"wxyz", 0, 0)  # an empty range is no error
     assert buffer == data[:3] + python_apply_mask(data[3:31], b"wxyz") + data[31:]
+
+
+@pytest.mark.parametrize(
+    ("drop", "add", "reason"),
+    [
+        ("Upgrade", ("Upgrade", "h2c"), "expected an Upgrade header with 'websocket', got 'h2c'"),
+        (
+            "Connection",
+            ("Connection", "keep-alive"),
+            "expected a Connection header with 'Upgrade', got 'keep-alive'",
+        ),
+        (
+            "Sec-WebSocket-Accept",
+            ("Sec-WebSocket-Accept", "bm90IGl0"),
+            f"expected Sec-WebSocket-Accept: {accept_key(KEY)}, got 'bm90IGl0'",
+        ),
+    ],
+)
+def test_an_invalid_101_quotes_the_wrong_value_received(
+    drop: str, add: tuple[str, str], reason: str
+) -> None:
+    with pytest.raises(InvalidHandshake) as info:
+        validate_response(response(drop, (add,)), KEY)
+    assert info.value.reason == reason
+
+
+def test_an_extension_answered_without_compression_offered_is_refused_even_with_negotiated() -> (
+    None
+):
+    answer = response(add=(("Sec-WebSocket-Extensions", "permessage-deflate"),))
+    with pytest.raises(InvalidHandshake, match="none was offered"):
+        validate_response(answer, KEY, negotiated=Negotiated())
+
+
+def test_an_empty_subprotocol_header_beside_the_selected_one_is_ignored() -> None:
+    answer = response(add=(("Sec-WebSocket-Protocol", "chat"), ("Sec-WebSocket-Protocol", "")))
+    assert validate_response(answer, KEY, subprotocols=["chat"]) == "chat"
+
+
+def test_the_offer_goes_out_under_the_rfc_header_name() -> None:
+    request, _ = build_request("h", "/", compression=DeflateOptions())
+    assert request.headers[-1] == (
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+    )
+
+
+def test_a_quoted_parameter_value_is_unescaped() -> None:
+    assert parse_extensions(['a; b="\\1\\2"']) == [("a", [("b", "12")])]
+
+
+@pytest.mark.parametrize(
+    ("head", "kind", "message"),
+    [
+        (
+            b"GET /" + b"a" * 20,
+            HandshakeError,
+            "414 Request-URI Too Long: request line longer than 16 bytes",
+        ),
+        (b"HTTP/1.1 101 " + b"a" * 20, InvalidHandshake, "status line longer than 16 bytes"),
+        (
+            b"GET / HTTP/1.1\r\nX: " + b"a" * 20,
+            HandshakeError,
+            "431 Request Header Fields Too Large: header line longer than 16 bytes",
+        ),
+        (
+            b"HTTP/1.1 101 OK\r\nX: " + b"a" * 20,
+            InvalidHandshake,
+            "header line longer than 16 bytes",
+        ),
+        (
+            b"GET / HTTP/1.1\nHost",
+            HandshakeError,
+            "400 Bad Request: expected CRLF line endings, got a bare LF",
+        ),
+        (b"HTTP/1.1 101 OK\nX", InvalidHandshake, "expected CRLF line endings, got a bare LF"),
+    ],
+)
+def test_an_incomplete_head_that_can_no_longer_be_valid_is_refused_at_once(
+    head: bytes, kind: type[HandshakeError], message: str
+) -> None:
+    parse = parse_request_head if head.startswith(b"GET") else parse_response_head
+    with pytest.raises(kind) as info:
+        parse(head, max_line_size=16)
+    assert (str(info.value) if info.value.status else info.value.reason) == message
+
+
+@pytest.mark.parametrize("parse", [parse_request_head, parse_response_head])
+def test_an_incomplete_line_may_reach_the_limit_plus_its_cr(
+    parse: Callable[..., object],
+) -> None:
+    first = b"GET /" if parse is parse_request_head else b"HTTP/1.1 "
+    # 16 bytes of line and the CR of its CRLF: still possibly valid, so incomplete (None).
+    assert parse(first.ljust(16, b"a") + b"\r", max_line_size=16) is None
+    with pytest.raises(HandshakeError):
+        parse(first.ljust(17, b"a") + b"\r", max_line_size=16)
+
+
+def test_send_binary_names_itself_when_refusing_a_str() -> None:
+    with pytest.raises(TypeError, match=r"^send_binary takes bytes-like data, got str$"):
+        Protocol(Role.SERVER).send_binary("text")  # type: ignore[arg-type]
+
+
+def test_fragment_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"^fragment_size must be positive, got 0$"):
+        Protocol(Role.SERVER).send_binary(b"abc", fragment_size=0)
+
+
+@pytest.mark.parametrize(
+    ("body", "excerpt"),
+    [
+        (b" " * 4096 + b"beyond the first 4 KiB", ""),
+        (b"a <b> c", "a <b> c"),  # plain text keeps its angle brackets
+        (b"  <p>x</p>", "x"),  # an HTML page after white space loses its tags
+        (b"y" * 100, "y" * 100),  # exactly EXCERPT_LENGTH: whole
+        (b"y" * 101, "y" * 97 + "..."),
+    ],
+)
+def test_body_excerpt(body: bytes, excerpt: str) -> None:
+    assert body_excerpt(body) == excerpt

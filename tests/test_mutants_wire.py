@@ -5,13 +5,20 @@
 from __future__ import annotations
 
 import array
+import os
 import zlib
 
 import pytest
 
-from tube.websocket.core.deflate import DeflateOptions, DeflateParameters, client_accept
+from tube.websocket.core.deflate import (
+    DeflateOptions,
+    DeflateParameters,
+    client_accept,
+    server_negotiate,
+)
 from tube.websocket.core.events import BinaryMessage, ProtocolFailure, TextMessage
 from tube.websocket.core.frames import byte_payload
+from tube.websocket.core.masking import MaskKeySource
 from tube.websocket.core.protocol import Protocol, Role, State
 
 from .wsframes import frame, parse_frames
@@ -245,3 +252,71 @@ def test_invalid_utf8_in_a_fragmented_text_message_is_1007(compressed: bool) -> 
         1007,
         "invalid UTF-8 in a text message",
     )
+
+
+# ------------------------------------------------------------------ masking keys, fragments
+
+
+def test_mask_keys_are_consecutive_slices_of_urandom_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches = [bytes(range(256)), bytes(range(255, -1, -1))]
+    calls: list[int] = []
+
+    def urandom(size: int) -> bytes:
+        calls.append(size)
+        return batches[len(calls) - 1]
+
+    monkeypatch.setattr(os, "urandom", urandom)  # what masking.os.urandom is
+    source = MaskKeySource()
+    keys = [source() for _ in range(65)]
+    assert keys[:64] == [batches[0][i : i + 4] for i in range(0, 256, 4)]
+    assert keys[64] == batches[1][:4]
+    assert calls == [256, 256]
+
+
+def test_a_message_of_exactly_fragment_size_bytes_is_one_frame() -> None:
+    protocol = Protocol(Role.SERVER)
+    protocol.send_binary(b"abcd", fragment_size=4)
+    protocol.send_binary(b"abcde", fragment_size=4)
+    assert parse_frames(sent(protocol)) == [(1, 2, b"abcd"), (0, 2, b"abcd"), (1, 0, b"e")]
+
+
+def test_invalid_utf8_in_a_continuation_frame_is_1007() -> None:
+    [failure] = Protocol(Role.SERVER).receive_data(frame(1, b"ok", fin=False) + frame(0, b"\xff"))
+    assert isinstance(failure, ProtocolFailure)
+    assert (failure.error.close_code, failure.error.reason) == (
+        1007,
+        "invalid UTF-8 in a text message",
+    )
+
+
+def test_compression_uses_the_configured_memory_level() -> None:
+    options = DeflateOptions(memory_level=1, min_size=0)
+    parameters = DeflateParameters(
+        server_no_context_takeover=True,
+        client_no_context_takeover=True,
+        server_max_window_bits=15,
+        client_max_window_bits=15,
+        options=options,
+    )
+    data = bytes(range(256)) * 64 + b"".join(b"%d," % n for n in range(20000))
+    protocol = Protocol(Role.SERVER, deflate=parameters)
+    protocol.send_binary(data)
+    [(fin, opcode, payload)] = parse_frames(sent(protocol))
+    assert (fin, opcode) == (1, 2)
+    reference = zlib.compressobj(options.compression_level, zlib.DEFLATED, -15, 1)
+    expected = reference.compress(data) + reference.flush(zlib.Z_SYNC_FLUSH)
+    assert payload == expected[:-4]
+    # The same bytes with zlib's default memory level differ: the option is not a no-op here.
+    default = zlib.compressobj(options.compression_level, zlib.DEFLATED, -15)
+    assert (default.compress(data) + default.flush(zlib.Z_SYNC_FLUSH))[:-4] != payload
+
+
+def test_a_server_answers_window_bits_of_8_as_9() -> None:
+    answer, accepted = server_negotiate(
+        [("permessage-deflate", [("client_max_window_bits", None)])],
+        DeflateOptions(client_max_window_bits=8),
+    ) or pytest.fail("no answer")
+    assert answer.endswith("; client_max_window_bits=9")
+    assert accepted.client_max_window_bits == 9
