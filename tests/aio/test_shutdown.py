@@ -6,9 +6,10 @@ script.py``, the example's port replaced by a free one): a client's WebSocket is
 
 The bound, 5 s from the signal to the process's exit: the server sends 1001 as soon as the loop
 sees the signal and exits once the handlers have ended, which here takes our client's close
-reply and the TCP teardown (milliseconds; measured 0.01-0.1 s for one process, up to 0.5 s for
-the multiprocessing example, whose parent joins its workers); the rest is margin for a loaded
-2-core machine. It is far below what a stuck shutdown takes (close_give_up_time, 10 s).
+reply and the TCP teardown (milliseconds; measured 0.03-0.07 s for one process, 1.1 s for the
+multiprocessing example, whose workers also wait for the test's five other clients, read only
+afterwards); the rest is margin for a loaded 2-core machine. It is far below what a stuck
+shutdown takes (close_give_up_time, 10 s).
 """
 
 from __future__ import annotations
