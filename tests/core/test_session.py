@@ -28,7 +28,7 @@ from tube.websocket.core.errors import (
 from tube.websocket.core.events import Event
 from tube.websocket.core.options import ConnectionOptions
 from tube.websocket.core.protocol import Protocol, Role
-from tube.websocket.core.session import ConnectionState, Session
+from tube.websocket.core.session import ConnectionState, Session, frame_messages
 
 OPTIONS = ConnectionOptions(
     ping_interval=None, close_retry_time=1.0, close_give_up_time=4.0, open_timeout=2.0
@@ -426,3 +426,15 @@ class SessionMachine(RuleBasedStateMachine):
 
 TestSessionMachine = SessionMachine.TestCase
 TestSessionMachine.settings = settings(max_examples=200, stateful_step_count=25, deadline=None)
+
+
+def test_frame_messages_queues_text_and_binary_in_order_and_tells_mutable_buffers() -> None:
+    protocol = Protocol(Role.SERVER)
+    assert frame_messages(protocol, ["a", b"b"], None) is False
+    assert frames([Write(protocol.data_to_send())]) == [(0x1, b"a"), (0x2, b"b")]
+    assert frame_messages(protocol, [bytearray(b"c")], None) is True
+    assert frames([Write(protocol.data_to_send())]) == [(0x2, b"c")]
+    protocol.send_close()
+    protocol.data_to_send()
+    with pytest.raises(ConnectionClosed):
+        frame_messages(protocol, ["late"], None)

@@ -34,7 +34,7 @@ from ..core.frames import Buffer, byte_payload
 from ..core.http import Request
 from ..core.options import ConnectionOptions
 from ..core.protocol import Protocol, Role, State
-from ..core.session import ConnectionState, Session, SessionFields
+from ..core.session import ConnectionState, Session, SessionFields, frame_messages
 from ..sockets import tune_socket
 from .channel import Incoming, Message
 from .opening import HeadBuffer
@@ -438,14 +438,8 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
     def _queue(self, messages: Iterable[str | Buffer], compress: bool | None) -> None:
         """Encode messages into frames, all or none, and queue them for this loop iteration."""
         protocol = self._open_protocol()
-        mutable = False
         try:
-            for message in messages:
-                if isinstance(message, str):
-                    protocol.send_text(message, compress=compress)
-                else:
-                    protocol.send_binary(message, compress=compress)
-                    mutable = mutable or type(message) is not bytes
+            mutable = frame_messages(protocol, messages, compress)
         except BaseException:
             protocol.data_to_send()  # drop this batch's frames: every earlier output was queued
             raise

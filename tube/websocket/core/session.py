@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .actions import Abort, Action, CloseTransport, DeferEnd, EndIncoming, Write
 from .errors import ConnectionClosed, InvalidState, ProtocolError, closed_error
@@ -49,7 +49,13 @@ from .keepalive import Keepalive, KeepaliveAction
 from .options import ConnectionOptions
 from .protocol import Protocol, State
 
-__all__ = ["ConnectionState", "Session", "SessionFields", "protocol_closed_error"]
+__all__ = [
+    "ConnectionState",
+    "Session",
+    "SessionFields",
+    "frame_messages",
+    "protocol_closed_error",
+]
 
 logger = logging.getLogger("tube.websocket")
 
@@ -519,6 +525,31 @@ class Session:
         if self.protocol is None:
             return closed_error(1006, "the connection was never opened")
         return protocol_closed_error(self.protocol)
+
+
+def frame_messages(
+    protocol: Protocol, messages: Iterable[str | Buffer], compress: bool | None
+) -> bool:
+    """Queue ``messages`` on ``protocol`` in order: ``str`` as text, anything else as binary
+    (types already checked by the caller). Data frames never change the life cycle, so this
+    needs no session; both transports' general send path.
+
+    Returns:
+        True if a binary message was a buffer other than ``bytes``: the protocol may still hold
+        it, so a transport that writes later must copy it first (or write it now).
+
+    Raises:
+        ConnectionClosed: The protocol refuses (a close frame was sent, or it is closed); the
+            frames of the messages before it stay queued.
+    """
+    mutable = False
+    for message in messages:
+        if isinstance(message, str):
+            protocol.send_text(message, compress=compress)
+        else:
+            protocol.send_binary(message, compress=compress)
+            mutable = mutable or type(message) is not bytes
+    return mutable
 
 
 def protocol_closed_error(protocol: Protocol) -> ConnectionClosed:

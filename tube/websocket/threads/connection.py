@@ -32,7 +32,7 @@ from ..core.events import BinaryMessage, TextMessage
 from ..core.frames import Buffer
 from ..core.options import DEFAULTS, ConnectionOptions
 from ..core.protocol import Protocol, Role
-from ..core.session import ConnectionState, Session, SessionFields
+from ..core.session import ConnectionState, Session, SessionFields, frame_messages
 from ..sockets import tune_socket
 from . import parking
 from .channel import Incoming, Message
@@ -315,11 +315,7 @@ class Connection(SessionFields):
         with self.lock:
             protocol = self._open_protocol_locked()
             try:
-                for message in messages:
-                    if isinstance(message, str):
-                        protocol.send_text(message, compress=compress)
-                    else:
-                        protocol.send_binary(message, compress=compress)
+                frame_messages(protocol, messages, compress)
             except ConnectionClosed:
                 raise self._closed_error() from None
             send = self._send
