@@ -419,3 +419,53 @@ def test_fragment_size_must_be_positive() -> None:
 )
 def test_body_excerpt(body: bytes, excerpt: str) -> None:
     assert body_excerpt(body) == excerpt
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"server_max_window_bits": 16}, "server_max_window_bits must be an int in 8-15, got 16"),
+        ({"client_max_window_bits": 16}, "client_max_window_bits must be an int in 8-15, got 16"),
+        ({"memory_level": 0}, "memory_level must be an int in 1-9, got 0"),
+        ({"compression_level": 10}, "compression_level must be an int in 0-9, got 10"),
+        ({"min_size": -1}, "min_size must be an int in >= 0, got -1"),
+    ],
+)
+def test_deflate_options_out_of_range_say_the_range(options: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        DeflateOptions(**options)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_compression_level_0_is_allowed() -> None:
+    assert DeflateOptions(compression_level=0).compression_level == 0
+
+
+def test_an_empty_extensions_header_leaves_compression_off() -> None:
+    negotiated = Negotiated()
+    answer = response(add=(("Sec-WebSocket-Extensions", ""),))
+    assert (
+        validate_response(answer, KEY, compression=DeflateOptions(), negotiated=negotiated) is None
+    )
+    assert negotiated.deflate is None
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        (
+            b"GET /" + b"a" * 20 + b"\r\n",
+            "414 Request-URI Too Long: request line longer than 16 bytes",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nX: " + b"a" * 20 + b"\r\n",
+            "431 Request Header Fields Too Large: header line longer than 16 bytes",
+        ),
+    ],
+)
+def test_a_complete_line_too_long_is_refused_before_the_head_ends(
+    head: bytes, message: str
+) -> None:
+    with pytest.raises(HandshakeError) as info:
+        parse_request_head(head, max_line_size=16)
+    assert str(info.value) == message

@@ -320,3 +320,51 @@ def test_a_server_answers_window_bits_of_8_as_9() -> None:
     ) or pytest.fail("no answer")
     assert answer.endswith("; client_max_window_bits=9")
     assert accepted.client_max_window_bits == 9
+
+
+def test_every_close_frame_of_a_client_is_masked() -> None:
+    protocol = Protocol(Role.CLIENT, mask_key_source=lambda: KEY)
+    protocol.send_close(1000, "bye")
+    assert sent(protocol)[1] & 0x80
+    protocol = Protocol(Role.CLIENT, mask_key_source=lambda: KEY)
+    protocol.receive_data(frame(CLOSE, b"", key=None))  # the server closes without a code
+    reply = sent(protocol)
+    assert reply == b"\x88\x80" + KEY  # RFC 6455 §5.5.1: an empty close answered empty, masked
+    assert protocol.close_sent == (1005, "")
+
+
+def test_a_server_with_a_9_bit_window_compresses() -> None:
+    parameters = DeflateParameters(
+        server_no_context_takeover=False,
+        client_no_context_takeover=False,
+        server_max_window_bits=9,
+        client_max_window_bits=9,
+        options=DeflateOptions(min_size=4),
+    )
+    protocol = Protocol(Role.SERVER, deflate=parameters)
+    protocol.send_binary(b"abcd" * 100)
+    assert sent(protocol)[0] == 0xC2  # FIN, RSV1, BINARY
+
+
+def test_compressed_messages_refused_saying_why() -> None:
+    protocol = Protocol(Role.SERVER, deflate=negotiated(), max_message_size=10)
+    [failure] = protocol.receive_data(frame(2, deflated(b"x" * 11), rsv=4))
+    assert isinstance(failure, ProtocolFailure)
+    assert (failure.error.close_code, failure.error.reason) == (
+        1009,
+        "message larger than the size limit once decompressed",
+    )
+    protocol = Protocol(Role.SERVER, deflate=negotiated())
+    [failure] = protocol.receive_data(frame(2, deflated(b"x", final=True) + b"more", rsv=4))
+    assert isinstance(failure, ProtocolFailure)
+    assert failure.error.reason == "compressed data continues after the end of the deflate stream"
+    [failure] = Protocol(Role.SERVER).receive_data(frame(2, b"x", rsv=4))
+    assert isinstance(failure, ProtocolFailure)
+    assert failure.error.reason == "reserved bits RSV1-3 set but no extension was negotiated"
+
+
+def test_a_deflate_stream_that_ends_inside_a_fragment_then_an_empty_last_fragment() -> None:
+    protocol = Protocol(Role.SERVER, deflate=negotiated())
+    ended = deflated(b"all of it in the first frame", final=True)
+    events = protocol.receive_data(frame(2, ended, fin=False, rsv=4) + frame(0, b""))
+    assert events == [BinaryMessage(b"all of it in the first frame")]
