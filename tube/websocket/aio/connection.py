@@ -29,7 +29,7 @@ from typing import Any, cast
 from ..core.actions import Abort, Action, CloseTransport, DeferEnd, EndIncoming, Write
 from ..core.deflate import DeflateParameters
 from ..core.errors import ConnectionClosed
-from ..core.events import BinaryMessage, Pong, TextMessage
+from ..core.events import BinaryMessage, Event, Pong, TextMessage
 from ..core.frames import Buffer, byte_payload
 from ..core.http import Request
 from ..core.options import ConnectionOptions
@@ -117,6 +117,8 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         self._opened: asyncio.Future[bool] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._recv = receive_buffer()
+        # The transport is reading into the protocol's receive_buffer() (see get_buffer).
+        self._reading_into = False
         # After a refusal: how many more bytes the client may send before we stop dropping them.
         self._discard_left = 0
 
@@ -151,11 +153,29 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         self._alarm.arm(self._session.next_deadline())
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """Where the transport reads into: the thread's shared receive buffer."""
+        """Where the transport reads into: the thread's shared receive buffer, or, while a
+        large message arrives, the rest of its payload (read in place: no copy)."""
+        protocol = self._protocol
+        if protocol is not None:
+            view = protocol.receive_buffer()
+            if view is not None:
+                self._reading_into = True
+                return view
+        self._reading_into = False
         return self._recv
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` arrived in the receive buffer: parse them (the hot path)."""
+        if self._reading_into:
+            # Into a large message's payload (Protocol.receive_buffer), not into _recv.
+            self._reading_into = False
+            protocol = self._protocol
+            assert protocol is not None
+            keepalive = self._session.keepalive
+            if keepalive is not None:
+                keepalive.last_received = self._loop.time()
+            self._deliver(protocol.received_into(nbytes))
+            return
         if self._protocol is None:
             if self._head is not None:
                 self._head.feed(self._recv[:nbytes])
@@ -531,7 +551,10 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         """Feed received bytes to the protocol; deliver the messages as one batch."""
         protocol = self._protocol
         assert protocol is not None
-        events = protocol.receive_data(data)
+        self._deliver(protocol.receive_data(data))
+
+    def _deliver(self, events: list[Event]) -> None:
+        """Hand the messages of ``events`` over as one batch; the rest to the session."""
         if not events:
             return
         messages: list[Message] = []
