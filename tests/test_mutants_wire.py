@@ -368,3 +368,14 @@ def test_a_deflate_stream_that_ends_inside_a_fragment_then_an_empty_last_fragmen
     ended = deflated(b"all of it in the first frame", final=True)
     events = protocol.receive_data(frame(2, ended, fin=False, rsv=4) + frame(0, b""))
     assert events == [BinaryMessage(b"all of it in the first frame")]
+
+
+def test_a_compressed_message_of_exactly_the_size_limit_keeps_the_stream_in_step() -> None:
+    # The 00 00 ff ff tail must be inflated after a message that filled the limit exactly, or
+    # the next message of the same deflate stream (context takeover) would be read as its end.
+    protocol = Protocol(Role.SERVER, deflate=negotiated(), max_message_size=40)
+    compressor = zlib.compressobj(wbits=-15)
+    first = (compressor.compress(b"a" * 40) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    second = (compressor.compress(b"abc") + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    events = protocol.receive_data(frame(2, first, rsv=4) + frame(2, second, rsv=4))
+    assert events == [BinaryMessage(b"a" * 40), BinaryMessage(b"abc")]
