@@ -109,7 +109,7 @@ async def _open(
                 try:
                     request, key = new_request()
                     connection.request = request
-                    connection._write_head(request.to_bytes())
+                    connection.handshake.write_head(request.to_bytes())
                     step.doing = "waiting for the handshake response"
                     response, consumed = await _read_response(connection)
                     if response.status == 101:
@@ -121,7 +121,7 @@ async def _open(
                             compression=offer,
                             negotiated=negotiated,
                         )
-                        connection._open(consumed, subprotocol, negotiated.deflate)
+                        connection.handshake.open(consumed, subprotocol, negotiated.deflate)
                         logger.debug("connected to %s (subprotocol %r)", uri.url, subprotocol)
                         return connection
                     location = get_header(response.headers, "Location")
@@ -132,9 +132,9 @@ async def _open(
                         raise client_handshake.refusal_error(response)
                     target = urls.redirect_target(uri, response, redirects=redirects)
                 except BaseException:
-                    connection._abort("the opening handshake failed")
+                    connection.handshake.abort("the opening handshake failed")
                     raise
-                connection._abort("redirected")
+                connection.handshake.abort("redirected")
                 # Credentials were meant for the first origin only.
                 extra_headers = urls.headers_for_redirect(extra_headers, uri, target)
                 logger.debug("redirected from %s to %s", uri.url, target.url)
@@ -201,7 +201,7 @@ async def _open_transport(
 
 async def _read_response(connection: Connection) -> tuple[Response, int]:
     """Read until the response head is complete; the core's parser bounds it."""
-    head = connection._head
+    head = connection.handshake.head
     assert head is not None
     scanner = HeadScanner()  # parse only when it may answer: linear in the head's size
     while True:
@@ -226,7 +226,7 @@ async def _read_error_body(connection: Connection, response: Response, consumed:
     want = _MAX_ERROR_BODY
     if declared is not None and declared.isdigit() and not chunked:
         want = min(int(declared), want)
-    head = connection._head
+    head = connection.handshake.head
     assert head is not None
 
     def complete() -> bool:

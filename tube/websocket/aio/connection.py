@@ -37,7 +37,7 @@ from ..core.protocol import Protocol, Role, State
 from ..core.session import ConnectionState, Session, SessionFields, frame_messages
 from ..sockets import tune_socket
 from .channel import Incoming, Message
-from .opening import HeadBuffer
+from .opening import HandshakeSide, HeadBuffer
 from .pings import PongWaiters
 from .reading import (
     PAUSED_BY_WRITING,
@@ -83,6 +83,8 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
             on a server, sent by a client. ``None`` before the handshake.
         remote_address: The peer's address as the socket gives it.
         transport: The asyncio transport (the seed's ``conn``).
+        handshake: Internal API, for the code that runs the opening handshake (the server,
+            the client, the uvicorn integration): :class:`~.opening.HandshakeSide`.
 
     Concurrency contract: asyncio only. Every method runs on the connection's event loop (the
     one that created it); from another thread use ``asyncio.run_coroutine_threadsafe``. Any
@@ -121,6 +123,8 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         self._reading_into = False
         # After a refusal: how many more bytes the client may send before we stop dropping them.
         self._discard_left = 0
+        # What the handshake's code may do with this connection (instead of private members).
+        self.handshake: HandshakeSide = _Handshake(self)
 
     # ------------------------------------------------------------------ seed fields, options
     # connected, closing, close_code, close_reason, close_retry_time, close_give_up_time:
@@ -576,3 +580,62 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
             self._apply(actions)
         elif messages:
             self.incoming._put(messages)
+
+
+class _Handshake:
+    """:class:`~.opening.HandshakeSide` for one connection: the few private members the opening
+    handshake's code needs, behind declared names (nothing on the hot path goes through it)."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @property
+    def head(self) -> HeadBuffer | None:
+        return self._connection._head
+
+    @property
+    def opened(self) -> bool:
+        return self._connection._protocol is not None
+
+    @property
+    def lost(self) -> bool:
+        return self._connection._lost
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        return self._connection._closed
+
+    def peer_name(self) -> str:
+        return self._connection._peer_name()
+
+    def hold_reading(self) -> None:
+        self._connection._reading.pause(PAUSED_TO_HOLD)
+
+    def write_head(self, data: bytes) -> None:
+        self._connection._write_head(data)
+
+    def open(
+        self, consumed: int, subprotocol: str | None, deflate: DeflateParameters | None
+    ) -> None:
+        self._connection._open(consumed, subprotocol, deflate)
+
+    def adopt(
+        self,
+        transport: asyncio.BaseTransport,
+        request: Request,
+        subprotocol: str | None,
+        deflate: DeflateParameters | None,
+        data: bytes = b"",
+    ) -> None:
+        self._connection._adopt(transport, request, subprotocol, deflate, data)
+
+    def refuse(self, data: bytes) -> None:
+        self._connection._refuse(data)
+
+    def abort(self, reason: str) -> None:
+        self._connection._abort(reason)
+
+    def start_close(self, code: int, reason: str) -> bool:
+        return self._connection._start_close(code, reason)

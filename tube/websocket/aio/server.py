@@ -31,7 +31,6 @@ from ..core.options import ConnectionOptions
 from ..core.protocol import Role
 from ..sockets import listen_error
 from .connection import Connection
-from .reading import PAUSED_TO_HOLD
 from .running import stop_on_signals
 
 __all__ = ["Handler", "ProcessRequest", "Server", "http_response", "serve"]
@@ -190,10 +189,10 @@ class Server:
                 loop.remove_reader(sock.fileno())
             sock.close()
         for connection in list(self._connections):
-            if connection._protocol is None:
-                connection._abort("the server is shutting down")
+            if not connection.handshake.opened:
+                connection.handshake.abort("the server is shutting down")
             else:
-                connection._start_close(1001, "server shutting down")
+                connection.handshake.start_close(1001, "server shutting down")
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=self.options.close_give_up_time)
             for task in pending:
@@ -201,7 +200,7 @@ class Server:
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
         for connection in list(self._connections):
-            connection._abort("the server is shut down")
+            connection.handshake.abort("the server is shut down")
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
@@ -262,16 +261,19 @@ class Server:
             logger.debug("connection failed before the opening handshake: %r", exc)
             return
         self._connections.add(connection)
-        connection._closed.add_done_callback(lambda _: self._connections.discard(connection))
+        connection.handshake.closed.add_done_callback(
+            lambda _: self._connections.discard(connection)
+        )
         if self._closing:
-            connection._abort("the server is shutting down")
+            connection.handshake.abort("the server is shutting down")
             return
         if await self._handshake(connection):
             await self._run(connection)
 
     async def _handshake(self, connection: Connection) -> bool:
         """Read and answer the opening request; True once the connection is a WebSocket."""
-        head = connection._head
+        side = connection.handshake
+        head = side.head
         assert head is not None
         scanner = HeadScanner()  # parse only when it may answer: linear in the head's size
         try:
@@ -281,13 +283,13 @@ class Server:
                     if parsed is not None:
                         break
                 if not await head.more():
-                    connection._abort("the client left during the opening handshake")
+                    side.abort("the client left during the opening handshake")
                     return False
             request, consumed = parsed
             request.remote_address = connection.remote_address
             connection.request = request
             # Hold further frames in the kernel until the WebSocket is open.
-            connection._reading.pause(PAUSED_TO_HOLD)
+            side.hold_reading()
             if self._process_request is not None:
                 answer = self._process_request(request)
                 if inspect.isawaitable(answer):
@@ -298,22 +300,22 @@ class Server:
                     return False
             response, subprotocol, deflate = self.options.accept(request)
         except HandshakeError as error:
-            logger.info("refused a WebSocket upgrade from %s: %s", connection._peer_name(), error)
+            logger.info("refused a WebSocket upgrade from %s: %s", side.peer_name(), error)
             self._refuse(connection, rejection_response(error))
             return False
         except Exception:
             logger.exception("error in process_request; answering 500")
             self._refuse(connection, http_response(500, "internal server error\n"))
             return False
-        if connection._lost:
+        if side.lost:
             return False
-        connection._write_head(response.to_bytes())
-        connection._open(consumed, subprotocol, deflate)
+        side.write_head(response.to_bytes())
+        side.open(consumed, subprotocol, deflate)
         return True
 
     @staticmethod
     def _refuse(connection: Connection, response: Response) -> None:
-        connection._refuse(response.to_bytes())  # then a FIN, not a reset
+        connection.handshake.refuse(response.to_bytes())  # then a FIN, not a reset
 
     async def _run(self, connection: Connection) -> None:
         """Run the handler; close the connection as it ends; wait for the TCP teardown."""
@@ -322,29 +324,29 @@ class Server:
         except asyncio.CancelledError:
             # Cancelled by close() (1001, going away) or by the application (1011).
             if self._closing:
-                connection._start_close(1001, "server shutting down")
+                connection.handshake.start_close(1001, "server shutting down")
             else:
-                connection._start_close(1011, "")
+                connection.handshake.start_close(1011, "")
             raise
         except ConnectionClosed as closed:
             if not connection.closing:
                 # Not this connection's end (another connection's, say): a handler error.
                 logger.exception("error in the WebSocket handler; closing with 1011")
-                connection._start_close(1011, "")
+                connection.handshake.start_close(1011, "")
             else:
                 # The connection closed under the handler (the peer closed or left while it
                 # replied, a send timed out): no server error, and the close code stays the
                 # one that ended it (as the threaded server does).
                 logger.debug(
                     "the WebSocket handler for %s ended with its connection: %s",
-                    connection._peer_name(),
+                    connection.handshake.peer_name(),
                     closed,
                 )
         except Exception:
             logger.exception("error in the WebSocket handler; closing with 1011")
-            connection._start_close(1011, "")
+            connection.handshake.start_close(1011, "")
         else:
-            connection._start_close(1000, "")
+            connection.handshake.start_close(1000, "")
         await connection.wait_closed()
 
 

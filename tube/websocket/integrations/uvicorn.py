@@ -320,7 +320,7 @@ class UvicornProtocol(asyncio.Protocol):
         connection = self.connection
         if connection is not None:
             # The closing handshake runs on; the end of TCP takes us out of `connections`.
-            connection._start_close(1012, "")
+            connection.handshake.start_close(1012, "")
             return
         if self._state is _State.CONNECTING and self.scope is not None:
             self._finish_refusal(_plain_response(500, b"Internal Server Error"))
@@ -371,7 +371,7 @@ class UvicornProtocol(asyncio.Protocol):
             except ConnectionClosed as exc:
                 raise ClientDisconnected(str(exc)) from exc
             return
-        if self._lost or (connection is not None and connection._lost):
+        if self._lost or (connection is not None and connection.handshake.lost):
             raise ClientDisconnected("the client is gone")
         state = self._state
         if state is _State.CONNECTING:
@@ -449,7 +449,7 @@ class UvicornProtocol(asyncio.Protocol):
             # Tube is stricter than uvicorn's classes here (they drop TCP: 1006): a close
             # frame, 1011 if the application failed (no detail leaks), 1000 if it returned.
             code = 1012 if self._shutting_down else (1011 if error else 1000)
-            connection._start_close(code, "")
+            connection.handshake.start_close(code, "")
         elif state is _State.CONNECTING:
             if not error:
                 logger.error("ASGI callable returned without completing handshake.")
@@ -487,9 +487,11 @@ class UvicornProtocol(asyncio.Protocol):
         transport.write(head)
         connection = Connection(Role.SERVER, self.options)
         transport.set_protocol(connection)
-        connection._adopt(transport, request, subprotocol, self._negotiated.deflate, self._early)
+        connection.handshake.adopt(
+            transport, request, subprotocol, self._negotiated.deflate, self._early
+        )
         # uvicorn's shutdown waits for `connections` to empty: leave once TCP is closed.
-        connection._closed.add_done_callback(self._connection_closed)
+        connection.handshake.closed.add_done_callback(self._connection_closed)
         logger.info("connection open")
         self.connection = connection
         self._state = _State.ACCEPTED
