@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .. import __version__
 from .core.codes import CloseCode
@@ -273,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}  # Any: **options could otherwise fill a typed parameter
     if arguments.max_message_size is not None:
         options["max_message_size"] = arguments.max_message_size
     try:
@@ -282,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             subprotocols=arguments.subprotocol or None,
             origin=arguments.origin,
             headers=_headers(arguments),
-            ssl_context=_ssl_context(arguments),
+            ssl=_ssl_context(arguments),
             open_timeout=arguments.open_timeout,
             follow_redirects=arguments.follow_redirects,
             compression="deflate",

@@ -74,6 +74,33 @@ _NOT_TLS_REASONS = frozenset(
 )
 
 
+def client_tls_context(
+    secure: bool, ssl_context: ssl.SSLContext | None, alias: ssl.SSLContext | None
+) -> ssl.SSLContext | None:
+    """The TLS context a client's ``connect()`` was given: ``ssl=`` or its alias
+    ``ssl_context=`` (both transports take both names; the threaded one was first spelled
+    ``ssl_context``, asyncio's ``ssl``, as ``serve()`` is on both).
+
+    Args:
+        secure: The URL is ``wss://``.
+        ssl_context: What ``ssl=`` was given.
+        alias: What ``ssl_context=`` was given.
+
+    Returns:
+        The context, or None for the default (``ssl.create_default_context()`` for ``wss://``).
+
+    Raises:
+        TypeError: Both names were given.
+        ValueError: A context with a ``ws://`` URL (the message uses the name given).
+    """
+    if ssl_context is not None and alias is not None:
+        raise TypeError("connect() takes ssl= or its alias ssl_context=, not both")
+    name, context = ("ssl", ssl_context) if alias is None else ("ssl_context", alias)
+    if context is not None and not secure:
+        raise ValueError(f"{name} is only used with wss:// URLs, got a ws:// URL")
+    return context
+
+
 def explain_tls_error(error: ssl.SSLError, where: str) -> ssl.SSLError:
     """``error`` from a client's TLS handshake with ``where`` (``host:port``), with a hint when
     the server does not speak TLS (OpenSSL only says ``WRONG_VERSION_NUMBER``).

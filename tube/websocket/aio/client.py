@@ -34,7 +34,7 @@ from ..core.http import (
 )
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
-from ..sockets import explain_tls_error
+from ..sockets import client_tls_context, explain_tls_error
 from .connection import Connection
 
 __all__ = ["connect"]
@@ -64,14 +64,14 @@ async def _open(
     origin: str | None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
     ssl: ssl_module.SSLContext | None,
+    ssl_context: ssl_module.SSLContext | None,
     open_timeout: float | None,
     follow_redirects: bool,
     compression: DeflateOptions | Literal["deflate"] | None,
     connection_options: dict[str, Any],
 ) -> Connection:
     uri = urls.parse_uri(url)
-    if ssl is not None and not uri.secure:
-        raise ValueError("ssl is only used with wss:// URLs, got a ws:// URL")
+    ssl = client_tls_context(uri.secure, ssl, ssl_context)
     if refused := sorted(_SERVER_ONLY & connection_options.keys()):
         raise TypeError(f"connect() does not take the server-side options {refused}")
     extra_headers = list(handshake_checks.check_extra_headers(headers, request=True))
@@ -277,6 +277,7 @@ def connect(
     origin: str | None = None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     ssl: ssl_module.SSLContext | None = None,
+    ssl_context: ssl_module.SSLContext | None = None,
     open_timeout: float | None = 10.0,
     follow_redirects: bool = False,
     compression: DeflateOptions | Literal["deflate"] | None = "deflate",
@@ -284,8 +285,9 @@ def connect(
 ) -> _Connecting:
     """Open a WebSocket connection to ``url``: ``await connect(...)`` or ``async with``.
 
-    The arguments mean what they mean for the threaded :func:`tube.websocket.connect` (``ssl``
-    is its ``ssl_context``); like it, it offers permessage-deflate unless ``compression=None``.
+    The arguments mean what they mean for the threaded :func:`tube.websocket.connect`
+    (``ssl_context`` is an alias of ``ssl`` on both; passing both raises ``TypeError``); like it,
+    it offers permessage-deflate unless ``compression=None``.
 
     Returns:
         An awaitable giving the open :class:`Connection`; as an async context manager it
@@ -309,6 +311,7 @@ def connect(
             origin,
             headers,
             ssl,
+            ssl_context,
             open_timeout,
             follow_redirects,
             compression,

@@ -24,7 +24,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import ssl
+import ssl as ssl_module
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,7 +45,7 @@ from ..core.uri import (
     parse_uri,
     redirect_target,
 )
-from ..sockets import explain_tls_error
+from ..sockets import client_tls_context, explain_tls_error
 from .connection import Connection
 from .functions import create_connection
 
@@ -96,7 +96,8 @@ def connect(
     subprotocols: Sequence[str] | None = None,
     origin: str | None = None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-    ssl_context: ssl.SSLContext | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    ssl_context: ssl_module.SSLContext | None = None,
     open_timeout: float | None = DEFAULTS.open_timeout,
     follow_redirects: bool = False,
     compression: DeflateOptions | Literal["deflate"] | None = "deflate",
@@ -120,9 +121,11 @@ def connect(
         headers: Extra request headers (a mapping or ``(name, value)`` pairs), for example
             ``{"Authorization": "Bearer ..."}``. The handshake's own headers (``Host``,
             ``Upgrade``, ``Connection``, ``Origin``, ``Sec-WebSocket-*``) cannot be set here.
-        ssl_context: TLS settings for ``wss://``. By default, ``ssl.create_default_context()``:
+        ssl: TLS settings for ``wss://``. By default, ``ssl.create_default_context()``:
             the server's certificate is verified against the system's CAs and its host name.
             Passing one with a ``ws://`` URL raises ``ValueError``.
+        ssl_context: An alias of ``ssl`` (its first name here; asyncio's ``connect()`` and
+            both ``serve()`` say ``ssl``). Passing both raises ``TypeError``.
         open_timeout: Seconds allowed for the whole opening: name resolution, TCP connect,
             TLS handshake, request, response, and every redirect followed. ``None`` waits
             forever.
@@ -146,7 +149,7 @@ def connect(
         ValueError: An invalid option, a reserved or invalid header in ``headers`` (a
             character outside ISO-8859-1, a control character), an ``origin`` that is not
             printable ASCII; raised before any network I/O.
-        TypeError: ``subprotocols`` is a single string.
+        TypeError: ``subprotocols`` is a single string; both ``ssl`` and ``ssl_context``.
         socket.gaierror: The host name cannot be resolved ("cannot resolve host ...").
         ConnectionRefusedError: Nothing listens on that port ("connection refused by ...").
         OSError: Any other network failure (unreachable host, reset connection, ...).
@@ -164,8 +167,7 @@ def connect(
             extension that was not offered, ...
     """
     uri = parse_uri(url)
-    if ssl_context is not None and not uri.secure:
-        raise ValueError("ssl_context is only used with wss:// URLs, got a ws:// URL")
+    context = client_tls_context(uri.secure, ssl, ssl_context)
     if open_timeout is not None and not open_timeout > 0:
         raise ValueError(
             f"open_timeout must be a positive number of seconds or None, got {open_timeout!r}"
@@ -199,7 +201,7 @@ def connect(
 
     redirects = 0
     while True:
-        sock = _open_socket(uri, ssl_context if uri.secure else None, deadline)
+        sock = _open_socket(uri, context, deadline)
         try:
             request, key = build_request(
                 uri.host_header,
@@ -249,7 +251,7 @@ def connect(
 
 
 def _open_socket(
-    uri: WebSocketURI, ssl_context: ssl.SSLContext | None, deadline: _Deadline
+    uri: WebSocketURI, ssl_context: ssl_module.SSLContext | None, deadline: _Deadline
 ) -> socket.socket:
     """Connect TCP (and TLS for wss://) to ``uri`` within the deadline."""
     sock = _connect_tcp(uri.host, uri.port, deadline)
@@ -258,7 +260,7 @@ def _open_socket(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not uri.secure:
             return sock
-        context = ssl_context if ssl_context is not None else ssl.create_default_context()
+        context = ssl_context if ssl_context is not None else ssl_module.create_default_context()
         sock.settimeout(deadline.remaining("before the TLS handshake"))
         try:
             # server_hostname drives SNI and the certificate's host name check (IP literals are
@@ -266,7 +268,7 @@ def _open_socket(
             return context.wrap_socket(sock, server_hostname=uri.host)
         except TimeoutError:
             raise deadline.expired(f"during the TLS handshake with {uri.host_header}") from None
-        except ssl.SSLError as exc:
+        except ssl_module.SSLError as exc:
             explained = explain_tls_error(exc, uri.host_header)
             if explained is exc:
                 raise
