@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tube.websocket.core.accelerator import speedups
 from tube.websocket.core.events import BinaryMessage, Event, ProtocolFailure
+from tube.websocket.core.masking import python_apply_mask, python_unmask_in_place
 from tube.websocket.core.payload import PythonPayloadBuffer, new_payload_buffer
 from tube.websocket.core.protocol import Protocol, Role
 
@@ -276,3 +277,14 @@ def test_new_payload_buffer_is_the_accelerators_when_in_use() -> None:
     expected = PythonPayloadBuffer if speedups is None else type(buffer)
     assert type(buffer) is expected
     assert len(buffer) == 3
+
+
+@pytest.mark.parametrize("count", range(9))
+def test_pure_python_unmasking_of_an_exported_bytearray(count: int) -> None:
+    """A few bytes unmasked in place while a transport holds a view of the buffer (a read of
+    1-3 bytes into a payload buffer): CPython refuses an empty slice assignment there."""
+    data = bytearray(range(16))
+    expected = bytes(data[:8]) + python_apply_mask(bytes(data[8 : 8 + count]), KEY)
+    with memoryview(data):
+        python_unmask_in_place(data, KEY, 8, 8 + count)
+    assert bytes(data[: 8 + count]) == expected

@@ -102,6 +102,10 @@ def python_unmask_in_place(
         # slice assignment are C loops too. No Python-level work per byte. (Strided slices of
         # a memoryview would avoid nothing: their generic copy is about 15x slower.)
         position = start + offset
+        if position >= stop:
+            # Fewer than 4 bytes: assigning an empty slice is a deletion to CPython, which
+            # refuses it (BufferError) while the bytearray is exported.
+            break
         buffer[position:stop:4] = buffer[position:stop:4].translate(tables[key[offset]])
 
 

@@ -472,17 +472,26 @@ class Connection(SessionFields):
 
     # ------------------------------------------------------------------ reading (the reader)
 
-    def _process(self, data: Buffer, wait: bool) -> bool:
+    def _receive_buffer(self) -> memoryview | None:
+        """Where the reader reads while a large message arrives (see Protocol.receive_buffer)."""
+        protocol = self._protocol
+        if protocol is None:
+            return None
+        with self.lock:
+            return protocol.receive_buffer()
+
+    def _process(self, data: Buffer, wait: bool, into: bool = False) -> bool:
         """Feed received bytes; return True once the TCP connection should be closed.
 
         ``wait``: a reader thread blocks while the channel is full; a consumer does not.
+        ``into``: ``data`` was read into the view from :meth:`_receive_buffer`.
         """
         protocol = self._protocol
         assert protocol is not None
         after: list[Action] = []
         close_transport = False
         with self.lock:
-            events = protocol.receive_data(data)
+            events = protocol.received_into(len(data)) if into else protocol.receive_data(data)
             # Usually every event is a message: one pass for those, and the session only when
             # something else came (a ping, a pong, a close frame, a violation).
             messages: list[Message] = [

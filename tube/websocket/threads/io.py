@@ -74,7 +74,7 @@ class BaseIO:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
-    def recv_into(self, buffer: bytearray, deadline: float | None = None) -> int:
+    def recv_into(self, buffer: bytearray | memoryview, deadline: float | None = None) -> int:
         """Block until bytes arrive; return how many were stored.
 
         Args:
@@ -142,7 +142,7 @@ class PlainIO(BaseIO):
                     socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(seconds, micros)
                 )
 
-    def recv_into(self, buffer: bytearray, deadline: float | None = None) -> int:
+    def recv_into(self, buffer: bytearray | memoryview, deadline: float | None = None) -> int:
         try:
             return self.sock.recv_into(buffer)
         except (BlockingIOError, InterruptedError):
@@ -172,7 +172,7 @@ class TLSIO(BaseIO):
         self._io_lock = threading.Lock()
         self._write_wants_read = False
 
-    def recv_into(self, buffer: bytearray, deadline: float | None = None) -> int:
+    def recv_into(self, buffer: bytearray | memoryview, deadline: float | None = None) -> int:
         sock = self.sock
         lock = self._io_lock
         while True:

@@ -71,11 +71,15 @@ class ReaderOwner(Interface):
     lock: threading.RLock
     status_changed: threading.Condition
 
-    def _process(self, data: Buffer, wait: bool) -> bool:
+    def _process(self, data: Buffer, wait: bool, into: bool = False) -> bool:
         """Feed received bytes; True once the TCP connection should be closed.
 
-        ``wait``: block while the channel is full (reader threads only).
+        ``wait``: block while the channel is full (reader threads only). ``into``: ``data`` is
+        what was just read into the view from :meth:`_receive_buffer` (its length counts).
         """
+
+    def _receive_buffer(self) -> memoryview | None:
+        """Where to read while a large message arrives (Protocol.receive_buffer), or None."""
 
     def _receive_eof(self) -> None:
         """The peer closed TCP."""
@@ -239,15 +243,19 @@ class Reader:
             self.turn = _CONSUMER
         finish = teardown = False
         try:
-            received = self._consumer_recv(deadline)
+            received, target = self._consumer_recv(deadline)
             if received == 0:
                 owner._receive_eof()
                 finish = True
             elif received > 0:
-                buffer = self._buffer
-                assert buffer is not None
-                teardown = self._deliver(buffer, received, False)
-                self._buffer = _grown(buffer, received)
+                if target is not None:  # into a large message's payload
+                    teardown = self._deliver(target, received, False, into=True)
+                else:
+                    buffer = self._buffer
+                    assert buffer is not None
+                    teardown = self._deliver(buffer, received, False)
+                    self._buffer = _grown(buffer, received)
+            target = None  # the view is dropped before the next receive_buffer() (resizable)
         except Exception:
             logger.exception("internal error while reading a WebSocket; closing with 1011")
             owner._internal_error()
@@ -266,13 +274,14 @@ class Reader:
                 logger.exception("cannot start a WebSocket reader thread; aborting")
         self._abort()
 
-    def _consumer_recv(self, deadline: float | None) -> int:
-        """One read for a consumer: the byte count, 0 at EOF, -1 at ``deadline``."""
+    def _consumer_recv(self, deadline: float | None) -> tuple[int, memoryview | None]:
+        """One read for a consumer: the byte count, 0 at EOF, -1 at ``deadline``; and the
+        large message's payload view it was read into, if any (else ``self._buffer``)."""
         io = self._send.io
         while True:
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
-                return -1
+                return -1, None
             buffer = self._buffer
             if buffer is None or timeout is not None:
                 # Idle (or a deadline to keep): wait without a buffer, which is made on demand.
@@ -280,19 +289,22 @@ class Reader:
                     continue
                 if buffer is None:
                     buffer = self._buffer = bytearray(_RECV_SIZE_MIN)
-            received = io.recv_into(buffer, deadline)
+            target = self._owner._receive_buffer()
+            received = io.recv_into(buffer if target is None else target, deadline)
             if received >= 0:
-                return received
+                return received, target
             # Idle for PARK_AFTER seconds, or the deadline passed while a TLS record was
             # incomplete: free the buffer meanwhile (OpenSSL keeps the record's start).
             self._buffer = None
 
-    def _deliver(self, buffer: bytearray, received: int, wait: bool) -> bool:
+    def _deliver(
+        self, buffer: bytearray | memoryview, received: int, wait: bool, into: bool = False
+    ) -> bool:
         """Hand one read to the connection, a sign of life; True once TCP should be closed."""
         keepalive = self._session.keepalive
         if keepalive is not None:
             keepalive.last_received = time.monotonic()
-        return self._owner._process(memoryview(buffer)[:received], wait)
+        return self._owner._process(memoryview(buffer)[:received], wait, into)
 
     def _finish(self) -> None:
         """The TCP connection is over (the caller holds the turn): finish it."""
@@ -349,8 +361,11 @@ class Reader:
                 if self.consumer_waiting and self._hand_back():
                     handed_over = True
                     return
-                received = io.recv_into(buffer)
+                # While a large message arrives, straight into its payload (no copy).
+                target = owner._receive_buffer()
+                received = io.recv_into(buffer if target is None else target)
                 if received <= 0:
+                    target = None
                     if received < 0:  # idle
                         if self._park():
                             handed_over = True
@@ -358,8 +373,12 @@ class Reader:
                         continue
                     owner._receive_eof()
                     break
-                close_transport = self._deliver(buffer, received, True)
-                buffer = _grown(buffer, received)
+                if target is not None:
+                    close_transport = self._deliver(target, received, True, into=True)
+                    target = None  # dropped before the next receive_buffer() (resizable)
+                else:
+                    close_transport = self._deliver(buffer, received, True)
+                    buffer = _grown(buffer, received)
             else:
                 # A peer's violation or close frame waits for the application to take the
                 # messages before it.
