@@ -469,3 +469,11 @@ def test_a_complete_line_too_long_is_refused_before_the_head_ends(
     with pytest.raises(HandshakeError) as info:
         parse_request_head(head, max_line_size=16)
     assert str(info.value) == message
+
+
+def test_a_request_line_with_an_empty_target_is_refused() -> None:
+    with pytest.raises(HandshakeError) as info:
+        parse_request_head(b"GET  HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert str(info.value) == (
+        "400 Bad Request: expected a request line 'METHOD target HTTP/1.1', got 'GET  HTTP/1.1'"
+    )

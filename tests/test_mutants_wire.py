@@ -379,3 +379,76 @@ def test_a_compressed_message_of_exactly_the_size_limit_keeps_the_stream_in_step
     second = (compressor.compress(b"abc") + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
     events = protocol.receive_data(frame(2, first, rsv=4) + frame(2, second, rsv=4))
     assert events == [BinaryMessage(b"a" * 40), BinaryMessage(b"abc")]
+
+
+# ------------------------------------------------------------------ the first compressed frame
+
+
+def test_invalid_utf8_in_the_first_fragment_of_a_compressed_text_is_1007() -> None:
+    payload = deflated(b"ok \xff and more")
+    for data in (frame(1, payload, fin=False, rsv=4), frame(1, payload, rsv=4)):
+        [failure] = Protocol(Role.SERVER, deflate=negotiated()).receive_data(data)
+        assert isinstance(failure, ProtocolFailure)
+        assert (failure.error.close_code, failure.error.reason) == (
+            1007,
+            "invalid UTF-8 in a text message",
+        )
+
+
+@pytest.mark.parametrize(
+    ("role", "data", "reason"),
+    [
+        (
+            Role.SERVER,
+            frame(2, b"x", rsv=6),
+            "reserved bits RSV2-3 set (only RSV1 is defined by deflate)",
+        ),
+        (Role.SERVER, frame(2, b"x", rsv=4, key=None), "frames from a client must be masked"),
+        (Role.CLIENT, frame(2, b"x", rsv=4), "frames from a server must not be masked"),
+        (
+            Role.SERVER,
+            frame(2, bytes(11), rsv=4),
+            "message of 11 bytes is larger than the 10-byte limit",
+        ),
+    ],
+)
+def test_a_compressed_frame_refused_before_inflating_says_why(
+    role: Role, data: bytes, reason: str
+) -> None:
+    protocol = Protocol(role, deflate=negotiated(), max_message_size=10)
+    [failure] = protocol.receive_data(data)
+    assert isinstance(failure, ProtocolFailure)
+    assert (failure.error.close_code, failure.error.reason) == (
+        1009 if "limit" in reason else 1002,
+        reason,
+    )
+
+
+def test_a_compressed_frame_as_long_as_the_limit_is_inflated() -> None:
+    data = os.urandom(20)  # incompressible: its deflate stream is longer than itself
+    payload = deflated(data)
+    protocol = Protocol(Role.SERVER, deflate=negotiated(), max_message_size=len(payload))
+    assert protocol.receive_data(frame(2, payload, rsv=4)) == [BinaryMessage(data)]
+
+
+def test_a_large_masked_compressed_frame_in_the_buffer_is_unmasked_alone() -> None:
+    # Over 4 KiB and arriving in two reads: unmasked in place in the receive buffer, which also
+    # holds the next frame; that one must stay as it came.
+    data = os.urandom(6000)  # incompressible: the compressed payload stays over 4 KiB
+    first = frame(2, deflated(data), rsv=4)
+    protocol = Protocol(Role.SERVER, deflate=negotiated())
+    assert protocol.receive_data(first[:100]) == []
+    events = protocol.receive_data(first[100:] + frame(1, b"after"))
+    assert events == [BinaryMessage(data), TextMessage("after")]
+
+
+def test_a_compressed_message_may_have_exactly_max_fragments_frames() -> None:
+    payload = deflated(b"fragmented and compressed")
+    pieces = [payload[:3], payload[3:6], payload[6:]]
+    data = frame(1, pieces[0], fin=False, rsv=4) + frame(0, pieces[1], fin=False)
+    protocol = Protocol(Role.SERVER, deflate=negotiated(), max_fragments=3)
+    events = protocol.receive_data(data + frame(0, pieces[2]))
+    assert events == [TextMessage("fragmented and compressed")]
+    protocol = Protocol(Role.SERVER, deflate=negotiated(), max_fragments=2)
+    [failure] = protocol.receive_data(data + frame(0, pieces[2]))
+    assert isinstance(failure, ProtocolFailure) and failure.error.close_code == 1009
