@@ -75,6 +75,10 @@ class Driver:
         """``connection.close()`` (1000), waiting for the end."""
         raise NotImplementedError
 
+    def initiate_close(self, connection: Any, code: int = 1000, reason: str = "") -> None:
+        """``connection.initiate_close(code, reason)``: returns once the close frame is written."""
+        raise NotImplementedError
+
     def wait_closed(self, connection: Any, timeout: float) -> bool:
         """``connection.wait_closed(timeout)``."""
         raise NotImplementedError
@@ -133,6 +137,9 @@ class ThreadsDriver(Driver):
 
     def close(self, connection: Any) -> None:
         connection.close()
+
+    def initiate_close(self, connection: Any, code: int = 1000, reason: str = "") -> None:
+        connection.initiate_close(code, reason)
 
     def wait_closed(self, connection: Any, timeout: float) -> bool:
         closed: bool = connection.wait_closed(timeout)
@@ -219,6 +226,9 @@ class AioDriver(Driver):
 
     def close(self, connection: Any) -> None:
         self._loop.call(connection.close())
+
+    def initiate_close(self, connection: Any, code: int = 1000, reason: str = "") -> None:
+        self._loop.call(connection.initiate_close(code, reason))
 
     def wait_closed(self, connection: Any, timeout: float) -> bool:
         closed: bool = self._loop.call(connection.wait_closed(timeout))
