@@ -477,3 +477,29 @@ def test_a_request_line_with_an_empty_target_is_refused() -> None:
     assert str(info.value) == (
         "400 Bad Request: expected a request line 'METHOD target HTTP/1.1', got 'GET  HTTP/1.1'"
     )
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        (
+            b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+            "400 Bad Request: expected CRLF line endings, got a bare CR or LF",
+        ),
+        (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", "400 Bad Request: NUL byte in the message head"),
+        (
+            b"GET / HTTP/1.1\r\nno colon\r\nY: z\r\nW: v\r\n\r\n",
+            "400 Bad Request: expected a header line 'name: value', got 'no colon'",
+        ),
+    ],
+)
+def test_a_complete_request_head_refused_says_why(head: bytes, message: str) -> None:
+    with pytest.raises(HandshakeError) as info:
+        parse_request_head(head)
+    assert str(info.value) == message
+
+
+def test_a_complete_status_line_too_long_is_named() -> None:
+    with pytest.raises(InvalidHandshake) as info:
+        parse_response_head(b"HTTP/1.1 101 " + b"a" * 20 + b"\r\n\r\n", max_line_size=16)
+    assert info.value.reason == "status line longer than 16 bytes"
