@@ -71,8 +71,8 @@ class Driver:
         ended it)."""
         raise NotImplementedError
 
-    def close(self, connection: Any) -> None:
-        """``connection.close()`` (1000), waiting for the end."""
+    def close(self, connection: Any, code: int = 1000, reason: str = "") -> None:
+        """``connection.close(code, reason)``, waiting for the end."""
         raise NotImplementedError
 
     def initiate_close(self, connection: Any, code: int = 1000, reason: str = "") -> None:
@@ -135,8 +135,8 @@ class ThreadsDriver(Driver):
         message: Message = connection.incoming.get(timeout=timeout)
         return message
 
-    def close(self, connection: Any) -> None:
-        connection.close()
+    def close(self, connection: Any, code: int = 1000, reason: str = "") -> None:
+        connection.close(code, reason)
 
     def initiate_close(self, connection: Any, code: int = 1000, reason: str = "") -> None:
         connection.initiate_close(code, reason)
@@ -224,8 +224,8 @@ class AioDriver(Driver):
         message: Message = self._loop.call(connection.incoming.get(timeout=timeout))
         return message
 
-    def close(self, connection: Any) -> None:
-        self._loop.call(connection.close())
+    def close(self, connection: Any, code: int = 1000, reason: str = "") -> None:
+        self._loop.call(connection.close(code, reason))
 
     def initiate_close(self, connection: Any, code: int = 1000, reason: str = "") -> None:
         self._loop.call(connection.initiate_close(code, reason))
