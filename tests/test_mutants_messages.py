@@ -17,6 +17,7 @@ from tube.websocket.core.deflate import DeflateOptions
 from tube.websocket.core.errors import HandshakeError, InvalidHandshake, body_excerpt, printable
 from tube.websocket.core.extensions import parse_extensions
 from tube.websocket.core.handshake import Negotiated, accept_key
+from tube.websocket.core.handshake_checks import check_subprotocols
 from tube.websocket.core.http import Request, Response, parse_request_head, parse_response_head
 from tube.websocket.core.masking import python_apply_mask, python_unmask_in_place
 from tube.websocket.core.protocol import Protocol, Role
@@ -503,3 +504,12 @@ def test_a_complete_status_line_too_long_is_named() -> None:
     with pytest.raises(InvalidHandshake) as info:
         parse_response_head(b"HTTP/1.1 101 " + b"a" * 20 + b"\r\n\r\n", max_line_size=16)
     assert info.value.reason == "status line longer than 16 bytes"
+
+
+def test_obsolete_line_folding_and_non_str_subprotocols_are_refused_saying_so() -> None:
+    with pytest.raises(HandshakeError) as info:
+        parse_request_head(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n")
+    assert str(info.value) == "400 Bad Request: obsolete line folding is not supported"
+    with pytest.raises(TypeError) as type_info:
+        check_subprotocols([3])  # type: ignore[list-item]
+    assert str(type_info.value) == "subprotocols must be strings, got 3"
