@@ -11,6 +11,8 @@ timeouts"): each rule is one test body, run once per transport through the ``dri
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tube.websocket import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
@@ -96,3 +98,37 @@ def test_our_close_delivers_the_peers_messages_before_its_echo(driver: Driver, r
     end_tcp(peer, role)
     assert driver.wait_closed(connection, LATE)
     assert (connection.close_code, connection.close_reason) == (4002, "bye")
+
+
+# The peer's close waits for the application at most close_reply_time: 1 s, or half of
+# close_give_up_time if that is shorter (README, "Closing and timeouts").
+GIVE_UP = 0.8
+REPLY = GIVE_UP / 2
+# Timers may fire up to a clock tick early (asyncio's clock resolution): seconds allowed.
+EARLY = 0.05
+
+
+@ROLES
+def test_the_peers_close_is_answered_after_close_reply_time_if_the_application_is_away(
+    driver: Driver, role: Role
+) -> None:
+    connection, peer = driver.pair(role, ping_interval=None, close_give_up_time=GIVE_UP)
+    assert connection.options.close_reply_time == REPLY
+    peer.sock.sendall(
+        peer.frame_bytes(0x1, b"one") + peer.frame_bytes(0x8, (1000).to_bytes(2, "big"))
+    )
+    sent = time.monotonic()
+    echo = peer.recv_data_frame(timeout=REPLY + LATE)
+    waited = time.monotonic() - sent
+    assert (echo.opcode, echo.close_code) == (0x8, 1000), echo
+    assert REPLY - EARLY <= waited <= REPLY + LATE, waited
+    # The message before the close is still delivered, then incoming ends with the peer's code.
+    assert driver.get(connection, timeout=LATE) == "one"
+    with pytest.raises(ConnectionClosed) as info:
+        driver.get(connection, timeout=LATE)
+    error = info.value
+    assert type(error) is ConnectionClosedOK, repr(error)
+    assert (error.code, error.initiated_by) == (1000, "remote"), error
+    end_tcp(peer, role)
+    assert driver.wait_closed(connection, LATE)
+    assert connection.close_code == 1000

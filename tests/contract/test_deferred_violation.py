@@ -3,9 +3,10 @@ timeouts"), the same on both transports: each rule is one test body, run once pe
 through the ``driver`` fixture.
 
 * Valid messages, then a violation (an unmasked frame to a server, a masked frame to a client:
-  1002; invalid UTF-8: 1007): the messages reach the application first, its replies reach the
-  peer before the close frame, then ``incoming`` ends with ``ConnectionClosedError`` carrying
-  the code, which the peer receives and which is the final ``close_code``.
+  1002; invalid UTF-8: 1007; a message over ``max_message_size``: 1009): the messages reach
+  the application first, its replies reach the peer before the close frame, then ``incoming``
+  ends with ``ConnectionClosedError`` carrying the code, which the peer receives and which is
+  the final ``close_code``.
 * The violation bound: if the application does not come back for the next message, the close
   frame is sent ``close_give_up_time`` after the violation (not before; within a margin); the
   messages before it are still delivered afterwards, then ``incoming`` ends with the code.
@@ -29,12 +30,15 @@ LATE = 2.5
 # Timers may fire up to a clock tick early (asyncio's clock resolution): seconds allowed.
 EARLY = 0.05
 GIVE_UP = 0.5
+MAX_SIZE = 1024
 
 
 def violation(peer: RawPeer, kind: str) -> bytes:
     """The bytes of one frame that breaks the protocol, as ``peer`` would send them."""
     if kind == "mask":  # a client's frame unmasked, a server's masked (RFC 6455 §5.1)
         return build_frame(0x1, b"wrong mask", mask=not peer.mask)
+    if kind == "size":  # a message over max_message_size
+        return peer.frame_bytes(0x2, b"x" * (MAX_SIZE + 1))
     return peer.frame_bytes(0x1, b"bad \xff utf-8")
 
 
@@ -45,8 +49,17 @@ CASES = pytest.mark.parametrize(
         (Role.CLIENT, "mask", 1002),
         (Role.SERVER, "utf8", 1007),
         (Role.CLIENT, "utf8", 1007),
+        (Role.SERVER, "size", 1009),
+        (Role.CLIENT, "size", 1009),
     ],
-    ids=["server-unmasked-1002", "client-masked-1002", "server-utf8-1007", "client-utf8-1007"],
+    ids=[
+        "server-unmasked-1002",
+        "client-masked-1002",
+        "server-utf8-1007",
+        "client-utf8-1007",
+        "server-too-big-1009",
+        "client-too-big-1009",
+    ],
 )
 
 
@@ -62,7 +75,7 @@ def check_end(driver: Driver, connection: object, code: int) -> None:
 def test_the_messages_before_a_violation_and_their_replies_come_first(
     driver: Driver, role: Role, kind: str, code: int
 ) -> None:
-    connection, peer = driver.pair(role, ping_interval=None)
+    connection, peer = driver.pair(role, ping_interval=None, max_message_size=MAX_SIZE)
     peer.sock.sendall(
         peer.frame_bytes(0x1, b"one") + peer.frame_bytes(0x2, b"two") + violation(peer, kind)
     )
@@ -85,7 +98,9 @@ def test_the_messages_before_a_violation_and_their_replies_come_first(
 def test_a_violation_the_application_does_not_reach_is_committed_after_give_up_time(
     driver: Driver, role: Role, kind: str, code: int
 ) -> None:
-    connection, peer = driver.pair(role, ping_interval=None, close_give_up_time=GIVE_UP)
+    connection, peer = driver.pair(
+        role, ping_interval=None, close_give_up_time=GIVE_UP, max_message_size=MAX_SIZE
+    )
     peer.sock.sendall(peer.frame_bytes(0x1, b"one") + violation(peer, kind))
     sent = time.monotonic()
     close = peer.recv_data_frame(timeout=GIVE_UP + LATE)
