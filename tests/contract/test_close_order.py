@@ -132,3 +132,25 @@ def test_the_peers_close_is_answered_after_close_reply_time_if_the_application_i
     end_tcp(peer, role)
     assert driver.wait_closed(connection, LATE)
     assert connection.close_code == 1000
+
+
+def test_both_tube_ends_agree_on_how_a_client_close_ended(driver: Driver) -> None:
+    """Through the transport's own ``serve()`` and ``connect()`` (handshakes, TCP): the client
+    closes, both ends end with its code (the server's echo carries the code, not the reason, and
+    each end keeps what its peer's close frame said), and the client's ``close()`` returns once
+    the server closed TCP."""
+    port = driver.serve(ping_interval=None)
+    client = driver.connect(f"ws://127.0.0.1:{port}/", ping_interval=None)
+    driver.send(client, "hello")
+    assert driver.get(client, timeout=LATE) == "hello"
+    driver.close(client, 4004, "done")
+    assert (client.close_code, client.close_reason) == (4004, "")
+    assert not client.connected
+    with pytest.raises(ConnectionClosed) as info:
+        driver.get(client, timeout=LATE)
+    assert type(info.value) is ConnectionClosedError, repr(info.value)
+    assert (info.value.code, info.value.initiated_by) == (4004, "local"), info.value
+    (server,) = driver.accepted
+    assert driver.wait_closed(server, LATE)
+    assert (server.close_code, server.close_reason) == (4004, "done")
+    assert not server.connected
