@@ -321,8 +321,10 @@ class Server:
     ) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         spec = SERVERS[name]
+        # A baseline server (--baseline) runs Tube from another tree: its directory first.
+        root = Path(spec.get("root", ROOT))
+        env = dict(os.environ, PYTHONPATH=str(root), PYTHONUNBUFFERED="1")
         # wrap: arguments put between the interpreter and the server (bench/cprofile_wrap.py)
         base = [spec["cmd"][0], *(wrap or []), *spec["cmd"][1:]]
         cmd = [*prefix, *base, "--host", "127.0.0.1", "--port", "0"]
@@ -332,7 +334,7 @@ class Server:
         self.log_file.flush()
         self.proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=subprocess.PIPE,
             stderr=self.log_file,
@@ -413,6 +415,40 @@ def run_loadgen(
 
 
 # -------------------------------------------------------------------------------------- reports
+
+
+def add_baseline(rev: str, servers: list[str]) -> list[str]:
+    """Export ``rev`` (with its C accelerator built) and add a ``NAME@rev`` twin of each Tube
+    echo server in ``servers``, right after it: before and after in the same run."""
+    short = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = BUILD / f"baseline-{short}"
+    if not (tree / "tube").is_dir():
+        log(f"exporting {rev} ({short}) to {tree}")
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", short], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        subprocess.run(
+            [PY, "setup.py", "-q", "build_ext", "--inplace"],
+            cwd=tree,
+            capture_output=True,
+            check=False,  # without a compiler the baseline runs pure Python, as Tube would
+        )
+    result = []
+    for name in servers:
+        result.append(name)
+        if name.startswith("tube") and "@" not in name:
+            twin = f"{name}@{short}"
+            SERVERS[twin] = {
+                **SERVERS[name],
+                "root": str(tree),
+                "about": f"{SERVERS[name]['about']}, at {short}",
+            }
+            result.append(twin)
+    return result
 
 
 def run_forward(forwarder: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -721,6 +757,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, help="markdown report (JSON written beside it)")
     parser.add_argument("--no-install", action="store_true", help="fail if a peer is missing")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run each Tube server at this git revision (NAME@REV): before and after a "
+        "change in the same run (the forward scenario runs only the current tree)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repetitions, args.duration, args.warmup = 1, 1.0, 0.3
@@ -740,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(["python3 bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     servers = [s for s in SERVERS if s in args.servers.split(",")]
+    if args.baseline:
+        servers = add_baseline(args.baseline, servers)
     scenarios = [s for s in SCENARIOS if s in args.scenarios.split(",")]
     versions = ensure_peers(install=not args.no_install)
     build_loadgen()
