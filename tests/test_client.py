@@ -50,8 +50,8 @@ def test_connect_rejects_bad_options_before_connecting() -> None:
         connect("ws://127.0.0.1:1/", max_message_size=-1)
     with pytest.raises(InvalidURI):
         connect("http://127.0.0.1:1/")
-    with pytest.raises(ValueError, match="ssl_context"):
-        connect("ws://127.0.0.1:1/", ssl_context=ssl.create_default_context())
+    with pytest.raises(ValueError, match=r"^ssl is only used with wss:// URLs"):
+        connect("ws://127.0.0.1:1/", ssl=ssl.create_default_context())
     with pytest.raises(ValueError, match="open_timeout"):
         connect("ws://127.0.0.1:1/", open_timeout=0)
     with pytest.raises(ValueError, match="Sec-WebSocket-Key"):
@@ -380,7 +380,7 @@ def test_open_timeout_during_the_tls_handshake() -> None:
     with raw_server(hold) as server:
         start = time.monotonic()
         with pytest.raises(OpenTimeout, match="TLS handshake"):
-            connect(server.url(scheme="wss"), ssl_context=context, open_timeout=0.5)
+            connect(server.url(scheme="wss"), ssl=context, open_timeout=0.5)
         assert time.monotonic() - start < 2.5
 
 
@@ -453,7 +453,7 @@ def test_tls_host_name_is_checked(tls_ca: trustme.CA) -> None:
         raw_server(hold, tls=server_tls_context(tls_ca, "example.com")) as server,
         pytest.raises(ssl.SSLCertVerificationError, match=r"127\.0\.0\.1"),
     ):
-        connect(server.url(scheme="wss"), ssl_context=client_tls_context(tls_ca), open_timeout=5)
+        connect(server.url(scheme="wss"), ssl=client_tls_context(tls_ca), open_timeout=5)
 
 
 def test_tls_trusted_context_reaches_the_http_layer(tls_ca: trustme.CA) -> None:
@@ -462,7 +462,7 @@ def test_tls_trusted_context_reaches_the_http_layer(tls_ca: trustme.CA) -> None:
         raw_server(answer(response), tls=server_tls_context(tls_ca)) as server,
         pytest.raises(HandshakeError) as info,
     ):
-        connect(server.url(scheme="wss"), ssl_context=client_tls_context(tls_ca), open_timeout=5)
+        connect(server.url(scheme="wss"), ssl=client_tls_context(tls_ca), open_timeout=5)
     assert info.value.status == 403
     assert info.value.body == b"spoken over TLS"
     # 443 is not the port: the Host header names it.
@@ -572,7 +572,7 @@ def test_redirect_from_wss_to_ws_is_refused(tls_ca: trustme.CA) -> None:
         ):
             connect(
                 secure.url(scheme="wss"),
-                ssl_context=client_tls_context(tls_ca),
+                ssl=client_tls_context(tls_ca),
                 follow_redirects=True,
                 open_timeout=5,
             )
@@ -752,9 +752,7 @@ def test_refused_by_our_server_shows_status_and_body(tube_server: TubeServer) ->
 def test_wss_with_a_trusted_self_signed_certificate(tls_ca: trustme.CA) -> None:
     with (
         TubeServer(tls=server_tls_context(tls_ca), max_message_size=BIG) as server,
-        connect(
-            server.url(), ssl_context=client_tls_context(tls_ca), max_message_size=BIG
-        ) as connection,
+        connect(server.url(), ssl=client_tls_context(tls_ca), max_message_size=BIG) as connection,
     ):
         assert isinstance(connection.conn, ssl.SSLSocket)
         for size in SIZES:

@@ -73,7 +73,7 @@ def test_wss_to_a_plain_server_says_it_does_not_speak_tls(
     server = running(lambda connection: None)
     where = f"127.0.0.1:{server.port}"
     with pytest.raises(ssl.SSLError, match=f"server at {where} does not speak TLS") as raised:
-        connect(f"wss://{where}/", ssl_context=ssl.create_default_context(), open_timeout=TIMEOUT)
+        connect(f"wss://{where}/", ssl=ssl.create_default_context(), open_timeout=TIMEOUT)
     assert raised.value.reason == "WRONG_VERSION_NUMBER"  # still OpenSSL's reason
 
 

@@ -47,7 +47,7 @@ def exchange(url: str, client_context: ssl.SSLContext | None) -> None:
     for size in SIZES:
         messages.append(os.urandom(size))
         messages.append("between")
-    with connect(url, ssl_context=client_context, max_message_size=LIMIT) as client:
+    with connect(url, ssl=client_context, max_message_size=LIMIT) as client:
         # One at a time, then all at once: a read may hold the end of one large message and
         # the start of the next.
         for message in messages[:4]:

@@ -165,7 +165,7 @@ def test_silent_tls_client_stalls_nobody_and_is_cut_off() -> None:
             start = time.monotonic()
             # Another client gets through while the silent one holds its connection open.
             with connect(
-                f"wss://localhost:{port}/", ssl_context=client_context, open_timeout=3
+                f"wss://localhost:{port}/", ssl=client_context, open_timeout=3
             ) as connection:
                 connection.send("through")
                 assert connection.incoming.get(timeout=3) == "through"

@@ -389,7 +389,7 @@ def test_a_failed_tls_handshake_ends_quietly(
         thread.join(TIMEOUT)
         assert not thread.is_alive()
     with connect(
-        f"wss://localhost:{server.port}/", ssl_context=client_context, open_timeout=TIMEOUT
+        f"wss://localhost:{server.port}/", ssl=client_context, open_timeout=TIMEOUT
     ) as client:
         client.send("still serving")
         assert client.incoming.get(timeout=TIMEOUT) == "still serving"

@@ -202,7 +202,7 @@ def test_a_silent_client_does_not_stall_tls_clients(
     silent = socket.create_connection(("127.0.0.1", server.port))
     try:
         with connect(
-            f"wss://localhost:{server.port}/", ssl_context=client_context, open_timeout=5
+            f"wss://localhost:{server.port}/", ssl=client_context, open_timeout=5
         ) as connection:
             connection.send("over tls")
             assert connection.incoming.get(timeout=TIMEOUT) == "over tls"

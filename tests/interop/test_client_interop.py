@@ -182,7 +182,7 @@ def open_client(server: EchoServer) -> Connection:
     return connect(
         server.url,
         subprotocols=[SUBPROTOCOL],
-        ssl_context=server.client_context,
+        ssl=server.client_context,
         open_timeout=TIMEOUT,
         max_message_size=8 * 1024 * 1024,
     )

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import ssl
 import sys
+import warnings
 from typing import Protocol
 
 from .core.keepalive import tcp_keepalive
@@ -77,9 +78,9 @@ _NOT_TLS_REASONS = frozenset(
 def client_tls_context(
     secure: bool, ssl_context: ssl.SSLContext | None, alias: ssl.SSLContext | None
 ) -> ssl.SSLContext | None:
-    """The TLS context a client's ``connect()`` was given: ``ssl=`` or its alias
-    ``ssl_context=`` (both transports take both names; the threaded one was first spelled
-    ``ssl_context``, asyncio's ``ssl``, as ``serve()`` is on both).
+    """The TLS context a client's ``connect()`` was given: ``ssl=`` or its deprecated alias
+    ``ssl_context=`` (both transports take both names; ``ssl=`` is the name ``serve()`` takes on
+    both; :func:`warn_ssl_context_alias` warns about the alias).
 
     Args:
         secure: The URL is ``wss://``.
@@ -99,6 +100,20 @@ def client_tls_context(
     if context is not None and not secure:
         raise ValueError(f"{name} is only used with wss:// URLs, got a ws:// URL")
     return context
+
+
+def warn_ssl_context_alias(alias: ssl.SSLContext | None) -> None:
+    """Warn (``DeprecationWarning``) that ``connect(ssl_context=)`` is the old spelling of
+    ``ssl=``, when it was given. Called by each transport's ``connect()`` itself, so that the
+    warning points at the application's call (also on asyncio, where the context is checked
+    only once the connection is awaited).
+    """
+    if alias is not None:
+        warnings.warn(
+            "connect(ssl_context=...) is deprecated: pass the same context as ssl=",
+            DeprecationWarning,
+            stacklevel=3,  # this function, connect(), the application's call
+        )
 
 
 def explain_tls_error(error: ssl.SSLError, where: str) -> ssl.SSLError:

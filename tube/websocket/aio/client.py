@@ -34,7 +34,7 @@ from ..core.http import (
 )
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
-from ..sockets import client_tls_context, explain_tls_error
+from ..sockets import client_tls_context, explain_tls_error, warn_ssl_context_alias
 from .connection import Connection
 
 __all__ = ["connect"]
@@ -286,8 +286,9 @@ def connect(
     """Open a WebSocket connection to ``url``: ``await connect(...)`` or ``async with``.
 
     The arguments mean what they mean for the threaded :func:`tube.websocket.connect`
-    (``ssl_context`` is an alias of ``ssl`` on both; passing both raises ``TypeError``); like it,
-    it offers permessage-deflate unless ``compression=None``.
+    (``ssl_context`` is a deprecated alias of ``ssl`` on both, with a ``DeprecationWarning``;
+    passing both raises ``TypeError``); like it, it offers permessage-deflate unless
+    ``compression=None``.
 
     Returns:
         An awaitable giving the open :class:`Connection`; as an async context manager it
@@ -304,6 +305,7 @@ def connect(
             and the start of its body), or a redirect that is not followed.
         InvalidHandshake: No valid HTTP response arrived, or an invalid 101.
     """
+    warn_ssl_context_alias(ssl_context)
     return _Connecting(
         (
             url,

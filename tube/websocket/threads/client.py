@@ -45,7 +45,7 @@ from ..core.uri import (
     parse_uri,
     redirect_target,
 )
-from ..sockets import client_tls_context, explain_tls_error
+from ..sockets import client_tls_context, explain_tls_error, warn_ssl_context_alias
 from .connection import Connection
 from .functions import create_connection
 
@@ -124,8 +124,9 @@ def connect(
         ssl: TLS settings for ``wss://``. By default, ``ssl.create_default_context()``:
             the server's certificate is verified against the system's CAs and its host name.
             Passing one with a ``ws://`` URL raises ``ValueError``.
-        ssl_context: An alias of ``ssl`` (its first name here; asyncio's ``connect()`` and
-            both ``serve()`` say ``ssl``). Passing both raises ``TypeError``.
+        ssl_context: A deprecated alias of ``ssl`` (its first name here; asyncio's
+            ``connect()`` and both ``serve()`` say ``ssl``): emits a ``DeprecationWarning``.
+            Passing both raises ``TypeError``.
         open_timeout: Seconds allowed for the whole opening: name resolution, TCP connect,
             TLS handshake, request, response, and every redirect followed. ``None`` waits
             forever.
@@ -166,6 +167,7 @@ def connect(
             invalid (``status`` 101): a wrong ``Sec-WebSocket-Accept``, a subprotocol or an
             extension that was not offered, ...
     """
+    warn_ssl_context_alias(ssl_context)
     uri = parse_uri(url)
     context = client_tls_context(uri.secure, ssl, ssl_context)
     if open_timeout is not None and not open_timeout > 0:
