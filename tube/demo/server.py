@@ -180,7 +180,8 @@ class ChatRoom:
                 online = len(self._members)
                 # Queued under the lock, before the member's reader starts: no broadcast (a
                 # chat line from another member, or its own first line) can reach the new
-                # member before its welcome and the "joined" (issue 23: 1 run in 7 did).
+                # member before its welcome and the "joined" (without this, one
+                # test run in seven saw a broadcast arrive first).
                 # offer() never blocks, so holding the lock here costs nothing.
                 member.offer(_encode({"type": "welcome", "name": member.name, "online": online}))
                 joined = _encode(

@@ -1,8 +1,9 @@
 """Tube: a WebSocket library (RFC 6455) for Python, standard library only.
 
-The seed's API in snake_case: :func:`create_connection`, :func:`upgrade_connection`,
-:func:`is_connected`, :func:`is_closing`, :func:`send_blob_data`, :func:`initiate_close`,
-:func:`wait_until_connected`, and the :class:`Connection` with its ``incoming`` channel;
+The Go package's API in snake_case (README, "Go → Python"): :func:`create_connection`,
+:func:`upgrade_connection`, :func:`is_connected`, :func:`is_closing`, :func:`send_blob_data`,
+:func:`initiate_close`, :func:`wait_until_connected`, and the :class:`Connection` with its
+``incoming`` channel;
 :func:`upgrade_connection` takes an ``http.server`` handler or a WSGI environ (Flask, gunicorn),
 and :func:`serve` runs a ready threaded server.
 Everything public is listed in ``__all__``; other modules are internal. ``__version__`` is the

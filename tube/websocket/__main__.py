@@ -6,10 +6,10 @@ message received is printed on standard output, text as it is and binary as a he
 replies still in flight: it keeps printing until no message has arrived for ``--linger`` seconds
 (1 by default), because many servers stop sending as soon as they receive a close frame (RFC 6455
 §5.5.1), so closing at once would lose them. Tube's own servers answer the messages received
-before a close frame first (issue 22 §6): against them ``--linger 0`` loses nothing. Then it
-runs the closing handshake (code 1000) and prints every message that arrives before the server's
-close frame. When the server closes first, the client stops without waiting for more input. The
-close code and reason are printed on standard error.
+before a close frame first: against them ``--linger 0`` loses nothing. Then it runs the closing
+handshake (code 1000) and prints every message that arrives before the server's close frame.
+When the server closes first, the client stops without waiting for more input. The close code
+and reason are printed on standard error.
 
 Exit status: 0 after a normal close (1000, 1001, or a close frame without a code), 1 after any
 other close, a failed handshake or a connection error (with the reason on standard error), 2 for

@@ -81,7 +81,7 @@ class EchoServer(Server):
 
 
 def echo_each(connection: Connection) -> None:
-    """Echo message by message with the seed's per-message API (``--api message``)."""
+    """Echo message by message with the Go package's per-message API (``--api message``)."""
     with contextlib.suppress(ConnectionClosed):
         for message in connection.incoming:
             connection.send(message)

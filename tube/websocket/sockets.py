@@ -34,7 +34,8 @@ def unsent_bytes(sock: _HasFileno | None) -> int | None:
 
     A peer that reads, however slowly, makes this number fall byte by byte, long before the
     kernel reports the socket writable again (Linux: once a third of the buffer is free), so
-    a transport that polls it sees a slow reader's progress (issue 22 §3).
+    a transport that polls it sees a slow reader's progress, which ``send_timeout`` (time
+    without progress) must not take for a stalled peer.
     """
     if _SIOCOUTQ is None or sock is None:
         return None

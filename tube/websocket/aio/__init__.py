@@ -12,7 +12,7 @@
         await server.serve_forever()
 
 The same options, defaults, limits, keepalive, close order and exceptions as the threaded
-transport (:mod:`tube.websocket`); the seed's functions are coroutines where they wait.
+transport (:mod:`tube.websocket`); the Go package's functions are coroutines where they wait.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         request: The opening request (method, target with path and query, headers): received
             on a server, sent by a client. ``None`` before the handshake.
         remote_address: The peer's address as the socket gives it.
-        transport: The asyncio transport (the seed's ``conn``).
+        transport: The asyncio transport (the Go package's ``conn``).
         handshake: Internal API, for the code that runs the opening handshake (the server,
             the client, the uvicorn integration): :class:`~.opening.HandshakeSide`.
 
@@ -126,7 +126,7 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         # What the handshake's code may do with this connection (instead of private members).
         self.handshake: HandshakeSide = _Handshake(self)
 
-    # ------------------------------------------------------------------ seed fields, options
+    # ------------------------------------------------------- the Go package's fields, options
     # connected, closing, close_code, close_reason, close_retry_time, close_give_up_time:
     # SessionFields', shared with the threaded connection.
 

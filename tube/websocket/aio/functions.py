@@ -1,4 +1,4 @@
-"""The seed's functions for asyncio connections: coroutines where they wait.
+"""The Go package's functions for asyncio connections: coroutines where they wait.
 
 ``await send_blob_data(c, data)``, ``await send_text(c, text)``,
 ``await initiate_close(c, code, reason)``, ``await wait_until_connected(c, timeout)``;
@@ -26,7 +26,7 @@ def is_closing(connection: Connection) -> bool:
 
 
 async def send_blob_data(connection: Connection, data: Buffer) -> None:
-    """Send ``data`` as one binary message (the seed's ``SendBlobData``).
+    """Send ``data`` as one binary message (the Go package's ``SendBlobData``).
 
     Raises:
         ConnectionClosed: The connection is not open, or no byte could be written for
@@ -51,7 +51,7 @@ async def send_text(connection: Connection, text: str) -> None:
 
 
 async def initiate_close(connection: Connection, code: int = 1000, reason: str = "") -> None:
-    """Send a close frame and mark the connection closing (the seed's ``InitiateClose``).
+    """Send a close frame and mark the connection closing (the Go package's ``InitiateClose``).
 
     Returns once the close frame is written. If no close frame comes back within
     ``close_retry_time`` it is sent once more; after ``close_give_up_time`` the TCP connection
@@ -65,7 +65,7 @@ async def initiate_close(connection: Connection, code: int = 1000, reason: str =
 
 
 async def wait_until_connected(connection: Connection, timeout: float | None = None) -> bool:
-    """Wait until the opening handshake is done (the seed's ``WaitUntilConnected``).
+    """Wait until the opening handshake is done (Go: ``WaitUntilConnected``).
 
     Returns:
         True once connected (even if closed since); False on timeout or a failed handshake.

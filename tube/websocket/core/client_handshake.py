@@ -21,21 +21,21 @@ from .extensions import parse_extensions
 from .handshake import (
     WEBSOCKET_VERSION,
     Negotiated,
-    _check_compression,
-    _describe,
-    _has_token,
-    _is_valid_key,
     accept_key,
+    check_compression,
+    describe_values,
+    has_token,
+    is_valid_key,
 )
-from .handshake_checks import _SUBPROTOCOLS_STRING, check_extra_headers
+from .handshake_checks import SUBPROTOCOLS_STRING, check_extra_headers
 from .http import (
-    _BAD_TARGET_RE,
+    BAD_TARGET_RE,
     Headers,
     Request,
     Response,
-    _check_field,
-    _is_token,
+    check_field,
     get_header,
+    is_token,
     split_list,
 )
 from .uri import REDIRECT_STATUSES
@@ -84,12 +84,12 @@ def build_request(
     if not host:
         raise ValueError("host must not be empty")
     if isinstance(subprotocols, str):
-        raise TypeError(_SUBPROTOCOLS_STRING)
+        raise TypeError(SUBPROTOCOLS_STRING)
     if key is None:
         key = generate_key()
-    elif not _is_valid_key(key):
+    elif not is_valid_key(key):
         raise ValueError(f"invalid key {key!r}: expected the base64 encoding of 16 bytes")
-    if not resource.startswith("/") or _BAD_TARGET_RE.search(resource):
+    if not resource.startswith("/") or BAD_TARGET_RE.search(resource):
         raise ValueError(f"invalid resource {resource!r}: expected a path starting with '/'")
     headers: Headers = [
         ("Host", host),
@@ -101,7 +101,7 @@ def build_request(
     if subprotocols:
         # RFC 6455 §4.1 item 10: tokens, all unique.
         for protocol in subprotocols:
-            if not _is_token(protocol):
+            if not is_token(protocol):
                 raise ValueError(f"invalid subprotocol {protocol!r}: expected an HTTP token")
         if len(set(subprotocols)) != len(subprotocols):
             raise ValueError(f"subprotocols must be unique, got {list(subprotocols)!r}")
@@ -117,7 +117,7 @@ def build_request(
         headers.append(("Sec-WebSocket-Extensions", client_offer(compression)))
     # Refuse CR, LF and NUL in what the caller gave us (host, origin): header injection.
     for name, value in headers:
-        _check_field(name, value)
+        check_field(name, value)
     headers.extend(check_extra_headers(extra_headers, request=True))
     return Request("GET", resource, "HTTP/1.1", headers), key
 
@@ -152,7 +152,7 @@ def validate_response(
             (RFC 7692 §7.1). The error carries the response's status, headers and body.
         ValueError: ``compression`` came without ``negotiated``.
     """
-    _check_compression(compression, negotiated, "validate_response")
+    check_compression(compression, negotiated, "validate_response")
 
     def fail(reason: str) -> HandshakeError:
         return InvalidHandshake(
@@ -168,15 +168,17 @@ def validate_response(
 
     # RFC 6455 §4.1, client requirements on the response, items 2 to 6.
     upgrade = index.get("upgrade")
-    if not _has_token(upgrade, "websocket"):
-        raise fail(f"expected an Upgrade header with 'websocket', got {_describe(upgrade)}")
+    if not has_token(upgrade, "websocket"):
+        raise fail(f"expected an Upgrade header with 'websocket', got {describe_values(upgrade)}")
     connection = index.get("connection")
-    if not _has_token(connection, "upgrade"):
-        raise fail(f"expected a Connection header with 'Upgrade', got {_describe(connection)}")
+    if not has_token(connection, "upgrade"):
+        raise fail(
+            f"expected a Connection header with 'Upgrade', got {describe_values(connection)}"
+        )
     accepts = index.get("sec-websocket-accept")
     expected = accept_key(key)
     if accepts is None or len(accepts) != 1 or accepts[0] != expected:
-        raise fail(f"expected Sec-WebSocket-Accept: {expected}, got {_describe(accepts)}")
+        raise fail(f"expected Sec-WebSocket-Accept: {expected}, got {describe_values(accepts)}")
     extension_values = index.get("sec-websocket-extensions")
     if negotiated is not None:
         negotiated.deflate = None
@@ -184,7 +186,7 @@ def validate_response(
         if compression is None or negotiated is None:
             raise fail(
                 "expected no Sec-WebSocket-Extensions (none was offered), got "
-                + _describe(extension_values)
+                + describe_values(extension_values)
             )
         try:
             # RFC 7692 §7.1: the client MUST fail the connection on an answer it cannot accept.
@@ -192,7 +194,7 @@ def validate_response(
             negotiated.deflate = client_accept(answer, compression) if answer else None
         except ValueError as error:
             raise fail(
-                f"invalid Sec-WebSocket-Extensions {_describe(extension_values)}: {error}"
+                f"invalid Sec-WebSocket-Extensions {describe_values(extension_values)}: {error}"
             ) from None
     protocols = index.get("sec-websocket-protocol")
     if protocols is None:
@@ -201,7 +203,7 @@ def validate_response(
     offered = list(subprotocols or ())
     if len(selected) != 1 or selected[0] not in offered:
         what = f"one of {offered!r}" if offered else "none (none was offered)"
-        raise fail(f"expected Sec-WebSocket-Protocol {what}, got {_describe(protocols)}")
+        raise fail(f"expected Sec-WebSocket-Protocol {what}, got {describe_values(protocols)}")
     return selected[0]
 
 

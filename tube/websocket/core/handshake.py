@@ -43,18 +43,18 @@ from .deflate import (
 from .errors import HandshakeError
 from .extensions import parse_extensions
 from .handshake_checks import (
-    _SUBPROTOCOLS_STRING,
+    SUBPROTOCOLS_STRING,
     SubprotocolSelector,
     check_extra_headers,
     check_origins,
 )
 from .http import (
-    _BAD_TARGET_RE,
+    BAD_TARGET_RE,
     Headers,
     Request,
     Response,
-    _is_token,
-    _show,
+    is_token,
+    quote_peer_text,
     split_list,
 )
 from .uri import DEFAULT_PORTS
@@ -104,7 +104,7 @@ class Negotiated:
     deflate: DeflateParameters | None = None
 
 
-def _check_compression(
+def check_compression(
     compression: DeflateOptions | None, negotiated: Negotiated | None, function: str
 ) -> None:
     """Refuse compression options that the caller could not learn the outcome of."""
@@ -136,7 +136,7 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def _is_valid_key(key: str) -> bool:
+def is_valid_key(key: str) -> bool:
     """Return True when ``key`` is the canonical base64 encoding of exactly 16 bytes."""
     if len(key) != 24:
         return False
@@ -250,11 +250,11 @@ def _http_version(version: str) -> tuple[int, int] | None:
     return int(major), int(minor)
 
 
-def _describe(values: list[str] | None) -> str:
+def describe_values(values: list[str] | None) -> str:
     """Describe what arrived in a header for an error message."""
     if not values:
         return "none"
-    return _show(", ".join(values))
+    return quote_peer_text(", ".join(values))
 
 
 def accept_request(
@@ -325,22 +325,26 @@ def accept_request(
         TypeError: ``origins`` or ``subprotocols`` is a single string instead of a sequence.
     """
     # Validate the local configuration first: misuse must fail identically for every request.
-    _check_compression(compression, negotiated, "accept_request")
+    check_compression(compression, negotiated, "accept_request")
     extra = list(check_extra_headers(extra_headers))
     checked_origins = check_origins(origins)
     allowed = None if checked_origins is None else frozenset(o.lower() for o in checked_origins)
     if isinstance(subprotocols, str):
-        raise TypeError(_SUBPROTOCOLS_STRING)
+        raise TypeError(SUBPROTOCOLS_STRING)
 
     # RFC 6455 §4.1: "The method of the request MUST be GET".
     if request.method != "GET":
         raise HandshakeError(
-            405, f"expected method GET, got {_show(request.method)}", headers=[("Allow", "GET")]
+            405,
+            f"expected method GET, got {quote_peer_text(request.method)}",
+            headers=[("Allow", "GET")],
         )
     # RFC 6455 §4.1: "the HTTP version MUST be at least 1.1".
     version = _http_version(request.version)
     if version is None or version < (1, 1):
-        raise HandshakeError(505, f"expected HTTP/1.1 or later, got {_show(request.version)}")
+        raise HandshakeError(
+            505, f"expected HTTP/1.1 or later, got {quote_peer_text(request.version)}"
+        )
     _check_target_and_body(request)
 
     # One pass over the headers, keeping only the ones we look at.
@@ -357,7 +361,7 @@ def accept_request(
     # RFC 6455 §4.2.1 item 2 (and RFC 9112 §3.2: a request with several Host fields is invalid).
     hosts = index.get("host")
     if not hosts or len(hosts) != 1 or not hosts[0]:
-        got = f"{len(hosts)} headers" if hosts and len(hosts) > 1 else _describe(hosts)
+        got = f"{len(hosts)} headers" if hosts and len(hosts) > 1 else describe_values(hosts)
         raise HandshakeError(400, f"expected exactly one non-empty Host header, got {got}")
     # Field values exclude surrounding whitespace (RFC 9110 §5.5); our parser strips it already,
     # other front-ends may not.
@@ -365,14 +369,14 @@ def accept_request(
 
     # RFC 6455 §4.2.1 items 3 and 4: token lists, compared ASCII case-insensitively.
     upgrade = index.get("upgrade")
-    if not _has_token(upgrade, "websocket"):
+    if not has_token(upgrade, "websocket"):
         raise HandshakeError(
-            400, f"expected an Upgrade header with 'websocket', got {_describe(upgrade)}"
+            400, f"expected an Upgrade header with 'websocket', got {describe_values(upgrade)}"
         )
     connection = index.get("connection")
-    if not _has_token(connection, "upgrade"):
+    if not has_token(connection, "upgrade"):
         raise HandshakeError(
-            400, f"expected a Connection header with 'Upgrade', got {_describe(connection)}"
+            400, f"expected a Connection header with 'Upgrade', got {describe_values(connection)}"
         )
 
     # RFC 6455 §4.2.2 / §4.4: an unsupported version is answered with 426 and the versions we speak.
@@ -380,15 +384,15 @@ def accept_request(
     if versions is None or len(versions) != 1 or versions[0].strip(" \t") != WEBSOCKET_VERSION:
         raise HandshakeError(
             426,
-            f"expected Sec-WebSocket-Version: 13, got {_describe(versions)}",
+            f"expected Sec-WebSocket-Version: 13, got {describe_values(versions)}",
             headers=[("Sec-WebSocket-Version", WEBSOCKET_VERSION)],
         )
 
     # RFC 6455 §4.2.1 item 5: "a base64-encoded value that, when decoded, is 16 bytes in length".
     keys = index.get("sec-websocket-key")
     key = keys[0].strip(" \t") if keys is not None and len(keys) == 1 else ""
-    if not _is_valid_key(key):
-        got = f"{len(keys)} headers" if keys and len(keys) > 1 else _describe(keys)
+    if not is_valid_key(key):
+        got = f"{len(keys)} headers" if keys and len(keys) > 1 else describe_values(keys)
         raise HandshakeError(
             400, f"expected Sec-WebSocket-Key to be the base64 encoding of 16 bytes, got {got}"
         )
@@ -430,11 +434,11 @@ def _check_target_and_body(request: Request) -> None:
     """Raise 400 for control bytes in the request target or a request carrying a body."""
     # RFC 9112 §3.2: the target holds no whitespace or control character. A front-end that
     # splits the request line differently (on TAB or VT) would see another target than ours.
-    if _BAD_TARGET_RE.search(request.target):
+    if BAD_TARGET_RE.search(request.target):
         raise HandshakeError(
             400,
             f"expected a request target without spaces or control characters, got "
-            f"{_show(request.target)}",
+            f"{quote_peer_text(request.target)}",
         )
     # The handshake is a GET without body (RFC 6455 §4.1); bytes announced as a body would be
     # read as WebSocket frames here and as a body by an intermediary: request smuggling.
@@ -445,20 +449,22 @@ def _check_target_and_body(request: Request) -> None:
         ):
             raise HandshakeError(
                 400,
-                f"expected no request body in a WebSocket handshake, got {name}: {_show(value)}",
+                "expected no request body in a WebSocket handshake, "
+                f"got {name}: {quote_peer_text(value)}",
             )
 
 
 def _check_offered(offered: list[str]) -> None:
     """Raise 400 unless every offered subprotocol is a token (RFC 6455 §4.1 item 10)."""
     for protocol in offered:
-        if not _is_token(protocol):
+        if not is_token(protocol):
             raise HandshakeError(
-                400, f"expected Sec-WebSocket-Protocol to list tokens, got {_show(protocol)}"
+                400,
+                f"expected Sec-WebSocket-Protocol to list tokens, got {quote_peer_text(protocol)}",
             )
 
 
-def _has_token(values: list[str] | None, token: str) -> bool:
+def has_token(values: list[str] | None, token: str) -> bool:
     """Return True when the comma-separated lists in ``values`` hold ``token`` (lower-case).
 
     Tokens compare ASCII case-insensitively (RFC 9110 §7.8 for Upgrade, §7.6.1 for Connection).

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .http import (
-    _check_field,
-    _is_token,
+    check_field,
+    is_token,
 )
 
 __all__ = [
@@ -57,7 +57,7 @@ RESERVED_RESPONSE_HEADERS = frozenset(
 
 # The one message for a single string where a sequence of subprotocols is expected: iterating
 # "chat" would offer "c", "h", "a", "t".
-_SUBPROTOCOLS_STRING = "subprotocols must be a sequence of strings, not a single string"
+SUBPROTOCOLS_STRING = "subprotocols must be a sequence of strings, not a single string"
 
 # A serialized origin (RFC 6454 §6.2): scheme "://" host [":" port], nothing else; the host is
 # ASCII (an IDN in its punycode form, as browsers send it) or a bracketed IPv6 literal.
@@ -109,7 +109,7 @@ def check_extra_headers(
         name, value = pair
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
-        _check_field(name, value)  # token name; no CR, LF, NUL (header injection)
+        check_field(name, value)  # token name; no CR, LF, NUL (header injection)
         if _CONTROL_IN_VALUE_RE.search(value):
             raise ValueError(
                 f"invalid value for header {name}: {value!r} holds a control character"
@@ -190,12 +190,12 @@ def check_subprotocols(
     if subprotocols is None or callable(subprotocols):
         return subprotocols
     if isinstance(subprotocols, str | bytes):
-        raise TypeError(_SUBPROTOCOLS_STRING)
+        raise TypeError(SUBPROTOCOLS_STRING)
     result = tuple(subprotocols)
     for protocol in result:
         if not isinstance(protocol, str):
             raise TypeError(f"subprotocols must be strings, got {protocol!r}")
-        if not _is_token(protocol):
+        if not is_token(protocol):
             raise ValueError(f"invalid subprotocol {protocol!r}: expected an HTTP token")
     if len(set(result)) != len(result):
         raise ValueError(f"subprotocols must be unique, got {list(result)!r}")

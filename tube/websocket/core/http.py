@@ -68,27 +68,27 @@ _TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR
 _VERSION_RE = re.compile(r"HTTP/[0-9]\.[0-9]")
 _FORBIDDEN_IN_VALUE_RE = re.compile(r"[\r\n\x00]")
 # A request target never holds whitespace or control characters (RFC 9112 §3.2).
-_BAD_TARGET_RE = re.compile(r"[\x00-\x20\x7f]")
+BAD_TARGET_RE = re.compile(r"[\x00-\x20\x7f]")
 _CRLF2 = b"\r\n\r\n"
 # A line break not followed by "token:" starts an invalid header line (RFC 9112 §5: field-name ":").
 _BAD_HEADER_LINE_RE = re.compile(r"\r\n(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+:)")
 
 
-def _is_token(text: str) -> bool:
+def is_token(text: str) -> bool:
     """Return True when ``text`` is a non-empty RFC 9110 token."""
     return bool(text) and not text.strip(_TCHARS)
 
 
-def _show(text: str, limit: int = 60) -> str:
+def quote_peer_text(text: str, limit: int = 60) -> str:
     """Quote a peer-supplied string for an error message, cut to about ``limit`` characters."""
     if len(text) > limit:
         return repr(text[:limit]) + "..."
     return repr(text)
 
 
-def _check_field(name: str, value: str) -> None:
+def check_field(name: str, value: str) -> None:
     """Refuse a header that would corrupt the head it is written into (header injection)."""
-    if not _is_token(name):
+    if not is_token(name):
         raise ValueError(f"invalid header name {name!r}: expected an HTTP token")
     if _FORBIDDEN_IN_VALUE_RE.search(value):
         raise ValueError(f"invalid value for header {name}: {value!r} contains CR, LF or NUL")
@@ -98,7 +98,7 @@ def _encode_head(start_line: str, headers: Sequence[tuple[str, str]]) -> bytes:
     """Serialise a start line and header fields into a head, blank line included."""
     parts = [start_line]
     for name, value in headers:
-        _check_field(name, value)
+        check_field(name, value)
         parts.append(f"{name}: {value}")
     parts.append("\r\n")
     try:
@@ -140,9 +140,9 @@ class Request:
                 a target with whitespace or control characters, a header value with CR, LF or NUL,
                 or a character outside ISO-8859-1.
         """
-        if not _is_token(self.method):
+        if not is_token(self.method):
             raise ValueError(f"invalid method {self.method!r}: expected an HTTP token")
-        if not self.target or _BAD_TARGET_RE.search(self.target):
+        if not self.target or BAD_TARGET_RE.search(self.target):
             raise ValueError(f"invalid request target {self.target!r}")
         if not _VERSION_RE.fullmatch(self.version):
             raise ValueError(f"invalid HTTP version {self.version!r}: expected e.g. 'HTTP/1.1'")
@@ -310,7 +310,9 @@ def _split_head(
         if line.startswith((" ", "\t")):
             # RFC 9112 §5.2: a server MUST either reject obs-fold or replace it; we reject.
             raise _fail(is_request, 400, "obsolete line folding is not supported")
-        raise _fail(is_request, 400, f"expected a header line 'name: value', got {_show(line)}")
+        raise _fail(
+            is_request, 400, f"expected a header line 'name: value', got {quote_peer_text(line)}"
+        )
     headers: Headers = []
     append = headers.append
     for line in lines[1:]:
@@ -398,12 +400,13 @@ def parse_request_head(
     parts = start_line.split(" ")
     if (
         len(parts) != 3
-        or not _is_token(parts[0])
+        or not is_token(parts[0])
         or not parts[1]
         or not _VERSION_RE.fullmatch(parts[2])
     ):
         raise HandshakeError(
-            400, f"expected a request line 'METHOD target HTTP/1.1', got {_show(start_line)}"
+            400,
+            f"expected a request line 'METHOD target HTTP/1.1', got {quote_peer_text(start_line)}",
         )
     method, target, version = parts
     return Request(method, target, version, headers), consumed
@@ -447,7 +450,8 @@ def parse_response_head(
     ):
         raise InvalidHandshake(
             None,
-            f"expected a status line 'HTTP/1.1 101 Switching Protocols', got {_show(start_line)}",
+            "expected a status line 'HTTP/1.1 101 Switching Protocols', "
+            f"got {quote_peer_text(start_line)}",
         )
     reason = parts[2] if len(parts) == 3 else ""
     return Response(int(parts[1]), reason, headers), consumed

@@ -38,10 +38,11 @@ class ConnectionOptions:
 
     Attributes:
         close_retry_time: After the application starts the closing handshake, send the close
-            frame once more if none came back within this time (the seed's ``closeRetryTime``).
+            frame once more if none came back within this time (the Go package's
+            ``closeRetryTime``).
             ``None``: no retry, the strict RFC 6455 behaviour (one close frame per side).
         close_give_up_time: Once the closing handshake has started (by either side, or by a
-            failure), close the TCP connection after this time whatever happens (the seed's
+            failure), close the TCP connection after this time whatever happens (the Go package's
             ``closeGiveUpTime``). It also bounds the wait for the peer's EOF afterwards.
         max_message_size: The largest message accepted; a larger one fails the connection
             with 1009. ``None`` removes the limit: only for trusted peers.

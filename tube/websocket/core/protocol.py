@@ -43,7 +43,7 @@ from .frames import (
     serialize_frame,
 )
 from .masking import MaskKeySource
-from .receiver import _BINARY, _CONTINUATION, _PING, _PONG, _TEXT, Receiver, opcode_name
+from .receiver import Receiver, opcode_name
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Protocol", "Role", "State"]
 
@@ -52,7 +52,14 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 # RFC 6455 §5.5.1: a close frame holds a 2-byte code and a reason in at most 125 bytes.
 MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
 
+# The opcodes as plain ints, compared and combined per message (see the names of the states
+# below on why not the enum's members).
+_TEXT = Opcode.TEXT.value
+_BINARY = Opcode.BINARY.value
+_CONTINUATION = Opcode.CONTINUATION.value
 _CLOSE = Opcode.CLOSE.value
+_PING = Opcode.PING.value
+_PONG = Opcode.PONG.value
 
 _UNSET: object = object()
 
@@ -108,7 +115,7 @@ class Protocol:
             :meth:`fail`); until then the state is CLOSING and messages can still be sent, as
             RFC 6455 §5.5.1 allows ("an endpoint MAY delay sending a Close frame until its
             current message is sent"). The transports use it so that the application's replies
-            to the messages received before the close go out before the answer (issue 22 §6).
+            to the messages received before the close go out before the answer.
 
     Raises:
         ValueError: If a limit is not a positive integer or ``None``.
@@ -468,7 +475,7 @@ class Protocol:
     def resend_close(self) -> None:
         """Queue the close frame already sent once more (the transport's close retry).
 
-        RFC 6455 expects a single close frame; the seed design resends it when the peer stays
+        RFC 6455 expects a single close frame; the Go package resends it when the peer stays
         silent, in case the first one was lost in a broken intermediary. Peers ignore the
         duplicate because they have stopped reading after the first. Does nothing unless this
         side started the close and no answer has come.

@@ -604,7 +604,8 @@ class Receiver:
         # The error outlives this call (the transport keeps it until it commits it) but its
         # traceback must not: it holds the frames of the parse, among them inflating's output
         # (up to the size limit) and receive_data's event list, which holds this failure: a
-        # cycle that only the cyclic collector would free (issue 22 §1).
+        # cycle that only the cyclic collector would free, so that memory (up to the size
+        # limit) would stay held until it runs.
         error.__traceback__ = None
         self.stop()
         return ProtocolFailure(error)

@@ -575,7 +575,7 @@ class SessionFields:
 
     @property
     def connected(self) -> bool:
-        """True from the moment the connection is attached until it is closed (the seed's field).
+        """True from the moment the connection is attached until it is closed (a Go package field).
 
         It turns False when no message can arrive any more (the closing handshake is complete,
         the connection failed, or TCP ended), at the same moment ``incoming`` ends.
@@ -602,10 +602,10 @@ class SessionFields:
 
     @property
     def close_retry_time(self) -> float | None:
-        """Seconds before the close frame is sent again (the seed's ``closeRetryTime``)."""
+        """Seconds before the close frame is sent again (Go: ``closeRetryTime``)."""
         return self.options.close_retry_time
 
     @property
     def close_give_up_time(self) -> float:
-        """Seconds from the start of the closing to TCP closed (the seed's ``closeGiveUpTime``)."""
+        """Seconds from the start of the closing to TCP closed (Go: ``closeGiveUpTime``)."""
         return self.options.close_give_up_time

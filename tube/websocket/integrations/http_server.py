@@ -1,8 +1,8 @@
 """Upgrade a request of the standard library's ``http.server`` to a WebSocket connection.
 
-:func:`upgrade_connection` is the seed's ``UpgradeConnection``: called from a request handler's
-``do_GET``, it validates the opening handshake, answers it, and **hijacks** the socket: from
-then on only the :class:`~tube.websocket.Connection` uses it. The handler then returns
+:func:`upgrade_connection` is the Go package's ``UpgradeConnection``: called from a request
+handler's ``do_GET``, it validates the opening handshake, answers it, and **hijacks** the socket:
+from then on only the :class:`~tube.websocket.Connection` uses it. The handler then returns
 normally; the HTTP server neither reads, writes, nor shuts down or closes that socket.
 
 How the hijack works with ``socketserver``:
@@ -48,7 +48,7 @@ from http.server import BaseHTTPRequestHandler
 
 from ..core.errors import HandshakeError
 from ..core.handshake import rejection_response
-from ..core.http import MAX_HEADERS, MAX_LINE_SIZE, Request, _is_token, _show
+from ..core.http import MAX_HEADERS, MAX_LINE_SIZE, Request, is_token, quote_peer_text
 from ..core.protocol import Role
 from ..threads.connection import Connection
 from ..threads.timers import Timer, call_later
@@ -67,7 +67,7 @@ _hijacked_by_server: weakref.WeakKeyDictionary[socketserver.BaseServer, set[obje
 def upgrade_connection(handler: BaseHTTPRequestHandler, connection: Connection) -> None:
     """Answer a WebSocket opening handshake and hand the socket over to ``connection``.
 
-    Call it from the handler's ``do_GET`` (the seed's ``UpgradeConnection``). On success the
+    Call it from the handler's ``do_GET`` (the Go package's ``UpgradeConnection``). On success the
     101 response is written, ``connection`` is attached (its reader thread runs, ``connected``
     is True) and the handler should return; it may also keep running application code first.
 
@@ -165,9 +165,10 @@ def _parsed_request(handler: BaseHTTPRequestHandler) -> Request:
         # "name:value" is the shortest the line can have been: never refuse what the core takes.
         if len(name) + 1 + len(value) > MAX_LINE_SIZE:
             raise HandshakeError(431, f"header line longer than {MAX_LINE_SIZE} bytes")
-        if not _is_token(name):
+        if not is_token(name):
             raise HandshakeError(
-                400, f"expected a header line 'name: value', got {_show(name + ':' + value)}"
+                400,
+                f"expected a header line 'name: value', got {quote_peer_text(name + ':' + value)}",
             )
     # A line without a colon ends http.server's headers: the rest, unseen, is the "payload".
     if handler.headers.defects or handler.headers.get_payload():

@@ -1,4 +1,4 @@
-"""Closing the WebSockets of a host server when it stops (issue 23): 1001, not a dropped TCP.
+"""Closing the WebSockets of a host server when it stops: 1001, not a dropped TCP connection.
 
 A WebSocket upgraded by :func:`~tube.websocket.upgrade_connection` (``http.server``, werkzeug,
 gunicorn) lives on a thread the host server knows nothing about, so a server that stops would

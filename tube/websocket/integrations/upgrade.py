@@ -34,7 +34,7 @@ def upgrade_connection(
 def upgrade_connection(*args: Any) -> wsgi.WebSocketResponse | None:
     """Answer a WebSocket opening handshake and hand the connection over to ``connection``.
 
-    The seed's ``UpgradeConnection``, for two kinds of host server:
+    The Go package's ``UpgradeConnection``, for two kinds of host server:
 
     * ``upgrade_connection(handler, connection)`` from an ``http.server`` request handler's
       ``do_GET``: returns None once the connection is attached; the handler may return at once

@@ -27,9 +27,9 @@ then ``data_received(head)`` with the request head re-serialised, then
    application's headers) and switches the transport to a Tube
    :class:`~tube.websocket.aio.Connection`: from then on the hot path is the asyncio transport's
    own (``get_buffer``/``buffer_updated`` into the shared receive buffer, one wake-up per read),
-   with its limits, keepalive and close order (issue 8). ``websocket.close`` before accept
-   answers 403; ``websocket.http.response.start``/``body`` (the denial response extension)
-   answer with the application's response.
+   with its limits, keepalive and close order (README, "Closing and timeouts").
+   ``websocket.close`` before accept answers 403; ``websocket.http.response.start``/``body``
+   (the denial response extension) answer with the application's response.
 4. ``websocket.receive`` events come from ``incoming``; ``websocket.disconnect`` carries the
    close code and reason once ``incoming`` ended (the peer's code, 1005 for none, the code of a
    failure, 1006 when TCP ended without a close frame; 1006 when the client left before accept).

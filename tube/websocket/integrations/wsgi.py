@@ -1,7 +1,7 @@
 """Upgrade a WSGI request to a WebSocket: werkzeug's server (Flask) and gunicorn.
 
-:func:`upgrade_connection` is the seed's ``UpgradeConnection`` for a WSGI application (or a
-Flask view): it validates the opening handshake found in the request's ``environ``, writes the
+:func:`upgrade_connection` is the Go package's ``UpgradeConnection`` for a WSGI application (or
+a Flask view): it validates the opening handshake found in the request's ``environ``, writes the
 101 response on the server's socket itself, attaches the :class:`~tube.websocket.Connection`
 to that socket and returns a :class:`WebSocketResponse`. The application then serves the
 WebSocket **on the request's own thread** and, once done, returns that response to the server.

@@ -1,4 +1,4 @@
-"""The bounded channel of received messages: the seed's ``incoming chan []byte``.
+"""The bounded channel of received messages: the Go package's ``incoming chan []byte``.
 
 Whoever reads the socket puts messages in (a batch per socket read), the application takes them
 out one at a time, in order. A consumer that finds the channel empty reads the socket itself

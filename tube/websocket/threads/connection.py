@@ -1,4 +1,4 @@
-"""The threaded WebSocket connection: the seed's ``Connection`` object.
+"""The threaded WebSocket connection: the Go package's ``Connection``.
 
 One class, in sections, with its parts composed in, each owning one concern and its state:
 :class:`~.sending.SendPath` (bytes to write, write lock, ``send_timeout``, I/O),
@@ -10,8 +10,8 @@ time, and carries out the actions it returns (:meth:`Connection._apply_locked`),
 on the shared timer thread armed at the session's next deadline. A read whose events are all
 messages goes from the protocol to :attr:`Connection.incoming` without the session.
 
-Build one with :func:`~tube.websocket.create_connection` (the seed's create-then-upgrade life
-cycle) or, in transports and tests, attached at once with :func:`open_connection`.
+Build one with :func:`~tube.websocket.create_connection` (the Go package's create-then-upgrade
+life cycle) or, in transports and tests, attached at once with :func:`open_connection`.
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ _NEVER_ATTACHED = frozenset({ConnectionState.NEW, _OPENING, ConnectionState.FAIL
 
 
 class Connection(SessionFields):
-    """One WebSocket connection on threads: the seed's ``Connection`` struct.
+    """One WebSocket connection on threads: the Go package's ``Connection`` struct.
 
-    Create it with :func:`~tube.websocket.create_connection` (the seed's ``CreateConnection``),
+    Create it with :func:`~tube.websocket.create_connection` (Go: ``CreateConnection``),
     then hand it to :func:`~tube.websocket.upgrade_connection` (server), or get it from
-    :func:`~tube.websocket.connect` (client). Use the seed's module functions
+    :func:`~tube.websocket.connect` (client). Use the Go package's functions
     (:func:`~tube.websocket.send_blob_data`, :func:`~tube.websocket.initiate_close`, ...) or the
     same operations as methods; iterate :attr:`incoming` to receive.
 
@@ -74,7 +74,7 @@ class Connection(SessionFields):
         options: The connection's options (frozen).
         lock: The lock guarding the connection's state (a ``threading.RLock``).
         status_changed: A ``threading.Condition`` on :attr:`lock`, notified whenever
-            :attr:`connected` or :attr:`closing` changes (the seed's
+            :attr:`connected` or :attr:`closing` changes (the Go package's
             ``connectionStatusChangedSignal``).
         incoming: The bounded channel of received messages (:class:`Incoming`).
         conn: The socket (``socket.socket`` or ``ssl.SSLSocket``); ``None`` until attached.
@@ -143,7 +143,7 @@ class Connection(SessionFields):
     def __repr__(self) -> str:
         return f"<Connection {self._session.state.name.lower()}>"
 
-    # The seed's fields (connected, closing, close_code, close_reason, close_retry_time,
+    # The Go package's fields (connected, closing, close_code, close_reason, close_retry_time,
     # close_give_up_time) are SessionFields', shared with the asyncio connection.
 
     # ------------------------------------------------------------------ public operations
@@ -193,7 +193,7 @@ class Connection(SessionFields):
             raise TypeError(f"send_text takes a str, got {type(text).__name__}")
 
     def send_binary(self, data: Buffer) -> None:
-        """Send ``data`` as one binary message (see :meth:`send`); the seed's ``SendBlobData``."""
+        """Send ``data`` as one binary message (see :meth:`send`); Go: ``SendBlobData``."""
         if type(data) is bytes:
             self.send(data)
         elif isinstance(data, bytes | bytearray | memoryview):

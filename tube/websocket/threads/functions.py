@@ -1,4 +1,4 @@
-"""The seed's module functions over a :class:`~.connection.Connection`.
+"""The Go package's functions (README, "Go → Python") over a :class:`~.connection.Connection`.
 
 :func:`create_connection` makes an unattached connection; the others send, ping, close and
 query it, and may be called from any thread (see the concurrency contract of
@@ -26,7 +26,7 @@ __all__ = [
 
 
 def create_connection(options: ConnectionOptions | None = None, /, **kwargs: Any) -> Connection:
-    """Create a :class:`Connection` not yet linked to a socket (the seed's ``CreateConnection``).
+    """Create a :class:`Connection` not yet linked to a socket (Go: ``CreateConnection``).
 
     Args:
         options: A :class:`~tube.websocket.ConnectionOptions` built once and shared by many
@@ -71,7 +71,7 @@ def is_closing(connection: Connection) -> bool:
 
 
 def send_blob_data(connection: Connection, data: Buffer) -> None:
-    """Send ``data`` as one binary message (the seed's ``SendBlobData``).
+    """Send ``data`` as one binary message (the Go package's ``SendBlobData``).
 
     Args:
         connection: The connection.
@@ -107,7 +107,7 @@ def ping(connection: Connection, data: Buffer = b"") -> None:
 
 
 def initiate_close(connection: Connection, code: int = 1000, reason: str = "") -> None:
-    """Send a close frame and mark the connection closing (the seed's ``InitiateClose``).
+    """Send a close frame and mark the connection closing (the Go package's ``InitiateClose``).
 
     If no close frame comes back within ``close_retry_time`` the frame is sent once more; after
     ``close_give_up_time`` the TCP connection is closed whatever happens. Returns once the
@@ -127,7 +127,7 @@ def initiate_close(connection: Connection, code: int = 1000, reason: str = "") -
 
 
 def wait_until_connected(connection: Connection, timeout: float | None = None) -> bool:
-    """Block until the connection is attached to its socket (the seed's ``WaitUntilConnected``).
+    """Block until the connection is attached to its socket (Go: ``WaitUntilConnected``).
 
     Args:
         connection: The connection.
