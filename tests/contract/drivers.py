@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import tube.websocket
 from tests.aio.conftest import aio_pair
 from tests.conftest import PEER_TIMEOUT, RawPeer, abort
 from tube.websocket import ConnectionClosed, aio
@@ -64,6 +66,22 @@ class Driver:
 
     def send(self, connection: Any, message: Message) -> None:
         """``connection.send(message)``, blocking until it returned or raised."""
+        raise NotImplementedError
+
+    def send_many(self, connection: Any, messages: list[Message]) -> None:
+        """``connection.send_many(messages)``, blocking until it returned or raised."""
+        raise NotImplementedError
+
+    def ping(self, connection: Any, data: bytes = b"") -> None:
+        """``connection.ping(data)``: on threads it returns once the ping is queued, on asyncio
+        once its pong arrived (a difference on purpose, see ``test_vocabulary.py``)."""
+        raise NotImplementedError
+
+    def go(self, function: str, connection: Any, *arguments: Any) -> Any:
+        """The transport's function of the Go package's API (README, "Go → Python") named
+        ``function`` (``send_blob_data``, ``initiate_close``, ``wait_until_connected``,
+        ``is_connected``, ...), called on ``connection``: :mod:`tube.websocket`'s on threads,
+        :mod:`tube.websocket.aio`'s on asyncio (awaited where it is a coroutine)."""
         raise NotImplementedError
 
     def get(self, connection: Any, timeout: float = PEER_TIMEOUT) -> Message:
@@ -130,6 +148,15 @@ class ThreadsDriver(Driver):
 
     def send(self, connection: Any, message: Message) -> None:
         connection.send(message)
+
+    def send_many(self, connection: Any, messages: list[Message]) -> None:
+        connection.send_many(messages)
+
+    def ping(self, connection: Any, data: bytes = b"") -> None:
+        connection.ping(data)
+
+    def go(self, function: str, connection: Any, *arguments: Any) -> Any:
+        return getattr(tube.websocket, function)(connection, *arguments)
 
     def get(self, connection: Any, timeout: float = PEER_TIMEOUT) -> Message:
         message: Message = connection.incoming.get(timeout=timeout)
@@ -219,6 +246,19 @@ class AioDriver(Driver):
 
     def send(self, connection: Any, message: Message) -> None:
         self._loop.call(connection.send(message))
+
+    def send_many(self, connection: Any, messages: list[Message]) -> None:
+        self._loop.call(connection.send_many(messages))
+
+    def ping(self, connection: Any, data: bytes = b"") -> None:
+        self._loop.call(connection.ping(data))
+
+    def go(self, function: str, connection: Any, *arguments: Any) -> Any:
+        async def call() -> Any:
+            result = getattr(aio, function)(connection, *arguments)
+            return await result if inspect.isawaitable(result) else result
+
+        return self._loop.call(call())
 
     def get(self, connection: Any, timeout: float = PEER_TIMEOUT) -> Message:
         message: Message = self._loop.call(connection.incoming.get(timeout=timeout))
