@@ -129,7 +129,7 @@ def test_uvicorn_protocol_defaults() -> None:
     from tube.websocket.integrations.uvicorn import _options
 
     text = " ".join(section("ASGI: FastAPI, Starlette, Django Channels through uvicorn").split())
-    config = Config(app="tests.asgi_raw_app:app")
+    config = Config(app="tests.integrations.asgi_raw_app:app")
     options = _options(
         config.ws_max_size,
         config.ws_max_queue,

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_demo import read_line
-from .test_speedups import clean_env, compiler_available, copy_project
+from .core.test_speedups import clean_env, compiler_available, copy_project
+from .integrations.test_demo import read_line
 
 pytestmark = pytest.mark.slow
 

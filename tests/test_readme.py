@@ -22,7 +22,7 @@ import pytest
 from tube.websocket import Connection, Server, connect
 
 from .conftest import require
-from .test_wsgi import flask_command, gunicorn_command, start_server
+from .integrations.test_wsgi import flask_command, gunicorn_command, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -33,7 +33,7 @@ EXAMPLE_URL = re.compile(r"wss?://example\.com/chat")
 COVERED_ELSEWHERE = {
     "Quickstart": "tests/test_quickstart.py",
     "asyncio": "tests/aio/test_readme.py",
-    "ASGI: FastAPI, Starlette, Django Channels through uvicorn": "tests/test_asgi.py",
+    "ASGI: FastAPI, Starlette, Django Channels through uvicorn": "tests/integrations/test_asgi.py",
 }
 #: Sections run here, with the number of Python blocks each holds.
 RUN_HERE = {

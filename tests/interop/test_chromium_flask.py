@@ -1,7 +1,7 @@
-"""Interop: headless Chromium talks to the Flask application of tests/wsgi_app.py.
+"""Interop: headless Chromium talks to the Flask application of tests/integrations/wsgi_app.py.
 
-The application runs under werkzeug (``flask --app tests.wsgi_app run``) and under gunicorn
-``-k gthread`` as subprocesses; the browser loads its page and, from the page, opens a
+The application runs under werkzeug (``flask --app tests.integrations.wsgi_app run``) and under
+gunicorn ``-k gthread`` as subprocesses; the browser loads its page and, from the page, opens a
 WebSocket to ``/echo`` (same origin, so the default origin check lets it in).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ..conftest import require
-from ..test_wsgi import Server, flask_command, gunicorn_command, start_server
+from ..integrations.test_wsgi import Server, flask_command, gunicorn_command, start_server
 from .test_chromium import Browser
 
 pytestmark = pytest.mark.interop
@@ -53,7 +53,7 @@ def flask_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ser
         command = flask_command()
     else:
         require("gunicorn")
-        command = gunicorn_command("gthread", "tests.wsgi_app:app", "--threads", "8")
+        command = gunicorn_command("gthread", "tests.integrations.wsgi_app:app", "--threads", "8")
     server = start_server(request.param, command, tmp_path / "server.log")
     try:
         yield server

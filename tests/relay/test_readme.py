@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_demo import read_line
+from tests.integrations.test_demo import read_line
 
 from .scale.conftest import missing
 

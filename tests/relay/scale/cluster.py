@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.test_demo import read_line
+from tests.integrations.test_demo import read_line
 
 from .conftest import HAPROXY_CFG, STARTUP_TIMEOUT, Redis, free_port, missing
 

@@ -15,7 +15,7 @@ Two implementations with one interface; :data:`Utf8Validator` is the one in use 
   (the start of a UTF-16 surrogate, which is never valid UTF-8) it holds the bytes back waiting
   for more instead of failing. That case is checked by hand.
 
-Both say False after exactly the same piece (tests/test_speedups.py checks it).
+Both say False after exactly the same piece (tests/core/test_speedups.py checks it).
 """
 
 from __future__ import annotations

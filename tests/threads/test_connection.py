@@ -29,7 +29,7 @@ from tube.websocket.core.options import ConnectionOptions
 from tube.websocket.core.protocol import Role
 from tube.websocket.threads.connection import open_connection
 
-from .conftest import Frame, RawPeer, WsServer, abort, wait_ended
+from ..conftest import Frame, RawPeer, WsServer, abort, wait_ended
 
 ServerFactory = Callable[..., WsServer]
 PeerFactory = Callable[..., RawPeer]

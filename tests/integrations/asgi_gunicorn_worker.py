@@ -1,6 +1,7 @@
 """gunicorn's ``UvicornWorker`` with Tube's protocol class, as the README shows it.
 
-``gunicorn -k tests.asgi_gunicorn_worker.TubeUvicornWorker tests.asgi_starlette_app:app``
+``gunicorn -k tests.integrations.asgi_gunicorn_worker.TubeUvicornWorker
+tests.integrations.asgi_starlette_app:app``
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
 
 
@@ -215,7 +215,7 @@ def test_a_tab_that_stops_reading_does_not_block_the_others_and_is_closed_with_1
     with 1008 (policy violation), as the demo's docstring says."""
     from websockets.sync.client import connect
 
-    from .conftest import RawPeer
+    from ..conftest import RawPeer
 
     host, port = demo_in_process.server_address[:2]
     with connect(f"ws://{host}:{port}/ws", proxy=None, open_timeout=TIMEOUT) as fast:

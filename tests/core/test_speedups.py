@@ -34,10 +34,10 @@ from tube.websocket.core import accelerator, masking, utf8
 from tube.websocket.core.masking import python_apply_mask, python_unmask_in_place
 from tube.websocket.core.utf8 import CUtf8Validator, PythonUtf8Validator
 
-from .conftest import under_ci
+from ..conftest import under_ci
 from .wsframes import mask as naive_mask
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 C = accelerator.speedups
 requires_c = pytest.mark.skipif(C is None, reason="the C accelerator is not in use")
 

@@ -1,4 +1,5 @@
-"""The applications tests/test_wsgi.py runs under werkzeug and gunicorn (as subprocesses).
+"""The applications tests/integrations/test_wsgi.py runs under werkzeug and gunicorn (as
+subprocesses).
 
 * ``app``: a Flask application.
   - ``/echo`` (``Sock``): echoes every message; ``"close CODE REASON"`` makes the server close

@@ -1,13 +1,13 @@
 """ASGI: a real Starlette and a real FastAPI application under uvicorn, with Tube's protocol class.
 
 uvicorn runs as a subprocess on 127.0.0.1, started as a user starts it (``python -m uvicorn
-tests.asgi_starlette_app:app --ws tube.websocket.asgi:UvicornProtocol --port 0``). The same
-contract tests run against uvicorn's own protocol classes (``websockets``, the deprecated legacy
-one; ``websockets-sansio``, uvicorn's default; ``wsproto``), so that they check the ASGI
-contract and not our reading of it. The deliberate differences: a handler that raises (or
-returns a value) after ``accept`` gets a close frame 1011 from Tube, where uvicorn's classes drop
-TCP (1006); an HTTP/1.0 upgrade gets 505; a client that closes while the application replies
-leaves no traceback in uvicorn's log (issue 22).
+tests.integrations.asgi_starlette_app:app --ws tube.websocket.asgi:UvicornProtocol --port 0``).
+The same contract tests run against uvicorn's own protocol classes (``websockets``, the
+deprecated legacy one; ``websockets-sansio``, uvicorn's default; ``wsproto``), so that they
+check the ASGI contract and not our reading of it. The deliberate differences: a handler that
+raises (or returns a value) after ``accept`` gets a close frame 1011 from Tube, where uvicorn's
+classes drop TCP (1006); an HTTP/1.0 upgrade gets 505; a client that closes while the
+application replies leaves no traceback in uvicorn's log (issue 22).
 
 uvicorn, Starlette and FastAPI are test extras: missing, they skip these tests, or fail them
 under CI=true.
@@ -38,10 +38,10 @@ import pytest
 
 from tube.websocket import ConnectionClosed, HandshakeRejected, aio
 
-from .aio.conftest import RawPeer, run
-from .conftest import build_frame, require
+from ..aio.conftest import RawPeer, run
+from ..conftest import build_frame, require
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
 TIMEOUT = 10.0
 _LISTENING = re.compile(rb"Uvicorn running on https?://127\.0\.0\.1:(\d+)")
@@ -54,7 +54,10 @@ IMPLEMENTATIONS = {
     "websockets-sansio": "websockets-sansio",
     "wsproto": "wsproto",
 }
-APPS = {"starlette": "tests.asgi_starlette_app:app", "fastapi": "tests.asgi_fastapi_app:app"}
+APPS = {
+    "starlette": "tests.integrations.asgi_starlette_app:app",
+    "fastapi": "tests.integrations.asgi_fastapi_app:app",
+}
 
 
 @dataclass
@@ -348,7 +351,7 @@ def test_with_options_check_origin_refuses_other_origins(tmp_path: Path) -> None
     from .asgi_origin_protocol import ALLOWED
 
     command = [sys.executable, "-m", "uvicorn", APPS["starlette"]]
-    command += ["--ws", "tests.asgi_origin_protocol:OriginChecking"]
+    command += ["--ws", "tests.integrations.asgi_origin_protocol:OriginChecking"]
     command += ["--host", "127.0.0.1", "--port", "0"]
     server = launch("tube", "starlette", command, ROOT, tmp_path / "uvicorn.log")
     try:
@@ -612,7 +615,7 @@ def test_an_application_that_returns_a_value(implementation: str, tmp_path: Path
     failed. Tube closes with 1011, as for one that raised (it closed with 1000); uvicorn's
     classes drop TCP (1006). All log uvicorn's error line."""
     require("uvicorn", "wsproto", "websockets")
-    command = [sys.executable, "-m", "uvicorn", "tests.asgi_raw_app:app"]
+    command = [sys.executable, "-m", "uvicorn", "tests.integrations.asgi_raw_app:app"]
     command += ["--ws", IMPLEMENTATIONS[implementation], "--host", "127.0.0.1", "--port", "0"]
     server = launch(implementation, "raw", command, ROOT, tmp_path / "uvicorn.log")
     try:
@@ -687,7 +690,7 @@ def test_gunicorn_uvicorn_worker_with_config_kwargs(tmp_path: Path) -> None:
         "-m",
         "gunicorn",
         "-k",
-        "tests.asgi_gunicorn_worker.TubeUvicornWorker",
+        "tests.integrations.asgi_gunicorn_worker.TubeUvicornWorker",
         "-b",
         "127.0.0.1:0",
         "--no-control-socket",

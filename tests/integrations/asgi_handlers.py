@@ -1,4 +1,5 @@
-"""The WebSocket endpoints tests/test_asgi.py drives, shared by the Starlette and FastAPI apps.
+"""The WebSocket endpoints tests/integrations/test_asgi.py drives, shared by the Starlette and
+FastAPI apps.
 
 Written against Starlette's ``WebSocket`` (FastAPI's is the same class), as an application
 author writes them; they speak only the ASGI contract, so they run unchanged under uvicorn

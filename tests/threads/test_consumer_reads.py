@@ -16,7 +16,7 @@ from tube.websocket.core.protocol import Role
 from tube.websocket.threads import parking
 from tube.websocket.threads.reader import Reader, Turn
 
-from .conftest import RawPeer, wait_ended
+from ..conftest import RawPeer, wait_ended
 
 PairFactory = Callable[..., tuple[Connection, RawPeer]]
 #: README (Closing and timeouts): pings are answered "within 20 ms even while the application

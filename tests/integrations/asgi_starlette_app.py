@@ -1,4 +1,5 @@
-"""A Starlette application for tests/test_asgi.py (``uvicorn tests.asgi_starlette_app:app``)."""
+"""A Starlette application for tests/integrations/test_asgi.py
+(``uvicorn tests.integrations.asgi_starlette_app:app``)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from tube.websocket import (
     upgrade_connection,
 )
 
-from .conftest import require
+from ..conftest import require
 
 
 class EchoHandler(WebSocketRequestHandler):

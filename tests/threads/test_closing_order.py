@@ -19,8 +19,8 @@ import pytest
 from tube.websocket import Connection, ConnectionClosed, is_closing, is_connected
 from tube.websocket.core.protocol import Role
 
-from .aio.conftest import aio_pair, run
-from .conftest import RawPeer
+from ..aio.conftest import aio_pair, run
+from ..conftest import RawPeer
 
 Pair = Callable[..., tuple[Connection, RawPeer]]
 ROLES = [Role.SERVER, Role.CLIENT]

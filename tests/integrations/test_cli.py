@@ -18,9 +18,9 @@ import trustme
 
 from tube.websocket.__main__ import describe_binary, describe_close
 
-from .test_client import TubeServer, server_tls_context
+from ..threads.test_client import TubeServer, server_tls_context
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
 
 

@@ -25,7 +25,7 @@ from tube.websocket.core.deflate import DeflateParameters
 from tube.websocket.core.handshake import Negotiated, accept_key, accept_request
 from tube.websocket.core.http import Request, Response, get_header
 
-from .conftest import RawPeer, WsServer, build_frame
+from ..conftest import RawPeer, WsServer, build_frame
 
 ServerFactory = Callable[..., WsServer]
 PeerFactory = Callable[..., RawPeer]

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import require
-from .shutdown import (
+from ..conftest import require
+from ..shutdown import (
     Stopped,
     assert_clean,
     free_port,
@@ -109,7 +109,7 @@ def test_gunicorn_gthread_stops_cleanly(signum: signal.Signals, tmp_path: Path) 
 def test_uvicorn_stops_cleanly(signum: signal.Signals, tmp_path: Path) -> None:
     """uvicorn closes its WebSockets itself (1012, Service Restart, as its own classes do)."""
     require("uvicorn", "starlette")
-    command = [sys.executable, "-m", "uvicorn", "tests.asgi_starlette_app:app"]
+    command = [sys.executable, "-m", "uvicorn", "tests.integrations.asgi_starlette_app:app"]
     command += ["--ws", "tube.websocket.asgi:UvicornProtocol", "--host", "127.0.0.1"]
     command += ["--port", "0"]
     log = tmp_path / "uvicorn.log"

@@ -26,7 +26,7 @@ from tube.websocket.threads import parking
 from tube.websocket.threads.channel import Incoming
 from tube.websocket.threads.connection import open_connection
 
-from .conftest import RawPeer, abort
+from ..conftest import RawPeer, abort
 
 Pair = Callable[..., tuple[Connection, RawPeer]]
 ROLES = [Role.SERVER, Role.CLIENT]

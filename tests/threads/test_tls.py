@@ -15,7 +15,7 @@ import pytest
 
 from tube.websocket import Connection, ConnectionClosed, send_blob_data, send_text
 
-from .conftest import RawPeer, WsServer, build_frame, wait_ended
+from ..conftest import RawPeer, WsServer, build_frame, wait_ended
 
 ServerFactory = Callable[..., WsServer]
 PeerFactory = Callable[..., RawPeer]

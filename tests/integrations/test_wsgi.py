@@ -1,7 +1,9 @@
-"""WSGI: a real Flask application (tests/wsgi_app.py) under werkzeug's server and gunicorn.
+"""WSGI: a real Flask application (tests/integrations/wsgi_app.py) under werkzeug's server and
+gunicorn.
 
 The servers run as subprocesses on 127.0.0.1, started as a user starts them
-(``flask --app tests.wsgi_app run --port 0``, ``gunicorn -k gthread ... -b 127.0.0.1:0``), and
+(``flask --app tests.integrations.wsgi_app run --port 0``,
+``gunicorn -k gthread ... -b 127.0.0.1:0``), and
 are driven by Tube's client, a hand-written raw peer, ``http.client`` and headless Chromium.
 Flask and gunicorn are test extras: missing, they skip these tests, or fail them under CI=true.
 """
@@ -31,9 +33,9 @@ from tube.websocket.core.protocol import Role
 from tube.websocket.integrations.wsgi import WebSocketResponse, request_from_environ
 from tube.websocket.threads.connection import Connection, open_connection
 
-from .conftest import RawPeer, build_frame, require
+from ..conftest import RawPeer, build_frame, require
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
 TIMEOUT = 10.0
 _LISTENING = re.compile(rb"(?:Running on|Listening at:) http://127\.0\.0\.1:(\d+)")
@@ -41,7 +43,7 @@ _LISTENING = re.compile(rb"(?:Running on|Listening at:) http://127\.0\.0\.1:(\d+
 
 @dataclass
 class Server:
-    """A WSGI server running tests/wsgi_app.py in a subprocess."""
+    """A WSGI server running tests/integrations/wsgi_app.py in a subprocess."""
 
     name: str
     process: subprocess.Popen[bytes]
@@ -100,7 +102,16 @@ def start_server(name: str, command: list[str], log: Path) -> Server:
 
 
 def flask_command() -> list[str]:
-    return [sys.executable, "-m", "flask", "--app", "tests.wsgi_app", "run", "--port", "0"]
+    return [
+        sys.executable,
+        "-m",
+        "flask",
+        "--app",
+        "tests.integrations.wsgi_app",
+        "run",
+        "--port",
+        "0",
+    ]
 
 
 def gunicorn_command(worker: str, target: str, *extra: str) -> list[str]:
@@ -131,7 +142,7 @@ def server(
         command = flask_command()
     else:
         require("gunicorn")
-        command = gunicorn_command("gthread", "tests.wsgi_app:app", "--threads", "150")
+        command = gunicorn_command("gthread", "tests.integrations.wsgi_app:app", "--threads", "150")
     server = start_server(request.param, command, log)
     try:
         yield server
@@ -346,10 +357,12 @@ def test_werkzeug_debug_mode_logs_no_error(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def sync_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The framework-free ``raw_app`` under gunicorn's default (sync) worker."""
-    require("flask")  # tests/wsgi_app.py imports it
+    require("flask")  # tests/integrations/wsgi_app.py imports it
     require("gunicorn")
     log = tmp_path_factory.mktemp("sync") / "server.log"
-    server = start_server("gunicorn-sync", gunicorn_command("sync", "tests.wsgi_app:raw_app"), log)
+    server = start_server(
+        "gunicorn-sync", gunicorn_command("sync", "tests.integrations.wsgi_app:raw_app"), log
+    )
     try:
         yield server
     finally:

@@ -28,9 +28,9 @@ from tube.websocket import (
     serve,
 )
 
-from .conftest import RawPeer
+from ..conftest import RawPeer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
 
 

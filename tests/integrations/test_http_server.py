@@ -30,7 +30,7 @@ from tube.websocket import (
 )
 from tube.websocket.core.codes import is_valid_received_close_code
 
-from .conftest import RawPeer, WsServer, build_frame, wait_ended
+from ..conftest import RawPeer, WsServer, build_frame, wait_ended
 
 ServerFactory = Callable[..., WsServer]
 PeerFactory = Callable[..., RawPeer]

@@ -13,7 +13,7 @@ import trustme
 from tube.websocket import Connection, initiate_close
 from tube.websocket.threads import parking
 
-from .conftest import RawPeer, WsServer, wait_ended
+from ..conftest import RawPeer, WsServer, wait_ended
 
 ServerFactory = Callable[..., WsServer]
 PeerFactory = Callable[..., RawPeer]

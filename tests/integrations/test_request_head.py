@@ -31,7 +31,7 @@ from tube.websocket.integrations.request_head import (
     read_request_head,
 )
 
-from .conftest import RawPeer, build_frame
+from ..conftest import RawPeer, build_frame
 
 TIMEOUT = 10.0
 # The name serve() gives each connection's thread.

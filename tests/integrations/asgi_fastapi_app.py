@@ -1,7 +1,8 @@
-"""A FastAPI application for tests/test_asgi.py (``uvicorn tests.asgi_fastapi_app:app``).
+"""A FastAPI application for tests/integrations/test_asgi.py
+(``uvicorn tests.integrations.asgi_fastapi_app:app``).
 
-The shared endpoints of tests/asgi_handlers.py, plus one written the FastAPI way (a path
-parameter and a query parameter injected by FastAPI).
+The shared endpoints of tests/integrations/asgi_handlers.py, plus one written the FastAPI way (a
+path parameter and a query parameter injected by FastAPI).
 """
 
 from __future__ import annotations

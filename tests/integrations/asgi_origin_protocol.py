@@ -1,6 +1,7 @@
 """Tube's uvicorn protocol class with the Origin check on, as the README shows it.
 
-``uvicorn tests.asgi_starlette_app:app --ws tests.asgi_origin_protocol:OriginChecking``
+``uvicorn tests.integrations.asgi_starlette_app:app
+--ws tests.integrations.asgi_origin_protocol:OriginChecking``
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""A raw ASGI application for tests/test_asgi.py (``uvicorn tests.asgi_raw_app:app``): what no
-framework lets through. Starlette and FastAPI drop an endpoint's return value.
+"""A raw ASGI application for tests/integrations/test_asgi.py
+(``uvicorn tests.integrations.asgi_raw_app:app``): what no framework lets through. Starlette
+and FastAPI drop an endpoint's return value.
 
 * WebSocket ``/returns-a-value``: accepts, receives one message, then returns a value other than
   ``None`` (the ASGI contract says ``None``).

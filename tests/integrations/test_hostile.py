@@ -13,7 +13,7 @@ import pytest
 
 from tube.websocket.echo import EchoServer
 
-from .conftest import RawPeer, build_frame
+from ..conftest import RawPeer, build_frame
 
 PeerFactory = Callable[..., RawPeer]
 
