@@ -47,7 +47,7 @@ from tube.websocket import (
     upgrade_connection,
 )
 from tube.websocket.core.options import ConnectionOptions
-from tube.websocket.core.protocol import Role
+from tube.websocket.core.protocol import Protocol, Role
 from tube.websocket.threads.connection import open_connection
 
 # Seconds a test waits for its threads (readers, handlers, timers) to end after it finished.
@@ -614,3 +614,24 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     client_context = ssl.create_default_context()
     authority.configure_trust(client_context)
     return server_context, client_context
+
+
+# Message sizes around the 64 KiB above which a large binary frame is read in place
+# (Protocol.receive_buffer), up to 3 MiB + 7, with small ones among them.
+LARGE_SIZES = [65535, 65536, 65537, 100_000, 262_144, 1 << 20, (3 << 20) + 7, 5, 70_000]
+
+
+@pytest.fixture
+def in_place_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Count the reads that went into a payload buffer (receive_buffer() gave a view)."""
+    counts = [0]
+    original = Protocol.receive_buffer
+
+    def counting(self: Protocol) -> memoryview | None:
+        view = original(self)
+        if view is not None:
+            counts[0] += 1
+        return view
+
+    monkeypatch.setattr(Protocol, "receive_buffer", counting)
+    yield counts

@@ -11,38 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
-import pytest
-
-from tests.conftest import require
+from tests.conftest import LARGE_SIZES, require
 from tube.websocket import aio
-from tube.websocket.core.protocol import Protocol
 
 from .conftest import echo, run
-
-SIZES = [65535, 65536, 65537, 100_000, 262_144, 1 << 20, (3 << 20) + 7, 5, 70_000]
-
-
-@pytest.fixture
-def in_place_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Count the reads that went into a payload buffer (receive_buffer() gave a view)."""
-    counts = [0]
-    original = Protocol.receive_buffer
-
-    def counting(self: Protocol) -> memoryview | None:
-        view = original(self)
-        if view is not None:
-            counts[0] += 1
-        return view
-
-    monkeypatch.setattr(Protocol, "receive_buffer", counting)
-    yield counts
 
 
 async def exchange(client_ssl: ssl.SSLContext | None, server_ssl: ssl.SSLContext | None) -> None:
     messages: list[bytes | str] = []
-    for size in SIZES:
+    for size in LARGE_SIZES:
         messages.append(os.urandom(size))
         messages.append("between")
     scheme = "wss" if client_ssl is not None else "ws"

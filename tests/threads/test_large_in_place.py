@@ -10,31 +10,12 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
-
+from tests.conftest import LARGE_SIZES
 from tube.websocket import Connection, Server, connect
-from tube.websocket.core.protocol import Protocol
 
-SIZES = [65535, 65536, 65537, 100_000, 262_144, 1 << 20, (3 << 20) + 7, 5, 70_000]
 LIMIT = 4 << 20
-
-
-@pytest.fixture
-def in_place_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Count the reads that went into a payload buffer (receive_buffer() gave a view)."""
-    counts = [0]
-    original = Protocol.receive_buffer
-
-    def counting(self: Protocol) -> memoryview | None:
-        view = original(self)
-        if view is not None:
-            counts[0] += 1
-        return view
-
-    monkeypatch.setattr(Protocol, "receive_buffer", counting)
-    yield counts
 
 
 def echo(connection: Connection) -> None:
@@ -44,7 +25,7 @@ def echo(connection: Connection) -> None:
 
 def exchange(url: str, client_context: ssl.SSLContext | None) -> None:
     messages: list[bytes | str] = []
-    for size in SIZES:
+    for size in LARGE_SIZES:
         messages.append(os.urandom(size))
         messages.append("between")
     with connect(url, ssl=client_context, max_message_size=LIMIT) as client:
