@@ -149,7 +149,12 @@ export async function findKept(fileId, size) {
  */
 export async function discardKept(fileId) {
   const top = await folder();
-  await top.removeEntry(fileId, { recursive: true }).catch(() => {});
+  await top.removeEntry(fileId, { recursive: true }).catch((error) => {
+    // Gone already is the goal; anything else leaves bytes behind: say so.
+    if (!(error instanceof DOMException && error.name === "NotFoundError")) {
+      console.warn(`tube: could not delete the partial file ${fileId}:`, error);
+    }
+  });
 }
 
 /**
@@ -175,9 +180,33 @@ export async function stagingSink(offer, resumeFrom, save) {
   /** @type {FileSystemWritableFileStream | null} */
   let writable = null;
   let stopped = false; // keep() or abort() was called: no more writes
+  // The write in progress, settled or not. A failure can call abort() while a write awaits
+  // createWritable(): dropping must wait for it, or that write opens a segment after the
+  // drop, and its open file (Chromium's .crswap) keeps the folder from being removed.
+  /** @type {Promise<unknown>} */
+  let inFlight = Promise.resolve();
 
+  /** @param {Bytes} chunk */
+  const writeNow = async (chunk) => {
+    if (stopped) throw new Error("the staged file was closed");
+    if (!writable) {
+      const segment = await dir.getFileHandle(segmentName(next / SEGMENT_CHUNKS), { create: true });
+      writable = await segment.createWritable();
+    }
+    await writable.write(chunk);
+    next += 1;
+    if (next % SEGMENT_CHUNKS === 0 || next === total) {
+      // Closing commits the segment; only then does the count include it.
+      const open = writable;
+      writable = null;
+      await open.close();
+      meta.chunks = next;
+      await writeJson(metaHandle, meta);
+    }
+  };
   const drop = async () => {
     stopped = true;
+    await inFlight;
     const open = writable;
     writable = null;
     if (open) await open.abort().catch(() => {});
@@ -185,22 +214,10 @@ export async function stagingSink(offer, resumeFrom, save) {
   return {
     kind: "opfs",
     label: "to the browser's storage, then your downloads",
-    async write(chunk) {
-      if (stopped) throw new Error("the staged file was closed");
-      if (!writable) {
-        const segment = await dir.getFileHandle(segmentName(next / SEGMENT_CHUNKS), { create: true });
-        writable = await segment.createWritable();
-      }
-      await writable.write(chunk);
-      next += 1;
-      if (next % SEGMENT_CHUNKS === 0 || next === total) {
-        // Closing commits the segment; only then does the count include it.
-        const open = writable;
-        writable = null;
-        await open.close();
-        meta.chunks = next;
-        await writeJson(metaHandle, meta);
-      }
+    write(chunk) {
+      const run = inFlight.then(() => writeNow(chunk));
+      inFlight = run.catch(() => {});
+      return run;
     },
     async close() {
       /** @type {File[]} */
