@@ -266,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--serve", choices=KINDS[1:], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve:
+        # As the relay does (python -m tube): freed 256 KiB messages are reused, not faulted
+        # in afresh (tube.websocket.keep_freed_memory, the relay's 16 MiB).
+        from tube.websocket import keep_freed_memory
+
+        keep_freed_memory(16 * 1024 * 1024)
     if args.serve == "tube-asyncio-uvloop":
         import uvloop
 

@@ -92,6 +92,22 @@ SERVERS: dict[str, dict[str, Any]] = {
         "mode": "ws",
         "about": "picows (Cython) on asyncio",
     },
+    # The same server with glibc's allocator left as it is (the echo server, like the relay,
+    # calls tube.websocket.keep_freed_memory(): without it, every large message is faulted
+    # into fresh pages). Reported beside, so both figures come from one run.
+    "tube-asyncio-malloc-default": {
+        "cmd": [
+            PY,
+            "-m",
+            "tube.websocket.echo",
+            "--transport",
+            "asyncio",
+            "--allocator",
+            "default",
+        ],
+        "mode": "ws",
+        "about": "Tube, asyncio, glibc's allocator settings untouched (--allocator default)",
+    },
     # The same servers on uvloop's event loop (issue 25: reported beside the standard loop).
     "tube-asyncio-uvloop": {
         "cmd": [PY, UVLOOP_RUN, "-m", "tube.websocket.echo", "--transport", "asyncio"],

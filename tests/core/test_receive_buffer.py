@@ -8,12 +8,14 @@ application must be ordinary, immutable ``bytes``.
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tube.websocket.core import payload
 from tube.websocket.core.accelerator import speedups
 from tube.websocket.core.events import BinaryMessage, Event, ProtocolFailure
 from tube.websocket.core.masking import python_apply_mask, python_unmask_in_place
@@ -141,23 +143,16 @@ def test_bytes_after_a_large_frame_are_parsed(size: int, reads: list[int], garba
         assert comparable(events) == comparable(whole)
 
 
-def test_the_buffer_follows_what_the_peer_sent() -> None:
-    """A peer that declares a 4 MiB frame and sends a few bytes gets 64 KiB, not 4 MiB; the
-    buffer then grows at most to twice what arrived."""
-    protocol = Protocol(Role.SERVER, max_message_size=8 << 20)
-    size = 4 << 20
-    data = fast_frame(0x2, bytes(size), masked=True)
-    assert protocol.receive_data(data[:20]) == []
-    view = protocol.receive_buffer()
-    assert view is not None
-    assert len(view) <= 64 * 1024
+def grow_and_check(protocol: Protocol, data: bytes, size: int) -> None:
+    """Read ``data`` (one masked ``size``-byte binary frame, 20 bytes of it already given)
+    in place; every buffer handed out is at most twice the payload received so far (or the
+    64 KiB first step)."""
     received = 20 - 14
     position = 20
     while True:
         view = protocol.receive_buffer()
         assert view is not None
-        # At most twice the payload received so far (or the 64 KiB first step).
-        assert received + len(view) <= max(2 * received, 64 * 1024)
+        assert received + len(view) <= max(2 * received, payload.SMALLEST)
         count = len(view)
         view[:] = data[position : position + count]
         del view
@@ -169,6 +164,70 @@ def test_the_buffer_follows_what_the_peer_sent() -> None:
             break
     assert position == len(data)
     assert protocol.receive_buffer() is None
+
+
+def test_the_pure_python_buffer_follows_what_the_peer_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer that declares a 4 MiB frame and sends a few bytes gets 64 KiB, not 4 MiB: the
+    bytearray is zeroed (so touched) when made, so it grows with what arrived."""
+    monkeypatch.setattr(payload, "speedups", None)
+    protocol = Protocol(Role.SERVER, max_message_size=8 << 20)
+    size = 4 << 20
+    data = fast_frame(0x2, bytes(size), masked=True)
+    assert protocol.receive_data(data[:20]) == []
+    grow_and_check(protocol, data, size)
+
+
+@pytest.mark.skipif(speedups is None, reason="the C payload buffer (TUBE_NO_SPEEDUPS=1 run)")
+def test_the_c_buffer_is_whole_at_once_up_to_16_mib_and_grows_beyond() -> None:
+    """Up to RESERVE_AT_ONCE the C buffer holds the whole payload from the header on (never
+    copied to grow); a larger frame's buffer grows with what arrived."""
+    protocol = Protocol(Role.SERVER, max_message_size=64 << 20)
+    size = payload.RESERVE_AT_ONCE
+    header = frame(0x2, b"", key=None, length=size)
+    header = bytes([header[0], header[1] | 0x80]) + header[2:] + KEY
+    assert protocol.receive_data(header + bytes(6)) == []
+    view = protocol.receive_buffer()
+    assert view is not None and len(view) == size - 6
+    del view
+    big = payload.RESERVE_AT_ONCE + 1
+    protocol = Protocol(Role.SERVER, max_message_size=64 << 20)
+    data = fast_frame(0x2, bytes(big), masked=True)
+    assert protocol.receive_data(data[:20]) == []
+    grow_and_check(protocol, data, big)
+
+
+def resident_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.skipif(
+    speedups is None or not os.path.exists("/proc/self/status"),
+    reason="the C payload buffer's memory, measured on Linux",
+)
+def test_resident_memory_follows_what_the_peers_sent() -> None:
+    """64 peers that each declare a 16 MiB frame (1 GiB in all) and send 20 bytes of it cost
+    this process a few MiB, not 1 GiB: the C buffer is allocated uninitialised, and the kernel
+    commits a page only when the peer's bytes are written into it."""
+    header = frame(0x2, b"", key=None, length=payload.RESERVE_AT_ONCE)
+    start = bytes([header[0], header[1] | 0x80]) + header[2:] + KEY + bytes(6)
+    before = resident_kib()
+    protocols = []
+    for _ in range(64):
+        protocol = Protocol(Role.SERVER, max_message_size=payload.RESERVE_AT_ONCE)
+        assert protocol.receive_data(start) == []
+        view = protocol.receive_buffer()
+        assert view is not None and len(view) == payload.RESERVE_AT_ONCE - 6
+        del view
+        protocols.append(protocol)
+    # Measured: about 1 MiB (a page or two per buffer, and the protocols themselves); the
+    # bound leaves room for the interpreter's own allocations on a busy machine.
+    assert resident_kib() - before < 32 * 1024
 
 
 def test_no_buffer_for_small_text_fragmented_or_compressed_frames() -> None:

@@ -36,6 +36,7 @@ from .integrations.server import Server, serve
 from .integrations.shutdown import close_websockets, stop_on_signals
 from .integrations.upgrade import upgrade_connection
 from .integrations.wsgi import WebSocketResponse
+from .memory import keep_freed_memory
 from .threads.channel import Incoming
 from .threads.client import connect
 from .threads.connection import Connection
@@ -80,6 +81,7 @@ __all__ = [
     "initiate_close",
     "is_closing",
     "is_connected",
+    "keep_freed_memory",
     "ping",
     "send_blob_data",
     "send_text",

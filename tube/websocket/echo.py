@@ -33,7 +33,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from tube.websocket import Connection, ConnectionClosed, Server, aio
+from tube.websocket import Connection, ConnectionClosed, Server, aio, keep_freed_memory
 
 __all__ = ["EchoServer", "echo", "echo_each", "echo_handler", "main"]
 
@@ -160,6 +160,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="batch",
         help="threads: echo batch by batch (get_many/send_many, default) or message by message",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("keep", "default"),
+        default="keep",
+        help="keep: keep freed memory for the next large message "
+        "(tube.websocket.keep_freed_memory, the default); default: glibc's own settings",
+    )
     parser.add_argument("--verbose", action="store_true", help="log at DEBUG level to stderr")
     args = parser.parse_args(argv)
     if args.max_message_size <= 0:
@@ -181,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if args.allocator == "keep":
+        keep_freed_memory()
     compression = "deflate" if args.compression == "deflate" else None
     if args.transport == "asyncio":
         with contextlib.suppress(KeyboardInterrupt):

@@ -19,7 +19,15 @@ from typing import Protocol
 
 from .accelerator import speedups
 
-__all__ = ["PayloadBuffer", "PythonPayloadBuffer", "new_payload_buffer"]
+__all__ = ["PayloadBuffer", "PythonPayloadBuffer", "first_size", "new_payload_buffer"]
+
+# The C buffer's bytes are allocated uninitialised: a page of them costs memory only once the
+# peer's bytes are written into it (the kernel commits anonymous memory when it is first
+# touched), so a frame up to this size gets its whole buffer at once and is never copied to
+# grow. Beyond it (and for the pure-Python bytearray, which is zeroed, so touched, when made)
+# the buffer grows with what arrived: at least SMALLEST, at most twice the payload received.
+RESERVE_AT_ONCE = 16 * 1024 * 1024
+SMALLEST = 64 * 1024
 
 
 class PayloadBuffer(Protocol):
@@ -59,6 +67,14 @@ class PythonPayloadBuffer(bytearray):
         until ``buffer_updated`` returns), and a bytearray cannot be emptied while exported.
         """
         return bytes(self)
+
+
+def first_size(length: int, received: int) -> int:
+    """The size of the first payload buffer of a ``length``-byte payload of which ``received``
+    bytes are in hand: all of it where that costs no memory before the bytes arrive."""
+    if speedups is not None and length <= RESERVE_AT_ONCE:
+        return length
+    return min(length, max(2 * received, SMALLEST))
 
 
 def new_payload_buffer(size: int) -> PayloadBuffer:

@@ -25,7 +25,7 @@ from .errors import MessageTooBig, ProtocolError
 from .events import BinaryMessage, CloseReceived, Event, Ping, Pong, ProtocolFailure, TextMessage
 from .frames import MAX_CONTROL_PAYLOAD, UINT16, UINT64, Buffer
 from .masking import apply_mask, unmask_in_place
-from .payload import PayloadBuffer, new_payload_buffer
+from .payload import PayloadBuffer, first_size, new_payload_buffer
 from .utf8 import Utf8Validator
 
 __all__ = ["Receiver", "opcode_name"]
@@ -44,9 +44,6 @@ _IN_PLACE_THRESHOLD = 4096
 # received into a payload buffer of its own (see .payload): read there in place by transports
 # that ask (Protocol.receive_buffer), copied there once by the others, never kept in _buffer.
 _LARGE_FRAME = 64 * 1024
-# The payload buffer grows with what arrived: at most twice the payload received so far, and
-# at least this much (a peer that declares a large frame and sends little gets little memory).
-_LARGE_FIRST = 64 * 1024
 
 
 def opcode_name(opcode: int) -> str:
@@ -211,7 +208,7 @@ class Receiver:
         self._large_key = bytes(view[start - 4 : start]) if masked else None
         self._large_length = length
         self._large_filled = 0
-        self._large = new_payload_buffer(min(length, max(2 * (end - start), _LARGE_FIRST)))
+        self._large = new_payload_buffer(first_size(length, end - start))
         # Never complete here (_parse would have taken a complete frame).
         self._fill_large(view[start:end], [])
         return True
