@@ -347,3 +347,54 @@ def test_pure_python_unmasking_of_an_exported_bytearray(count: int) -> None:
     with memoryview(data):
         python_unmask_in_place(data, KEY, 8, 8 + count)
     assert bytes(data[: 8 + count]) == expected
+
+
+@pytest.mark.parametrize("kind", ["python", "c"])
+def test_a_view_still_held_when_the_buffer_must_grow_loses_nothing(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transport that keeps the last view while the rest arrives through receive_data():
+    the buffer cannot be resized while exported, so the payload moves to a new one, whole."""
+    if kind == "python":
+        monkeypatch.setattr(payload, "speedups", None)
+        size = 1 << 20
+    elif speedups is None:
+        pytest.skip("the C payload buffer (TUBE_NO_SPEEDUPS=1 run)")
+    else:
+        size = payload.RESERVE_AT_ONCE + (1 << 20)  # beyond it, the C buffer grows too
+    body = random.Random(size).randbytes(size)
+    data = fast_frame(0x2, body, masked=True)
+    protocol = Protocol(Role.SERVER, max_message_size=64 << 20)
+    assert protocol.receive_data(data[:100_000]) == []
+    held = protocol.receive_buffer()
+    assert held is not None and len(held) < size - 100_000  # so it must grow
+    events = protocol.receive_data(data[100_000:])
+    del held
+    assert events == [BinaryMessage(body)]
+    assert protocol.receive_buffer() is None
+
+
+def test_bytes_received_into_no_buffer_are_refused() -> None:
+    protocol = Protocol(Role.SERVER)
+    assert protocol.received_into(0) == []
+    with pytest.raises(ValueError, match="5 bytes received into no buffer"):
+        protocol.received_into(5)
+    with pytest.raises(ValueError, match="negative count"):
+        protocol.received_into(-1)
+    # After a large message is complete, its buffer is gone too.
+    body = bytes(range(256)) * 512
+    data = fast_frame(0x2, body, masked=True)
+    assert protocol.receive_data(data[:20]) == []
+    position = 20
+    events: list[Event] = []
+    while not events:
+        view = protocol.receive_buffer()
+        assert view is not None
+        count = len(view)
+        view[:] = data[position : position + count]
+        del view
+        position += count
+        events = protocol.received_into(count)
+    assert events == [BinaryMessage(body)]
+    with pytest.raises(ValueError, match="1 bytes received into no buffer"):
+        protocol.received_into(1)

@@ -235,7 +235,8 @@ class Protocol:
         """``count`` bytes were read into the last :meth:`receive_buffer` view: their events.
 
         Raises:
-            ValueError: ``count`` is larger than the view was.
+            ValueError: ``count`` is larger than the view was, negative, or not 0 while no view
+                was handed out (:meth:`receive_buffer` returned ``None``).
         """
         return self._receiver.received_into(count, [])
 

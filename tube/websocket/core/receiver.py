@@ -215,12 +215,13 @@ class Receiver:
 
     def _fill_large(self, data: Buffer, events: list[Event]) -> int:
         """Copy the next bytes of the large frame's payload; return how many of ``data``."""
-        large = self._large
-        assert large is not None
         filled = self._large_filled
         with memoryview(data) as view:
             count = min(len(view), self._large_length - filled)
             self._reserve(filled + count)
+            # Only now: _reserve() may have replaced the buffer (a view of the old one held).
+            large = self._large
+            assert large is not None
             with memoryview(large) as target:
                 target[filled : filled + count] = view[:count]
         self.received_into(count, events)
@@ -258,8 +259,13 @@ class Receiver:
     def received_into(self, count: int, events: list[Event]) -> list[Event]:
         """``count`` more payload bytes are in the payload buffer: unmask; complete the message."""
         large = self._large
-        if large is None or count <= 0:
+        if count <= 0:
+            if count < 0:
+                raise ValueError(f"a negative count of bytes received: {count}")
             return events
+        if large is None:
+            # Bytes a transport read somewhere we did not hand out: never dropped silently.
+            raise ValueError(f"{count} bytes received into no buffer (none was handed out)")
         filled = self._large_filled
         stop = filled + count
         if stop > len(large) or stop > self._large_length:
