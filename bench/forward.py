@@ -42,6 +42,9 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+# The peers frame with Tube's masking, from this checkout (also when tube is not installed).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 PY = sys.executable
 SERVERS = ("splice", "tube-asyncio", "tube-threads")
 # Also measurable when named: Tube's asyncio forwarder on uvloop's event loop.
