@@ -62,6 +62,11 @@ SERVERS: dict[str, dict[str, Any]] = {
         "mode": "ws",
         "about": "Tube, asyncio (tube.websocket.aio.serve)",
     },
+    "tube-asyncio-message": {
+        "cmd": [PY, "-m", "tube.websocket.echo", "--transport", "asyncio", "--api", "message"],
+        "mode": "ws",
+        "about": "Tube, asyncio, message by message (async for message in incoming: await send)",
+    },
     "websockets-sync": {
         "cmd": [PY, str(BENCH / "servers" / "websockets_sync.py")],
         "mode": "ws",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -42,3 +45,40 @@ def test_message_over_the_limit_is_refused_with_1009(echo_url: str) -> None:
 def test_invalid_max_message_size_is_refused() -> None:
     with pytest.raises(ValueError):
         EchoServer(("127.0.0.1", 0), max_message_size=0)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--transport", "asyncio"],
+        ["--transport", "asyncio", "--api", "message"],
+        ["--transport", "asyncio", "--api", "message", "--allocator", "default"],
+        ["--api", "message"],
+    ],
+    ids=["asyncio-batch", "asyncio-message", "asyncio-message-malloc-default", "threads-message"],
+)
+def test_the_command_echoes_on_each_transport_and_api(arguments: list[str]) -> None:
+    """``python -m tube.websocket.echo`` as bench/run.py starts it: the readiness line, then
+    every message back in order, text as text."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "tube.websocket.echo", "--port", "0", *arguments],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        check_echo(process)
+
+
+def check_echo(process: subprocess.Popen[str]) -> None:
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        messages: list[str | bytes] = ["one", b"\x00two", "three" * 100, b"x" * 70_000]
+        with connect(f"ws://127.0.0.1:{port}/") as connection:
+            for message in messages:
+                connection.send(message)
+            assert [connection.incoming.get(timeout=5) for _ in messages] == messages
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0

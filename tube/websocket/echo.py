@@ -104,11 +104,18 @@ async def echo_handler(connection: aio.Connection) -> None:
             await connection.send_many(await connection.incoming.get_many())
 
 
+async def echo_each_handler(connection: aio.Connection) -> None:
+    """The asyncio echo message by message: the task-per-connection API (``--api message``)."""
+    with contextlib.suppress(ConnectionClosed):
+        async for message in connection.incoming:
+            await connection.send(message)
+
+
 async def _serve_asyncio(
-    host: str, port: int, max_message_size: int, compression: str | None
+    host: str, port: int, max_message_size: int, compression: str | None, per_message: bool
 ) -> None:
     server = aio.serve(
-        echo_handler,
+        echo_each_handler if per_message else echo_handler,
         host,
         port,
         max_message_size=max_message_size,
@@ -158,7 +165,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--api",
         choices=("batch", "message"),
         default="batch",
-        help="threads: echo batch by batch (get_many/send_many, default) or message by message",
+        help="echo batch by batch (get_many/send_many, default) or message by message "
+        "(for/async for message in incoming: send)",
     )
     parser.add_argument(
         "--allocator",
@@ -193,7 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     compression = "deflate" if args.compression == "deflate" else None
     if args.transport == "asyncio":
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_asyncio(args.host, args.port, args.max_message_size, compression))
+            asyncio.run(
+                _serve_asyncio(
+                    args.host,
+                    args.port,
+                    args.max_message_size,
+                    compression,
+                    args.api == "message",
+                )
+            )
         return 0
     with EchoServer(
         (args.host, args.port),
