@@ -67,6 +67,11 @@ SERVERS: dict[str, dict[str, Any]] = {
         "mode": "ws",
         "about": "Tube, asyncio, message by message (async for message in incoming: await send)",
     },
+    "tube-asyncio-callback": {
+        "cmd": [PY, "-m", "tube.websocket.echo", "--transport", "asyncio", "--api", "callback"],
+        "mode": "ws",
+        "about": "Tube, asyncio, inside the read callback (on_message with send_nowait; opt-in)",
+    },
     "websockets-sync": {
         "cmd": [PY, str(BENCH / "servers" / "websockets_sync.py")],
         "mode": "ws",

@@ -81,6 +81,13 @@ def execute(blocks: list[str], heading: str, url: str | None = None) -> dict[str
     return namespace
 
 
+def test_no_python_block_hides_in_an_indented_fence() -> None:
+    # The blocks are found by fences at the start of a line: one indented inside a list item
+    # would never run.
+    indented = re.findall(r"^[ \t]+```python", README.read_text(encoding="utf-8"), re.MULTILINE)
+    assert not indented, "an indented ```python block in README.md (move it out of the list)"
+
+
 def test_every_library_block_is_run() -> None:
     blocks = python_blocks()
     assert blocks, "no ```python block after '## The library'"

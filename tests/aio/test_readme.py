@@ -22,7 +22,9 @@ def load_examples() -> dict[str, Any]:
     section = re.search(r"^## asyncio\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
     assert section, "README.md has no '## asyncio' section"
     blocks = re.findall(r"^```python\n(.*?)^```", section.group(1), re.MULTILINE | re.DOTALL)
-    assert len(blocks) == 4, "expected the server, client, process_request and reuse_port blocks"
+    # The server, client, process_request, reuse_port and on_message blocks (the last one runs
+    # its echo when executed and asserts the reply itself).
+    assert len(blocks) == 5, f"expected 5 ```python blocks in '## asyncio', found {len(blocks)}"
     namespace: dict[str, Any] = {"__name__": "readme"}
     for number, block in enumerate(blocks, 1):
         exec(compile(block, f"{README}:asyncio-{number}", "exec"), namespace)

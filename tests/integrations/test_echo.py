@@ -53,9 +53,16 @@ def test_invalid_max_message_size_is_refused() -> None:
         ["--transport", "asyncio"],
         ["--transport", "asyncio", "--api", "message"],
         ["--transport", "asyncio", "--api", "message", "--allocator", "default"],
+        ["--transport", "asyncio", "--api", "callback"],
         ["--api", "message"],
     ],
-    ids=["asyncio-batch", "asyncio-message", "asyncio-message-malloc-default", "threads-message"],
+    ids=[
+        "asyncio-batch",
+        "asyncio-message",
+        "asyncio-message-malloc-default",
+        "asyncio-callback",
+        "threads-message",
+    ],
 )
 def test_the_command_echoes_on_each_transport_and_api(arguments: list[str]) -> None:
     """``python -m tube.websocket.echo`` as bench/run.py starts it: the readiness line, then

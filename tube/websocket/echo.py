@@ -111,11 +111,25 @@ async def echo_each_handler(connection: aio.Connection) -> None:
             await connection.send(message)
 
 
+async def echo_callback_handler(connection: aio.Connection) -> None:
+    """The asyncio echo inside the read callback (``--api callback``): ``on_message`` with
+    ``send_nowait``, no task switch per message."""
+    connection.on_message(connection.send_nowait)
+    await connection.wait_closed()
+
+
+_ASYNCIO_HANDLERS = {
+    "batch": echo_handler,
+    "message": echo_each_handler,
+    "callback": echo_callback_handler,
+}
+
+
 async def _serve_asyncio(
-    host: str, port: int, max_message_size: int, compression: str | None, per_message: bool
+    host: str, port: int, max_message_size: int, compression: str | None, api: str
 ) -> None:
     server = aio.serve(
-        echo_each_handler if per_message else echo_handler,
+        _ASYNCIO_HANDLERS[api],
         host,
         port,
         max_message_size=max_message_size,
@@ -163,10 +177,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--api",
-        choices=("batch", "message"),
+        choices=("batch", "message", "callback"),
         default="batch",
-        help="echo batch by batch (get_many/send_many, default) or message by message "
-        "(for/async for message in incoming: send)",
+        help="echo batch by batch (get_many/send_many, default), message by message "
+        "(for/async for message in incoming: send), or, on asyncio, inside the read callback "
+        "(on_message with send_nowait)",
     )
     parser.add_argument(
         "--allocator",
@@ -177,6 +192,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--verbose", action="store_true", help="log at DEBUG level to stderr")
     args = parser.parse_args(argv)
+    if args.api == "callback" and args.transport != "asyncio":
+        parser.error("--api callback is asyncio's (on_message); threads read on the app's thread")
     if args.max_message_size <= 0:
         parser.error("--max-message-size must be positive")
     return args
@@ -207,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.port,
                     args.max_message_size,
                     compression,
-                    args.api == "message",
+                    args.api,
                 )
             )
         return 0

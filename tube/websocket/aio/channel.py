@@ -208,6 +208,15 @@ class Incoming:
             self._paused = True
             self._reading.pause(PAUSED_BY_CHANNEL)
 
+    def _take_all(self) -> list[Message]:
+        """Every message waiting, taken at once (the connection, for a message callback)."""
+        batch = list(self._messages)
+        self._messages.clear()
+        self._nbytes = 0
+        if self._paused:
+            self._taken()
+        return batch
+
     def _taken(self) -> None:
         # Resume reading once the application has taken the channel below both low marks.
         if len(self._messages) <= self._low_count and self._nbytes <= self._low_bytes:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, cast
 
@@ -40,6 +40,7 @@ from .channel import Incoming, Message
 from .opening import HandshakeSide, HeadBuffer
 from .pings import PongWaiters
 from .reading import (
+    PAUSED_BY_APPLICATION,
     PAUSED_BY_WRITING,
     PAUSED_TO_HOLD,
     ReadGate,
@@ -90,7 +91,8 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
     one that created it); from another thread use ``asyncio.run_coroutine_threadsafe``. Any
     number of tasks may send at once (frames never interleave; one task's messages keep their
     order) and may wait on :attr:`incoming` (each message goes to one of them). Protocol
-    callbacks never run application code and never wait.
+    callbacks never wait, and run application code only when it asked for it
+    (:meth:`on_message`).
     """
 
     def __init__(self, role: Role, options: ConnectionOptions) -> None:
@@ -125,6 +127,12 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         self._discard_left = 0
         # What the handshake's code may do with this connection (instead of private members).
         self.handshake: HandshakeSide = _Handshake(self)
+        # on_message(): the application's callbacks, and whether one runs (sends made inside it
+        # are written together when it returns, with the rest of that read's output).
+        self._on_message: Callable[[Message], object] | None = None
+        self._on_pause: Callable[[], object] | None = None
+        self._on_resume: Callable[[], object] | None = None
+        self._calling_back = False
 
     # ------------------------------------------------------- the Go package's fields, options
     # connected, closing, close_code, close_reason, close_retry_time, close_give_up_time:
@@ -224,11 +232,15 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         self._sender.pause()
         if self._protocol is not None:
             self._reading.pause(PAUSED_BY_WRITING)
+        if self._on_pause is not None:
+            self._call_application(self._on_pause, "pause")
 
     def resume_writing(self) -> None:
         """The transport's buffer drained: waiting senders go on, reading resumes."""
         self._sender.resume()
         self._reading.resume(PAUSED_BY_WRITING)
+        if self._on_resume is not None:
+            self._call_application(self._on_resume, "resume")
 
     # ------------------------------------------------------------------ opening handshake
 
@@ -345,6 +357,83 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
             self._sender.queue([frame])
         if self._sender.paused:
             await self._sender.wait_writable()
+
+    def send_nowait(self, message: str | Buffer, *, compress: bool | None = None) -> None:
+        """Send one message without waiting: for :meth:`on_message` callbacks and other code
+        that cannot ``await``.
+
+        The frame is queued at once, whatever the transport holds: the caller watches the
+        backpressure itself (:attr:`writing_paused`, the ``pause``/``resume`` callbacks of
+        :meth:`on_message`). Inside a message callback it is written when the callback returns,
+        with everything else sent during that read (one system call); elsewhere at the end of
+        this loop iteration, as :meth:`send` does. ``compress`` as for :meth:`send`.
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed.
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+        """
+        cls = type(message)
+        protocol = self._protocol
+        frame = None
+        if (cls is bytes or cls is str) and protocol is not None and not self._session.tcp_closed:
+            frame = protocol.frame_message(message)  # type: ignore[arg-type]  # bytes or str
+        if frame is None:
+            self._queue((message,), compress)
+        else:
+            self._sender.queue([frame], schedule=not self._calling_back)
+
+    @property
+    def writing_paused(self) -> bool:
+        """True while the transport's buffer is over its high-water mark (the peer reads
+        slower than we send): :meth:`send` waits then, :meth:`send_nowait` does not."""
+        return self._sender.paused
+
+    def on_message(
+        self,
+        callback: Callable[[Message], object] | None,
+        *,
+        pause: Callable[[], object] | None = None,
+        resume: Callable[[], object] | None = None,
+    ) -> None:
+        """Hand each message to ``callback(message)`` as it arrives, instead of to :attr:`incoming`.
+
+        Opt-in, for the lowest latency: the callback runs inside the event loop's read
+        callback, so a reply sent with :meth:`send_nowait` leaves with no task switch and no
+        further loop iteration (``bench/run.py``'s ``latency``). The messages already waiting in
+        :attr:`incoming` are handed over first, at once. The callback must not block (it runs
+        on the loop) and cannot ``await``; messages keep their order. ``None`` goes back to
+        :attr:`incoming` for the messages that follow.
+
+        Backpressure: while this connection's transport is full, reading stops by itself (an
+        echo cannot outrun its peer). A callback that sends elsewhere (a relay) passes
+        ``pause``, called when the transport goes over its high-water mark (at once if it is
+        already), and ``resume``, called once it drained; they typically call the source's
+        :meth:`pause_reading` and :meth:`resume_reading`.
+
+        The end is unchanged: :attr:`incoming` ends (empty) and :meth:`wait_closed` returns
+        when the connection is over; a peer's close frame or violation is answered once every
+        message before it was handed over. A callback that raises closes the connection with
+        1011 (logged with the traceback); the messages of that read after the failing one
+        stay in :attr:`incoming`, nothing is dropped.
+        """
+        self._on_message = callback
+        self._on_pause, self._on_resume = (pause, resume) if callback is not None else (None, None)
+        if callback is None:
+            return
+        waiting = self.incoming._take_all()
+        if waiting:
+            self._call_back(waiting)
+        self._commit_end_if_handed_over()
+        if pause is not None and self._sender.paused:
+            self._call_application(pause, "pause")
+
+    def pause_reading(self) -> None:
+        """Stop reading from the peer until :meth:`resume_reading` (TCP then slows it down)."""
+        self._reading.pause(PAUSED_BY_APPLICATION)
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading` (unless another reason still holds it)."""
+        self._reading.resume(PAUSED_BY_APPLICATION)
 
     async def send_many(
         self, messages: Iterable[str | Buffer], *, compress: bool | None = None
@@ -576,10 +665,56 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
             # Not only messages (a ping, a pong, a close frame, a violation): the session.
             messages, actions = self._session.received(events, self._loop.time())
             if messages:
-                self.incoming._put(messages)
+                if self._on_message is None:
+                    self.incoming._put(messages)
+                else:
+                    self._call_back(messages)
             self._apply(actions)
+            if self._on_message is not None:
+                self._commit_end_if_handed_over()
         elif messages:
-            self.incoming._put(messages)
+            if self._on_message is None:
+                self.incoming._put(messages)
+            else:
+                self._call_back(messages)
+
+    # ------------------------------------------------------------------ message callbacks
+
+    def _call_back(self, messages: list[Message]) -> None:
+        """Hand ``messages`` to the application's callback, in order; then write what it sent."""
+        self._calling_back = True
+        try:
+            for index, message in enumerate(messages):
+                callback = self._on_message
+                if callback is None:  # it went back to incoming meanwhile
+                    self.incoming._put(messages[index:])
+                    break
+                try:
+                    callback(message)
+                except Exception:
+                    logger.exception("error in the on_message callback; closing with 1011")
+                    self._on_message = self._on_pause = self._on_resume = None
+                    if index + 1 < len(messages):
+                        self.incoming._put(messages[index + 1 :])
+                    self._start_close(1011, "")
+                    break
+        finally:
+            self._calling_back = False
+            self._sender.flush()
+
+    def _call_application(self, callback: Callable[[], object], name: str) -> None:
+        """Run the application's ``pause``/``resume`` callback; if it raises, close with 1011."""
+        try:
+            callback()
+        except Exception:
+            logger.exception("error in the on_message %s callback; closing with 1011", name)
+            self._on_message = self._on_pause = self._on_resume = None
+            self._start_close(1011, "")
+
+    def _commit_end_if_handed_over(self) -> None:
+        """With a callback nothing waits in incoming: answer a peer's close or violation now."""
+        if not len(self.incoming):
+            self.incoming._commit_end()
 
 
 class _Handshake:

@@ -15,6 +15,7 @@ import asyncio
 import threading
 
 __all__ = [
+    "PAUSED_BY_APPLICATION",
     "PAUSED_BY_CHANNEL",
     "PAUSED_BY_WRITING",
     "PAUSED_TO_HOLD",
@@ -29,6 +30,8 @@ PAUSED_BY_CHANNEL = 1
 PAUSED_BY_WRITING = 2
 #: The server holds frames back until the handshake is answered, or a violation stopped parsing.
 PAUSED_TO_HOLD = 4
+#: The application asked (:meth:`~.connection.Connection.pause_reading`).
+PAUSED_BY_APPLICATION = 8
 
 _RECEIVE_BUFFER_SIZE = 256 * 1024
 _local = threading.local()

@@ -129,14 +129,15 @@ class Sender:
         ):
             self._fd = sock.fileno()
 
-    def queue(self, chunks: list[Buffer]) -> None:
-        """Queue the protocol's output, in order; it is written at the end of this iteration."""
+    def queue(self, chunks: list[Buffer], *, schedule: bool = True) -> None:
+        """Queue the protocol's output, in order; it is written at the end of this iteration
+        (``schedule=False``: by the caller's own :meth:`flush`, which it promises)."""
         self._pending += chunks
         for chunk in chunks:
             self._pending_size += len(chunk)
         if self._pending_size >= FLUSH_AT:
             self.flush()
-        elif not self._scheduled:
+        elif schedule and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
