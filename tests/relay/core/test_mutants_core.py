@@ -7,18 +7,22 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from tube.relay.core import (
     CROWDED,
+    LIMIT_EXCEEDED,
     PROTOCOL_ERROR,
     RATE_LIMITED,
     RESUME_UNKNOWN,
+    TOO_BIG,
     Action,
     Close,
     Relay,
     decode_id,
     encode_id,
 )
-from tube.relay.limits import Limits
+from tube.relay.limits import Limits, RateLimiter, TokenBucket
 
 from .test_core import IP, OTHER_IP, World, msg, sent
 
@@ -195,3 +199,128 @@ def test_a_blocked_guesser_is_counted_once() -> None:
         world.relay.text(cid, msg("claim"), world.now)
         world.relay.disconnected(cid, world.now)
     assert world.relay.stats()["rate_limited"]["guessing"] == 1
+
+
+# ------------------------------------------------------------------ frames, claims and byes say why
+
+
+def test_binary_refusals_say_why_and_forwarded_bytes_add_up() -> None:
+    world = World(Limits(max_bytes=300_000))
+    early = resuming(world)
+    _, actions = world.relay.binary(early, 10, world.now)
+    assert close_of(actions, early) == Close(early, PROTOCOL_ERROR, "binary frame before pairing")
+    s, r, _ = world.pair()
+    assert world.relay.binary(s, 100_000, world.now) == (r, [])
+    world.relay.sent(s, world.now)
+    assert world.relay.binary(r, 150_000, world.now) == (s, [])
+    assert world.relay.stats()["bytes_forwarded"] == 250_000
+    big = world.relay.limits.frame + 1
+    peer, actions = world.relay.binary(s, big, world.now)
+    assert peer is None and close_of(actions, s) == Close(s, TOO_BIG, "frame too big")
+    s, r, _ = world.pair("192.0.2.7", "198.51.100.9")
+    world.relay.binary(s, 200_000, world.now)
+    world.relay.sent(s, world.now)
+    peer, actions = world.relay.binary(s, 200_000, world.now)
+    assert peer is None
+    for cid in (s, r):
+        assert close_of(actions, cid) == Close(cid, LIMIT_EXCEEDED, "transfer limit exceeded")
+
+
+def test_claim_refusals_say_why_and_are_counted() -> None:
+    world = World(Limits(claims_per_minute=1))
+    nameplate = world.allocate()
+    sender_claims = world.connect(nameplate)
+    world.hello(sender_claims, "send")
+    actions = world.relay.text(sender_claims, msg("claim"), world.now)
+    assert close_of(actions, sender_claims) == Close(
+        sender_claims, PROTOCOL_ERROR, "only a receiver claims"
+    )
+    first = world.connect(nameplate, OTHER_IP)
+    world.hello(first, "recv")
+    assert world.relay.text(first, msg("claim"), world.now) == []  # waits for the sender
+    second = world.connect(nameplate, "198.51.100.3")
+    world.hello(second, "recv")
+    actions = world.relay.text(second, msg("claim"), world.now)
+    assert close_of(actions, second) == Close(
+        second, CROWDED, "this nameplate is being claimed already"
+    )
+    # One claim a minute per address: the second from OTHER_IP waits.
+    again = world.connect(nameplate, OTHER_IP)
+    world.hello(again, "recv")
+    actions = world.relay.text(again, msg("claim"), world.now)
+    assert close_of(actions, again) == Close(again, RATE_LIMITED, "rate limited")
+    retry = error_of(actions, again)["retry_after"]
+    assert isinstance(retry, int) and 1 <= retry <= 60
+    assert world.relay.stats()["rate_limited"]["claim"] == 1
+
+
+def test_a_blocked_address_is_told_how_long_and_counted() -> None:
+    world = World()
+    for _ in range(11):  # ten unknown claims, then the block
+        cid = world.connect("1234", "203.0.113.9")
+        world.hello(cid, "recv")
+        world.relay.text(cid, msg("claim"), world.now)
+        world.relay.disconnected(cid, world.now)
+    world.now += 100
+    cid = world.connect("1234", "203.0.113.9")
+    world.hello(cid, "recv")
+    actions = world.relay.text(cid, msg("claim"), world.now)
+    assert close_of(actions, cid) == Close(cid, RATE_LIMITED, "rate limited")
+    assert error_of(actions, cid)["retry_after"] == 500  # block_s 600, 100 s later
+    assert world.relay.stats()["rate_limited"]["blocked"] == 1
+
+
+def test_bye_closes_with_its_reason_and_an_unknown_mood_counts_as_errory() -> None:
+    world = World()
+    s, r, _ = world.pair()
+    actions = world.relay.text(s, msg("bye", mood="elated"), world.now)
+    assert close_of(actions, s) == Close(s, 1000, "bye")
+    assert world.relay.stats()["moods"] == {"errory": 1}
+    actions = world.relay.text(r, msg("bye", mood="happy"), world.now)
+    assert close_of(actions, r) == Close(r, 1000, "bye")
+    assert world.relay.stats()["moods"] == {"errory": 1, "happy": 1}
+    # Not paired: a bye is still answered with its reason.
+    lone = resuming(world)
+    actions = world.relay.text(lone, msg("bye", mood="lonely"), world.now)
+    assert close_of(actions, lone) == Close(lone, 1000, "bye")
+
+
+def test_stats_count_connections_by_state_and_pairs_made() -> None:
+    world = World()
+    stats = world.relay.stats()
+    assert set(stats["pairs"].values()) == {0} and set(stats["connections"].values()) == {0}
+    world.pair()
+    world.pair("192.0.2.7", "198.51.100.9")
+    waiting = world.connect(world.allocate())
+    world.hello(waiting, "send")
+    world.relay.text(waiting, msg("wait"), world.now)
+    stats = world.relay.stats()
+    assert stats["paired"] == 2
+    assert stats["pairs"]["paired"] == 2
+    assert stats["connections"]["paired"] == 4
+    assert stats["connections"]["waiting"] == 1
+    assert sum(stats["connections"].values()) == 5
+
+
+def test_limits_replace_changes_only_what_it_names_and_validates() -> None:
+    limits = Limits()
+    changed = limits.replace(idle_s=5)
+    assert changed.idle_s == 5 and changed.grace_s == limits.grace_s
+    assert limits.replace() == limits
+    with pytest.raises(ValueError):
+        limits.replace(idle_s=0)
+
+
+def test_a_bucket_is_full_again_at_capacity_and_prune_keeps_three_quarters() -> None:
+    bucket = TokenBucket(2, 1.0, 0.0)
+    assert bucket.full(0.0)
+    bucket.take(0.0)
+    assert not bucket.full(0.5)
+    assert bucket.full(1.0)  # exactly back to capacity
+    limiter = RateLimiter(1, 60.0, 8)
+    for key in range(8):
+        assert limiter.take(key, 0.0) == 0.0  # every bucket now empty, none full
+    limiter.prune(1.0)
+    assert len(limiter) == 6  # the oldest two went: 3/4 of 8
+    assert limiter.take(0, 1.0) == 0.0  # key 0 was among them: a fresh bucket
+    assert limiter.take(7, 1.0) > 0  # key 7 stayed, still empty
