@@ -398,3 +398,18 @@ def test_bytes_received_into_no_buffer_are_refused() -> None:
     assert events == [BinaryMessage(body)]
     with pytest.raises(ValueError, match="1 bytes received into no buffer"):
         protocol.received_into(1)
+
+
+def test_the_pure_python_first_buffer_is_at_most_twice_the_first_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first read that brings 40,000 payload bytes gets a buffer of at most 80,000 (not the
+    declared 4 MiB, nor three times what arrived)."""
+    monkeypatch.setattr(payload, "speedups", None)
+    protocol = Protocol(Role.SERVER, max_message_size=8 << 20)
+    data = fast_frame(0x2, bytes(4 << 20), masked=True)
+    header = 14
+    assert protocol.receive_data(data[: header + 40_000]) == []
+    view = protocol.receive_buffer()
+    assert view is not None
+    assert 40_000 + len(view) == 80_000

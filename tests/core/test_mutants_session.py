@@ -1,0 +1,172 @@
+"""The life cycle's and the receiver's edges that the second mutation run found untested
+(issue 24, docs/mutation.md): what the session logs and the reasons it gives, pings and
+failures at every state, compression passed through, the error for a send while our close
+waits, and every ProtocolError message of the frame parser word for word."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.core.test_session import OPTIONS, frames, kinds, opened
+from tube.websocket.core.actions import Abort, EndIncoming, Write
+from tube.websocket.core.errors import ProtocolError
+from tube.websocket.core.events import ProtocolFailure
+from tube.websocket.core.options import ConnectionOptions
+from tube.websocket.core.protocol import Protocol, Role
+from tube.websocket.core.session import (
+    ConnectionState,
+    Session,
+    frame_messages,
+    protocol_closed_error,
+)
+
+from .test_mutants_wire import negotiated
+from .wsframes import frame
+
+KEY = b"\x01\x02\x03\x04"
+
+
+def test_the_open_deadline_logs_who_and_how_long_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    session = Session(OPTIONS, peer=lambda: "192.0.2.1:4000")
+    session.begin_opening(now=0.0)
+    with caplog.at_level(logging.INFO, logger="tube.websocket"):
+        assert session.on_deadline(2.0) == [Abort("the opening handshake timed out")]
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropping 192.0.2.1:4000: the opening handshake took more than 2.0 s"
+    ]
+    assert session.abort_reason == "the opening handshake timed out"
+    assert repr(session) == "<Session opening>"
+
+
+def test_the_keepalive_timeout_logs_who_and_aborts_with_its_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    options = OPTIONS.replace(ping_interval=1.0, ping_timeout=0.5)
+    session = Session(options, peer=lambda: "192.0.2.1:4000")
+    session.begin_opening()
+    session.opened(options.make_protocol(Role.SERVER), 0.0)
+    session.on_deadline(1.0)  # the ping
+    with caplog.at_level(logging.INFO, logger="tube.websocket"):
+        actions = session.on_deadline(1.5)
+    assert actions[-1] == Abort("keepalive ping timeout")
+    assert [r.getMessage() for r in caplog.records] == [
+        "WebSocket peer 192.0.2.1:4000 did not answer a ping within 0.5 s; closing with 1011"
+    ]
+    assert session.next_deadline() == 1.5 + options.close_give_up_time
+
+
+def test_no_keepalive_ping_while_a_peers_end_waits_for_the_application() -> None:
+    options = OPTIONS.replace(ping_interval=1.0, ping_timeout=0.5)
+    session, peer = opened(options=options)
+    peer.send_close(1000, "")
+    data = b"".join(bytes(chunk) for chunk in peer.data_to_send())
+    assert session.protocol is not None
+    session.received(session.protocol.receive_data(data), 0.2)
+    assert session.end_deferred
+    # The reply waits (close_reply_time, until 1.2); no ping goes out meanwhile, and no 1011.
+    assert session.on_deadline(1.0) == []
+    assert frames(session.on_deadline(1.2)) == [(0x8, b"\x03\xe8")]
+
+
+def test_a_ping_is_queued_with_its_payload() -> None:
+    session, _ = opened()
+    actions = session.send_ping(b"abc", 0.0)
+    assert frames(actions) == [(0x9, b"abc")]
+
+
+def test_fail_with_a_reason_sends_it_once_and_not_after_the_end() -> None:
+    session, _ = opened()
+    actions = session.fail(1011, "internal error", 0.0)
+    assert frames(actions) == [(0x8, b"\x03\xf3internal error")]
+    assert session.close_reason == "internal error"
+    assert session.fail(1011, "again", 1.0) == []
+    never = Session(OPTIONS)
+    assert never.fail(1011, "", 0.0) == []  # not open: nothing to fail
+
+
+def test_an_opening_that_fails_after_attaching_is_closed_with_its_reason() -> None:
+    session, _ = opened()
+    [end] = session.opening_failed("the peer went away")
+    assert end == EndIncoming(1006, "the peer went away", None)
+    assert session.state is ConnectionState.CLOSED
+    assert session.close_reason == "the peer went away"
+    assert session.next_deadline() is None
+    assert session.opening_failed("twice") == []
+
+
+def test_a_deferred_end_committed_at_its_bound_keeps_the_actions_before_it() -> None:
+    options = OPTIONS.replace(ping_interval=1.0, ping_timeout=10.0)
+    session, peer = opened(options=options)
+    peer.send_close(1000, "")
+    data = b"".join(bytes(chunk) for chunk in peer.data_to_send())
+    assert session.protocol is not None
+    session.received(session.protocol.receive_data(data), 0.0)
+    actions = session.on_deadline(1.0)  # close_reply_time (1 s) and the ping interval at once
+    assert kinds(actions)[0] is Write and EndIncoming in kinds(actions)
+
+
+def test_frame_messages_passes_compression_on() -> None:
+    protocol = Protocol(Role.SERVER, deflate=negotiated())
+    frame_messages(protocol, ["t" * 100, b"b" * 100], compress=False)
+    data = b"".join(bytes(chunk) for chunk in protocol.data_to_send())
+    assert not data[0] & 0x40  # no RSV1: sent uncompressed as asked
+    compressed = Protocol(Role.SERVER, deflate=negotiated())
+    frame_messages(compressed, ["t" * 100, b"b" * 100], compress=True)
+    data = b"".join(bytes(chunk) for chunk in compressed.data_to_send())
+    assert data[0] & 0x40
+    assert frame_messages(Protocol(Role.SERVER), [b"x"], None) is False
+
+
+def test_a_send_while_our_close_waits_names_our_code_and_reason() -> None:
+    session, peer = opened()
+    closing = session.initiate_close(4000, "done here", 0.0)
+    protocol = session.protocol
+    assert protocol is not None
+    waiting = protocol_closed_error(protocol)
+    assert (waiting.code, waiting.reason) == (4000, "done here")
+    assert "closing at our request" in str(waiting)
+    # Once the peer answered, the connection is closed: how it ended, no longer "closing".
+    ours = b"".join(bytes(c) for a in closing if isinstance(a, Write) for c in a.chunks)
+    peer.receive_data(ours)
+    peer.reply_close()
+    answer = b"".join(bytes(chunk) for chunk in peer.data_to_send())
+    session.received(protocol.receive_data(answer), 0.1)
+    ended = protocol_closed_error(protocol)
+    assert str(ended) == str(protocol.closed_error())
+    assert "closing at our request" not in str(ended)
+
+
+def test_the_session_repr_names_the_state_in_lower_case() -> None:
+    assert repr(Session(ConnectionOptions())) == "<Session new>"
+
+
+# ---------------------------------------------------------------------- parser messages
+
+
+@pytest.mark.parametrize(
+    ("role", "data", "message"),
+    [
+        (
+            Role.SERVER,
+            bytes([0x82, 0xFF]) + (1 << 63).to_bytes(8, "big") + KEY,
+            "frame length has its most significant bit set",
+        ),
+        (Role.SERVER, frame(0x2, b"x", key=None), "frames from a client must be masked"),
+        (Role.CLIENT, frame(0x2, b"x", key=KEY), "frames from a server must not be masked"),
+        (
+            Role.SERVER,
+            frame(0x0, b"x", key=KEY),
+            "unexpected continuation frame: no message is open",
+        ),
+        (Role.SERVER, frame(0x1, b"\xff", key=KEY), "invalid UTF-8 in a text message"),
+    ],
+)
+def test_every_parser_refusal_says_what_was_wrong(role: Role, data: bytes, message: str) -> None:
+    [failure] = Protocol(role).receive_data(data)
+    assert isinstance(failure, ProtocolFailure)
+    assert isinstance(failure.error, ProtocolError)
+    assert failure.error.reason == message
