@@ -11,8 +11,11 @@ import pytest
 
 from tests.core.test_session import OPTIONS, frames, kinds, opened
 from tube.websocket.core.actions import Abort, EndIncoming, Write
-from tube.websocket.core.errors import ProtocolError
+from tube.websocket.core.errors import HandshakeError, ProtocolError, closed_error
 from tube.websocket.core.events import ProtocolFailure
+from tube.websocket.core.handshake_checks import check_extra_headers, check_origins
+from tube.websocket.core.http import Request
+from tube.websocket.core.keepalive import tcp_keepalive
 from tube.websocket.core.options import ConnectionOptions
 from tube.websocket.core.protocol import Protocol, Role
 from tube.websocket.core.session import (
@@ -170,3 +173,112 @@ def test_every_parser_refusal_says_what_was_wrong(role: Role, data: bytes, messa
     assert isinstance(failure, ProtocolFailure)
     assert isinstance(failure.error, ProtocolError)
     assert failure.error.reason == message
+
+
+# ---------------------------------------------------------------------- errors and options
+
+
+def test_the_end_action_builds_its_error_from_all_three_fields() -> None:
+    error = EndIncoming(1001, "going away", "remote").error()
+    assert (error.code, error.reason, error.initiated_by) == (1001, "going away", "remote")
+    assert str(error) == "connection closed: code 1001 'going away', closed by the remote side"
+
+
+def test_connection_closed_defaults_and_its_text_for_either_side() -> None:
+    error = closed_error(1000)
+    assert (error.reason, error.initiated_by, error.closing) == ("", None, False)
+    assert str(error) == "connection closed: code 1000"
+    theirs = closed_error(4000, "", "remote", closing=True)
+    assert str(theirs) == "connection closing at the peer's request: code 4000"
+    ours = closed_error(4000, "bye", "local", closing=True)
+    assert str(ours) == "connection closing at our request: code 4000 'bye'"
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind", "message"),
+    [
+        ("X-A: b", TypeError, "headers must be a mapping or (name, value) pairs, not a string"),
+        ([("X-A",)], TypeError, "expected a (name, value) pair, got ('X-A',)"),
+        ([("X-A", 1)], TypeError, "header names and values must be str, got 'X-A': 1"),
+        ([(1, "b")], TypeError, "header names and values must be str, got 1: 'b'"),
+        (
+            [("X-A", "\u20ac")],
+            ValueError,
+            "invalid value for header X-A: '\u20ac' holds a character outside ISO-8859-1 "
+            "(percent-encode or base64 it)",
+        ),
+        (
+            [("Sec-WebSocket-Protocol", "chat")],
+            ValueError,
+            "the Sec-WebSocket-Protocol header is set by the handshake itself; "
+            "use the subprotocols= or origin= options where they apply",
+        ),
+    ],
+)
+def test_extra_header_refusals_say_what_was_wrong(
+    headers: object, kind: type[Exception], message: str
+) -> None:
+    with pytest.raises(kind) as info:
+        check_extra_headers(headers, request=True)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_origin_refusals_say_what_was_wrong() -> None:
+    for origins, kind, message in [
+        ("https://x", TypeError, "origins must be a sequence of origins, not a single string"),
+        ([1], TypeError, "origins must be strings, got 1"),
+        (["*"], ValueError, 'origins may not contain "*"; pass check_origin=False instead'),
+    ]:
+        with pytest.raises(kind) as info:
+            check_origins(origins)  # type: ignore[arg-type]
+        assert str(info.value) == message
+    with pytest.raises(ValueError) as error:
+        check_origins(["https://example.com/"])
+    assert str(error.value).endswith(
+        "(for example 'https://example.com'), without path or trailing slash"
+    )
+
+
+def test_unknown_options_are_named_with_the_known_ones() -> None:
+    with pytest.raises(TypeError) as info:
+        ConnectionOptions.from_kwargs(pign_interval=1)
+    assert str(info.value).startswith("unknown connection options ['pign_interval']; known: [")
+    assert "'ping_interval'" in str(info.value)
+
+
+def test_the_options_accept_applies_origins_check_origin_and_extra_headers() -> None:
+    request = Request(
+        "GET",
+        "/",
+        "HTTP/1.1",
+        [
+            ("Host", "example.com"),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+            ("Origin", "https://other.example"),
+        ],
+    )
+    with pytest.raises(HandshakeError):
+        ConnectionOptions().accept(request)  # another origin: refused by default
+    response, _, _ = ConnectionOptions(origins=("https://other.example",)).accept(request)
+    assert response.status == 101
+    response, _, _ = ConnectionOptions(check_origin=False, extra_headers=(("X-A", "b"),)).accept(
+        request
+    )
+    assert ("X-A", "b") in response.headers
+
+
+def test_make_protocol_uses_the_role_and_the_size_limit() -> None:
+    protocol = ConnectionOptions(max_message_size=10).make_protocol(Role.CLIENT)
+    assert protocol.role is Role.CLIENT
+    [failure] = protocol.receive_data(frame(0x2, b"x" * 11, key=None))
+    assert isinstance(failure, ProtocolFailure) and failure.error.close_code == 1009
+
+
+def test_tcp_keepalive_spreads_the_timeout_over_three_probes() -> None:
+    assert tcp_keepalive(20.0, 20.0) == (20, 7, 3)
+    assert tcp_keepalive(0.2, 0.5) == (1, 1, 3)
+    assert tcp_keepalive(None, 20.0) is None
+    assert tcp_keepalive(20.0, None) is None
