@@ -282,3 +282,90 @@ def test_tcp_keepalive_spreads_the_timeout_over_three_probes() -> None:
     assert tcp_keepalive(0.2, 0.5) == (1, 1, 3)
     assert tcp_keepalive(None, 20.0) is None
     assert tcp_keepalive(20.0, None) is None
+
+
+# ---------------------------------------------------------------------- what the session logs
+
+
+def records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("tube")]
+
+
+def test_a_close_handshake_logs_the_peers_frame_and_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    session, peer = opened()
+    peer.send_close(4001, "done")
+    data = b"".join(bytes(chunk) for chunk in peer.data_to_send())
+    assert session.protocol is not None
+    with caplog.at_level(logging.DEBUG, logger="tube.websocket"):
+        session.received(session.protocol.receive_data(data), 0.0)
+        session.end_reached(0.0)
+    logged = records(caplog)
+    assert (logging.DEBUG, "close frame from (unknown peer): 4001 'done'") in logged
+    assert (logging.DEBUG, "WebSocket connection closed: code 4001 'done'") in logged
+    error = session.closed_error()
+    assert (error.code, error.reason, error.initiated_by) == (4001, "done", "remote")
+
+
+def test_a_violation_logs_the_peer_and_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    session = Session(OPTIONS, peer=lambda: "192.0.2.1:4000")
+    session.begin_opening()
+    session.opened(OPTIONS.make_protocol(Role.SERVER), 0.0)
+    assert session.protocol is not None
+    with caplog.at_level(logging.INFO, logger="tube.websocket"):
+        events = session.protocol.receive_data(frame(0x2, b"x", key=None))
+        session.received(events, 0.0)
+    assert records(caplog) == [
+        (
+            logging.INFO,
+            "WebSocket peer 192.0.2.1:4000 broke the protocol: "
+            "frames from a client must be masked (close code 1002)",
+        )
+    ]
+    actions = session.end_reached(0.0)
+    assert frames(actions)[0] == (0x8, b"\x03\xeaframes from a client must be masked")
+
+
+def test_an_eof_without_close_frame_and_the_give_up_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    session = Session(OPTIONS, peer=lambda: "192.0.2.1:4000")
+    session.begin_opening()
+    session.opened(OPTIONS.make_protocol(Role.SERVER), 0.0)
+    with caplog.at_level(logging.DEBUG, logger="tube.websocket"):
+        session.eof_received(0.0)
+    assert (
+        logging.DEBUG,
+        "WebSocket peer 192.0.2.1:4000 closed TCP without a close frame",
+    ) in records(caplog)
+    caplog.clear()
+    closing = Session(OPTIONS, peer=lambda: "192.0.2.1:4000")
+    closing.begin_opening()
+    closing.opened(OPTIONS.make_protocol(Role.SERVER), 0.0)
+    closing.initiate_close(1000, "", 0.0)
+    with caplog.at_level(logging.INFO, logger="tube.websocket"):
+        actions = closing.on_deadline(OPTIONS.close_give_up_time)
+    assert actions[-1] == Abort("the closing handshake did not finish in time")
+    assert (
+        logging.INFO,
+        "closing the TCP connection to 192.0.2.1:4000: the close did not finish within 4.0 s",
+    ) in records(caplog)
+
+
+def test_a_session_never_opened_says_so_and_a_lost_opening_fails_it() -> None:
+    session = Session(OPTIONS)
+    error = session.closed_error()
+    assert (error.code, error.reason) == (1006, "the connection was never opened")
+    session.begin_opening()
+    [end] = session.transport_closed(0.0)
+    assert isinstance(end, EndIncoming) and end.code == 1006
+    assert session.state is ConnectionState.FAILED
+    assert session.transport_closed(0.0) == []
+
+
+def test_the_close_retry_resends_only_while_the_peer_has_not_answered() -> None:
+    session, _ = opened()
+    session.initiate_close(1000, "", 0.0)
+    resent = session.on_deadline(OPTIONS.close_retry_time or 1.0)
+    assert frames(resent) == [(0x8, b"\x03\xe8")]
