@@ -413,3 +413,16 @@ def test_the_pure_python_first_buffer_is_at_most_twice_the_first_read(
     view = protocol.receive_buffer()
     assert view is not None
     assert 40_000 + len(view) == 80_000
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_a_large_binary_frame_whose_header_arrives_byte_by_byte(masked: bool) -> None:
+    """The 64-bit length and the key arrive one byte per read: the frame moves to its payload
+    buffer only once the whole header is there, and arrives whole."""
+    body = random.Random(3).randbytes(70_000)
+    data = fast_frame(0x2, body, masked=masked)
+    protocol = Protocol(Role.SERVER if masked else Role.CLIENT, max_message_size=1 << 20)
+    header = 14 if masked else 10
+    for index in range(header):
+        assert protocol.receive_data(data[index : index + 1]) == []
+    assert protocol.receive_data(data[header:]) == [BinaryMessage(body)]
