@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tube.relay.core import (
+    BUSY,
     CROWDED,
     LIMIT_EXCEEDED,
     PROTOCOL_ERROR,
@@ -18,6 +19,7 @@ from tube.relay.core import (
     TOO_BIG,
     Action,
     Close,
+    Refusal,
     Relay,
     decode_id,
     encode_id,
@@ -324,3 +326,66 @@ def test_a_bucket_is_full_again_at_capacity_and_prune_keeps_three_quarters() -> 
     assert len(limiter) == 6  # the oldest two went: 3/4 of 8
     assert limiter.take(0, 1.0) == 0.0  # key 0 was among them: a fresh bucket
     assert limiter.take(7, 1.0) > 0  # key 7 stayed, still empty
+
+
+# ------------------------------------------------------------------ allocation and admission
+
+
+def test_allocation_refusals_say_why_when_to_retry_and_are_counted() -> None:
+    few = World(Limits(outstanding_per_ip=2, wait_s=600))
+    few.allocate()
+    few.allocate()
+    refusal = few.relay.allocate(IP, few.now)
+    assert refusal == Refusal(429, "too many codes waiting from this address", 60.0)
+    assert few.relay.stats()["rate_limited"]["outstanding"] == 1
+    rated = World(Limits(outstanding_per_ip=100, allocations_per_minute=1))
+    rated.allocate()
+    refusal = rated.relay.allocate(IP, rated.now)
+    assert isinstance(refusal, Refusal)
+    assert (refusal.status, refusal.reason) == (429, "too many codes requested")
+    assert 0 < refusal.retry_after <= 60
+    assert rated.relay.stats()["rate_limited"]["allocation"] == 1
+    assert rated.relay.stats()["allocated"] == 1
+
+
+def test_a_full_relay_refuses_codes_and_connections_as_busy() -> None:
+    # A pair holds a slot per side; a waiting code holds one too.
+    world = World(Limits(max_pairs=3, max_connections=4))
+    world.pair()
+    world.allocate("192.0.2.7")
+    refusal = world.relay.allocate("192.0.2.8", world.now)
+    assert refusal == Refusal(503, "the relay is busy", 30.0)
+    for _ in range(3):  # connections 3 and 4 fit, the fifth does not
+        world.ids += 1
+        actions = world.relay.connect(world.ids, "192.0.2.9", world.now, None)
+    assert close_of(actions, world.ids) == Close(world.ids, BUSY, "the relay is busy")
+    assert error_of(actions, world.ids)["retry_after"] == 30
+
+
+def test_too_many_transfers_or_connections_from_one_address_are_counted() -> None:
+    world = World(Limits(pairs_per_ip=1))
+    world.pair()
+    nameplate = world.allocate()
+    s = world.connect(nameplate)
+    world.hello(s, "send")
+    actions = world.relay.text(s, msg("wait"), world.now)
+    assert close_of(actions, s) == Close(s, RATE_LIMITED, "too many transfers at once")
+    assert error_of(actions, s)["retry_after"] == 60
+    assert world.relay.stats()["rate_limited"]["pairs"] == 1
+    crowd = World(Limits(connections_per_ip=1))
+    crowd.connect(None)
+    crowd.ids += 1
+    actions = crowd.relay.connect(crowd.ids, IP, crowd.now, None)
+    assert close_of(actions, crowd.ids) == Close(crowd.ids, RATE_LIMITED, "too many connections")
+    assert error_of(actions, crowd.ids)["retry_after"] == 60
+    assert crowd.relay.stats()["rate_limited"]["connections"] == 1
+
+
+def test_a_freed_slot_is_taken_again() -> None:
+    world = World(Limits(max_pairs=2))  # one pair's two sides
+    s, r, _ = world.pair()
+    world.relay.text(s, msg("bye", mood="happy"), world.now)
+    world.relay.text(r, msg("bye", mood="happy"), world.now)
+    world.relay.disconnected(s, world.now)
+    world.relay.disconnected(r, world.now)
+    world.pair("192.0.2.7", "198.51.100.9")  # the one slot is free again
