@@ -344,17 +344,7 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
                 for ``send_timeout`` seconds (the connection is then aborted, code 1006).
             TypeError: ``message`` is neither ``str`` nor bytes-like.
         """
-        cls = type(message)
-        protocol = self._protocol
-        # The commonest send, a server's small message, framed in one step (as on threads);
-        # the protocol declines whatever needs the general path, which raises the errors.
-        frame = None
-        if (cls is bytes or cls is str) and protocol is not None and not self._session.tcp_closed:
-            frame = protocol.frame_message(message)  # type: ignore[arg-type]  # bytes or str
-        if frame is None:
-            self._queue((message,), compress)
-        else:
-            self._sender.queue([frame])
+        self.send_nowait(message, compress=compress)
         if self._sender.paused:
             await self._sender.wait_writable()
 
@@ -374,6 +364,8 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         """
         cls = type(message)
         protocol = self._protocol
+        # The commonest send, a server's small message, framed in one step (as on threads);
+        # the protocol declines whatever needs the general path, which raises the errors.
         frame = None
         if (cls is bytes or cls is str) and protocol is not None and not self._session.tcp_closed:
             frame = protocol.frame_message(message)  # type: ignore[arg-type]  # bytes or str
