@@ -89,3 +89,14 @@ def check_echo(process: subprocess.Popen[str]) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 0
+
+
+def test_the_callback_api_is_refused_on_threads_with_a_clear_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tube.websocket.echo", "--port", "0", "--api", "callback"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--api callback is asyncio's (on_message)" in result.stderr
