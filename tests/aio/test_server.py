@@ -347,3 +347,43 @@ def test_a_dribbled_request_head_is_parsed_in_linear_work(monkeypatch: pytest.Mo
     # Parsing after each of the 102 reads scanned about 5 MB; linear work scans the head a
     # few times at most (the first line, then the whole head at its blank line).
     assert len(scanned) <= 3 and sum(scanned) <= 2 * len(head), scanned
+
+
+def test_tcp_keepalive_and_nodelay_follow_the_ping_options_on_both_ends() -> None:
+    """The server sets the options once on its listening socket (Linux gives each accepted
+    socket its listener's); every accepted socket and the client's have them all the same."""
+    import socket
+
+    def options_of(connection: aio.Connection) -> tuple[int, ...]:
+        sock = connection.transport.get_extra_info("socket") if connection.transport else None
+        assert sock is not None
+        names = [(socket.IPPROTO_TCP, socket.TCP_NODELAY), (socket.SOL_SOCKET, socket.SO_KEEPALIVE)]
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            names += [
+                (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            ]
+        return tuple(sock.getsockopt(*name) for name in names)
+
+    expected = (1, 1, 8, 3, 3) if hasattr(socket, "TCP_KEEPIDLE") else (1, 1)
+    seen: list[tuple[int, ...]] = []
+
+    async def handler(connection: aio.Connection) -> None:
+        seen.append(options_of(connection))
+        await connection.send("ok")
+
+    async def main() -> None:
+        async with aio.serve(
+            handler, "127.0.0.1", 0, ping_interval=7.5, ping_timeout=9.0
+        ) as server:
+            for _ in range(2):
+                client = await aio.connect(
+                    f"ws://127.0.0.1:{server.port}", ping_interval=7.5, ping_timeout=9.0
+                )
+                assert await next_message(client) == "ok"
+                assert options_of(client) == expected
+                await client.close()
+        assert seen == [expected, expected]
+
+    run(main)

@@ -95,8 +95,20 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
     (:meth:`on_message`).
     """
 
-    def __init__(self, role: Role, options: ConnectionOptions) -> None:
+    def __init__(
+        self, role: Role, options: ConnectionOptions, *, socket_tuned: bool = False
+    ) -> None:
+        """Made by the server, the client and the uvicorn integration (internal).
+
+        Args:
+            role: Server or client side.
+            options: The connection's options.
+            socket_tuned: The socket has TCP_NODELAY and the TCP keepalive of the ping
+                options already (inherited from a listening socket tuned once, as Linux
+                gives an accepted socket its listener's options): not set again here.
+        """
         self.options = options
+        self._socket_tuned = socket_tuned
         self.role = role
         loop = self._loop = asyncio.get_running_loop()
         # The life cycle: state, the end, every deadline (the core's).
@@ -158,7 +170,8 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         self.remote_address = transport.get_extra_info("peername")
         self._sender.attach(self._transport)
         sock = transport.get_extra_info("socket")
-        if sock is not None:  # uvloop and asyncio both expose it; TCP_NODELAY, TCP keepalive
+        if sock is not None and not self._socket_tuned:
+            # uvloop and asyncio both expose it; TCP_NODELAY, TCP keepalive
             tune_socket(sock, self.options.ping_interval, self.options.ping_timeout)
         # A server bounds the opening handshake by open_timeout (a client by its own timeout).
         self._session.begin_opening(self._loop.time() if self.role is Role.SERVER else None)

@@ -20,6 +20,7 @@ import inspect
 import logging
 import socket
 import ssl as ssl_module
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -29,7 +30,7 @@ from ..core.handshake import rejection_response
 from ..core.http import HeadScanner, Request, Response, parse_request_head
 from ..core.options import ConnectionOptions
 from ..core.protocol import Role
-from ..sockets import listen_error
+from ..sockets import listen_error, tune_socket
 from .connection import Connection
 from .running import stop_on_signals
 
@@ -45,6 +46,10 @@ ProcessRequest = Callable[[Request], "Response | Awaitable[Response | None] | No
 
 #: How long accepting pauses when the process is out of file descriptors, in seconds.
 ACCEPT_RETRY_DELAY = 1.0
+
+#: Linux gives an accepted TCP socket its listening socket's options (TCP_NODELAY, the TCP
+#: keepalive settings): the server sets them once, on the listener. Elsewhere, on each socket.
+_INHERITED_OPTIONS = sys.platform == "linux"
 
 # accept() errors that mean "out of resources": back off rather than spin.
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -141,6 +146,9 @@ class Server:
                 except OSError as exc:
                     raise listen_error(exc, str(address[0]), int(address[1])) from exc
                 sock.setblocking(False)
+                if _INHERITED_OPTIONS and family in (socket.AF_INET, socket.AF_INET6):
+                    # Once here instead of a few system calls on every accepted socket.
+                    tune_socket(sock, self.options.ping_interval, self.options.ping_timeout)
         except BaseException:
             for sock in self.sockets:
                 sock.close()
@@ -250,7 +258,7 @@ class Server:
         options = self.options
         try:
             _, connection = await loop.connect_accepted_socket(
-                lambda: Connection(Role.SERVER, options),
+                lambda: Connection(Role.SERVER, options, socket_tuned=_INHERITED_OPTIONS),
                 sock,
                 ssl=self._ssl,
                 ssl_handshake_timeout=options.open_timeout if self._ssl is not None else None,

@@ -18,6 +18,11 @@ __all__ = ["Alarm"]
 class Alarm:
     """At most one pending ``loop.call_at`` of one callback, moved with :meth:`arm`.
 
+    A deadline moved later keeps the pending ``TimerHandle``, which rings early and moves
+    itself then: opening a connection moves its deadline from the opening handshake's bound
+    to the first keepalive ping, and a new handle for each move would cost a push onto the
+    loop's timer heap (and a cancelled entry left in it) on every connection.
+
     Args:
         loop: The connection's event loop (whose clock the deadlines use: ``loop.time()``).
         callback: What to call when it rings (no arguments).
@@ -25,23 +30,33 @@ class Alarm:
     Concurrency: asyncio only, on ``loop``.
     """
 
-    __slots__ = ("_callback", "_handle", "_loop", "when")
+    __slots__ = ("_at", "_callback", "_handle", "_loop", "when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         self._loop = loop
         self._callback = callback
         self._handle: asyncio.TimerHandle | None = None
+        # When the pending handle rings: never later than ``when``.
+        self._at = 0.0
         #: When it rings (``loop.time()``), or None when not armed.
         self.when: float | None = None
 
     def arm(self, when: float | None) -> None:
-        """Ring at ``when`` instead (None: not at all); nothing to do if it already does."""
-        if when == self.when:
-            return
-        if self._handle is not None:
-            self._handle.cancel()
+        """Ring at ``when`` instead (None: not at all)."""
         self.when = when
-        self._handle = None if when is None else self._loop.call_at(when, self._ring)
+        handle = self._handle
+        if when is None:
+            if handle is not None:
+                # Cancelled, not left to ring: the handle holds the connection until then.
+                handle.cancel()
+                self._handle = None
+            return
+        if handle is not None:
+            if self._at <= when:
+                return
+            handle.cancel()
+        self._at = when
+        self._handle = self._loop.call_at(when, self._ring)
 
     def cancel(self) -> None:
         """Do not ring."""
@@ -49,5 +64,12 @@ class Alarm:
 
     def _ring(self) -> None:
         self._handle = None
+        when = self.when
+        if when is None:
+            return
+        if when > self._at:  # moved later since it was armed
+            self._at = when
+            self._handle = self._loop.call_at(when, self._ring)
+            return
         self.when = None
         self._callback()
