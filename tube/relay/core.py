@@ -219,7 +219,6 @@ class _Nameplate:
 @dataclass(slots=True, eq=False)
 class _Pair:
     pair_id: bytes
-    created: float
     state: PairState = PairState.PAIRED
     sides: dict[str, _Conn | None] = field(default_factory=dict)
     ips: dict[str, str] = field(default_factory=dict)  # the address each role came from
@@ -601,7 +600,7 @@ class Relay:
         pair_id = self._rng.randbytes(16)
         while pair_id in self._pairs:
             pair_id = self._rng.randbytes(16)
-        pair = _Pair(pair_id, now)
+        pair = _Pair(pair_id)
         pair.sides = {"send": sender, "recv": claimant}
         pair.ips = {"send": sender.ip, "recv": claimant.ip}
         self._pairs[pair_id] = pair
