@@ -9,9 +9,15 @@ import logging
 
 import pytest
 
-from tests.core.test_session import OPTIONS, frames, kinds, opened
+from tests.core.test_session import OPTIONS, feed, frames, kinds, opened
 from tube.websocket.core.actions import Abort, EndIncoming, Write
-from tube.websocket.core.errors import HandshakeError, ProtocolError, closed_error
+from tube.websocket.core.errors import (
+    ConnectionClosed,
+    HandshakeError,
+    InvalidState,
+    ProtocolError,
+    closed_error,
+)
 from tube.websocket.core.events import ProtocolFailure
 from tube.websocket.core.handshake_checks import check_extra_headers, check_origins
 from tube.websocket.core.http import Request
@@ -369,3 +375,148 @@ def test_the_close_retry_resends_only_while_the_peer_has_not_answered() -> None:
     session.initiate_close(1000, "", 0.0)
     resent = session.on_deadline(OPTIONS.close_retry_time or 1.0)
     assert frames(resent) == [(0x8, b"\x03\xe8")]
+
+
+# ---------------------------------------------------------------------- re-measured at 59ed4ff
+
+
+def test_a_new_session_has_no_end_yet() -> None:
+    """The documented values before any end: no code, an empty reason, no initiator, no abort,
+    TCP not reported closed, nothing armed."""
+    session = Session(OPTIONS)
+    assert session.close_code is None
+    assert session.close_reason == ""
+    assert session.close_initiator is None
+    assert session.abort_reason == ""
+    assert session.tcp_closed is False
+    assert (session.connected, session.closing, session.end_deferred) == (False, False, False)
+    assert session.next_deadline() is None
+
+
+def test_a_second_handshake_or_attach_is_refused_naming_the_state() -> None:
+    session = Session(OPTIONS)
+    session.begin_opening()
+    with pytest.raises(InvalidState) as info:
+        session.begin_opening()
+    assert str(info.value) == "<Session opening> is already used by another handshake"
+    session.opened(OPTIONS.make_protocol(Role.SERVER), 0.0)
+    with pytest.raises(InvalidState) as info:
+        session.opened(OPTIONS.make_protocol(Role.SERVER), 0.0)
+    assert str(info.value) == "<Session open> cannot be attached twice"
+
+
+def test_a_ping_from_the_peer_is_answered_with_debug_logging_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only a close frame is logged at DEBUG: a ping or a pong in the same read is not."""
+    session, peer = opened()
+    peer.send_ping(b"hi")
+    peer.send_pong(b"ho")
+    with caplog.at_level(logging.DEBUG, logger="tube.websocket"):
+        messages, actions = feed(session, peer)
+    assert messages == []
+    assert frames(actions) == [(0xA, b"hi")]
+    assert records(caplog) == []
+
+
+def test_a_session_never_opened_has_no_end_to_reach() -> None:
+    session = Session(OPTIONS)
+    assert session.end_reached(0.0) == []
+    session.begin_opening()
+    assert session.end_reached(0.0) == []
+
+
+def test_nothing_is_sent_once_an_attached_session_is_over() -> None:
+    """After the end, neither the peer's unanswered close frame nor a failure writes anything:
+    an opening that failed after attaching ends the connection, whatever its protocol holds."""
+    session, peer = opened()
+    peer.send_close(1000, "")
+    feed(session, peer)
+    assert session.end_deferred
+    session.opening_failed("the transport gave up")
+    assert not session.end_deferred
+    assert session.end_reached(1.0) == []
+    assert session.fail(1011, "late", 1.0) == []
+    assert session.initiate_close(1000, "", 1.0) == []
+
+
+def test_a_lost_connection_refuses_every_later_send() -> None:
+    """TCP ended without a close frame: the protocol is closed too, so a transport's send
+    through it raises ConnectionClosed (1006) instead of queueing bytes nobody writes."""
+    session, _ = opened()
+    [end] = session.transport_closed(0.0)
+    assert end == EndIncoming(1006, "", None)
+    protocol = session.protocol
+    assert protocol is not None
+    with pytest.raises(ConnectionClosed) as info:
+        frame_messages(protocol, ["late"], None)
+    assert info.value.code == 1006
+    assert protocol.data_to_send() == []
+
+
+def test_a_violation_waiting_when_tcp_ends_is_no_longer_deferred() -> None:
+    session, _ = opened()
+    assert session.protocol is not None
+    session.received(session.protocol.receive_data(frame(0x2, b"x", key=None)), 0.0)
+    assert session.end_deferred
+    [end] = session.transport_closed(0.1)
+    assert isinstance(end, EndIncoming) and end.code == 1006
+    assert not session.end_deferred
+    assert session.next_deadline() is None
+    assert session.initiate_close(1000, "", 0.2) == []
+
+
+def test_no_end_is_deferred_after_a_completed_closing_handshake() -> None:
+    session, peer = opened()
+    peer.send_close(1000, "")
+    feed(session, peer)
+    actions = session.end_reached(0.0)
+    assert EndIncoming(1000, "", "remote") in actions
+    assert not session.end_deferred
+    assert session.initiate_close(1000, "", 0.1) == []
+
+
+def test_the_keepalive_state_is_dropped_at_the_end() -> None:
+    """Transports record a sign of life on ``session.keepalive`` when it is not None, reads
+    included after the end (waiting for the peer's EOF): at the end it is None."""
+    session, peer = opened(options=OPTIONS.replace(ping_interval=1.0))
+    assert session.keepalive is not None
+    peer.send_close(1000, "")
+    feed(session, peer)
+    session.end_reached(0.0)
+    assert session.keepalive is None
+
+
+def test_an_abort_after_the_peers_close_keeps_the_peers_code_and_reason() -> None:
+    """The abort's reason replaces only a 1006 end: a peer that closed with 1000 "bye" before
+    our write side got stuck (send_timeout) still ended the connection with 1000 "bye"."""
+    session, peer = opened()
+    peer.send_close(1000, "bye")
+    feed(session, peer)
+    session.aborted("send timed out")
+    [end] = session.transport_closed(0.5)
+    assert end == EndIncoming(1000, "bye", "remote")
+    assert (session.close_code, session.close_reason) == (1000, "bye")
+    # And a 1006 end takes the abort's reason.
+    lost, _ = opened()
+    lost.aborted("send timed out")
+    assert lost.transport_closed(0.5) == [EndIncoming(1006, "send timed out", None)]
+
+
+def test_frame_messages_compresses_binary_messages_only_when_asked() -> None:
+    """``compress`` applies to binary messages as to text: False sends them plain, None and
+    True compress them (the negotiated ``min_size`` is 4 bytes)."""
+    for compress, first_byte in [(False, 0x82), (None, 0xC2), (True, 0xC2)]:
+        protocol = Protocol(Role.SERVER, deflate=negotiated())
+        frame_messages(protocol, [b"b" * 100], compress=compress)
+        data = b"".join(bytes(chunk) for chunk in protocol.data_to_send())
+        assert data[0] == first_byte, compress
+
+
+def test_frame_messages_says_whether_a_buffer_other_than_bytes_was_queued() -> None:
+    protocol = Protocol(Role.SERVER)
+    assert frame_messages(protocol, [], None) is False
+    assert frame_messages(protocol, ["text"], None) is False
+    assert frame_messages(protocol, [b"x", "y"], None) is False
+    assert frame_messages(protocol, [bytearray(b"x"), b"y", "z"], None) is True
+    assert frame_messages(protocol, [memoryview(b"x")], None) is True
