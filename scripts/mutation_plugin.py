@@ -8,11 +8,17 @@
   project, one a line) are collected. mutmut is given the folder ``tests`` once and for all, so
   that test files added later are picked up as new tests (mutmut then collects their coverage
   alone and keeps the other results) instead of a changed selection discarding every result.
+* In mutmut's check of its own setup (every function raising, ``MUTANT_UNDER_TEST=fail``, run
+  inside mutmut's process), sockets and threads that the failing tests leave behind are not
+  turned into errors at the end of the session: the project's settings make them errors, which
+  would escape ``pytest.main`` as an exception and stop mutmut, instead of the failed run it
+  expects. Each mutant's own run (a forked process) keeps them as errors.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +34,13 @@ _PATTERNS = [
     for line in Path("tube_mutation_tests.txt").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """For mutmut's setup check only: leftovers of the forced failures stay warnings."""
+    if os.environ.get("MUTANT_UNDER_TEST") == "fail":
+        config.addinivalue_line("filterwarnings", "ignore::pytest.PytestUnraisableExceptionWarning")
+        config.addinivalue_line("filterwarnings", "ignore::ResourceWarning")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
