@@ -204,7 +204,8 @@ class _Conn:
     state: ConnState = ConnState.UPGRADED
     role: str = ""
     pair: _Pair | None = None
-    counted: bool = False  # holds a slot of its address's pairs_per_ip
+    counted: bool = False  # holds a transfer slot (max_pairs, and pairs_per_ip of slot_ip)
+    slot_ip: str = ""  # the address whose pairs_per_ip the slot counts against
 
 
 @dataclass(slots=True, eq=False)
@@ -228,6 +229,9 @@ class _Pair:
     # Per source role: when the frame now being forwarded was taken (None: nothing in flight).
     inflight: dict[str, float | None] = field(default_factory=dict)
     detached_at: float = 0.0
+    # Per role away until a resume: the address whose transfer slot the pair keeps for it (a
+    # pair that drops and resumes holds its slots throughout, so doing so frees none).
+    held: dict[str, str] = field(default_factory=dict)
     ending_at: float = 0.0
     stall_armed: bool = False
 
@@ -507,7 +511,10 @@ class Relay:
             return self._close(conn, CROWDED, "that side of the pair is connected")
         pair.sides[role] = conn
         conn.pair = pair
-        conn.counted = False
+        held = pair.held.pop(role, None)
+        if held is not None:  # the slot this side held while away is the new connection's
+            conn.counted = True
+            conn.slot_ip = held
         peer = pair.sides.get(_other(role))
         if peer is None:
             conn.state = ConnState.RESUMING
@@ -571,15 +578,26 @@ class Relay:
         self._ip_slots[conn.ip] += 1
         self._slots += 1
         conn.counted = True
+        conn.slot_ip = conn.ip
         return []
 
     def _free_slot(self, conn: _Conn) -> None:
         if conn.counted:
             conn.counted = False
-            self._slots -= 1
-            self._ip_slots[conn.ip] -= 1
-            if not self._ip_slots[conn.ip]:
-                del self._ip_slots[conn.ip]
+            self._release_slot(conn.slot_ip)
+
+    def _release_slot(self, ip: str) -> None:
+        self._slots -= 1
+        self._ip_slots[ip] -= 1
+        if not self._ip_slots[ip]:
+            del self._ip_slots[ip]
+
+    def _remove_pair(self, pair: _Pair) -> None:
+        """The pair is over: forget it, and free the slots it kept for sides away."""
+        self._pairs.pop(pair.pair_id, None)
+        for ip in pair.held.values():
+            self._release_slot(ip)
+        pair.held.clear()
 
     def _guess(self, ip: str, now: float) -> bool:
         """Count a failed guess by ``ip``; True if that blocks it now."""
@@ -630,6 +648,19 @@ class Relay:
         actions: list[Action] = []
         state = conn.state
         conn.state = ConnState.CLOSED
+        pair = conn.pair
+        if (
+            dropped
+            and conn.counted
+            and pair is not None
+            and pair.rid is not None
+            and pair.state is not PairState.ENDING
+            and state in (ConnState.PAIRED, ConnState.RESUMING)
+        ):
+            # Resumable: the slot stays taken, kept by the pair for this side until it comes
+            # back or the pair ends (else dropping and resuming would free slots at will).
+            conn.counted = False
+            pair.held[conn.role] = conn.slot_ip
         self._free_slot(conn)
         if state in (ConnState.WAITING, ConnState.CLAIMING):
             nameplate = self._nameplates.get(conn.nameplate or "")
@@ -645,7 +676,6 @@ class Relay:
             if claimant is not None:
                 actions += self._close(claimant, PEER_GONE, "the sender left")
             return actions
-        pair = conn.pair
         if pair is None or state not in (ConnState.PAIRED, ConnState.RESUMING):
             return actions
         role = conn.role
@@ -655,7 +685,7 @@ class Relay:
         peer = pair.sides.get(_other(role))
         if pair.state is PairState.ENDING:
             if peer is None:
-                self._pairs.pop(pair.pair_id, None)
+                self._remove_pair(pair)
             return actions
         if dropped and pair.rid is not None:
             if pair.state is PairState.PAIRED:
@@ -666,7 +696,7 @@ class Relay:
                 actions.append(Send(peer.cid, {"t": "peer", "state": "lost"}))
             return actions
         # Not resumable (or closed for a fault): the survivor has lost its peer for good.
-        self._pairs.pop(pair.pair_id, None)
+        self._remove_pair(pair)
         self._forget_rid(pair, actions)
         if peer is not None and peer.state is not ConnState.CLOSED:
             actions += self._close(peer, PEER_GONE, "the peer left")
@@ -698,7 +728,7 @@ class Relay:
     def _end_pair(self, pair: _Pair, code: int, reason: str) -> list[Action]:
         actions: list[Action] = []
         self._forget_rid(pair, actions)
-        self._pairs.pop(pair.pair_id, None)
+        self._remove_pair(pair)
         pair.state = PairState.ENDING  # so that closing one side does not tell the other "gone"
         for conn in list(pair.sides.values()):
             if conn is not None:

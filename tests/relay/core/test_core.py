@@ -343,6 +343,48 @@ def test_both_sides_dropped_can_both_come_back() -> None:
     assert sent(actions, s2) == [{"t": "peer", "state": "back"}]
 
 
+def test_a_pair_that_drops_and_resumes_keeps_its_transfer_slots() -> None:
+    """Each side of a resumable pair keeps its transfer slot while it is away and after it
+    comes back (from any address): dropping and resuming frees none, so it cannot be used to
+    run more transfers than pairs_per_ip and max_pairs allow. The pair's end frees them."""
+    world = World(Limits(pairs_per_ip=1, grace_s=120))
+    s, r, _ = world.pair(IP, OTHER_IP)
+    rid = world.resumable(s, r)
+
+    def new_sender(ip: str) -> int | None:
+        """A new transfer's sender from ``ip``: the close code it gets when it waits."""
+        cid = world.connect(world.allocate(ip), ip)
+        world.hello(cid, "send")
+        return closes(world.relay.text(cid, msg("wait"), world.now)).get(cid)
+
+    def back(role: str) -> int:
+        cid = world.connect(None, "203.0.113.77")
+        world.hello(cid, role)
+        world.relay.text(cid, msg("resume", rid=encode_id(rid), role=role), world.now)
+        return cid
+
+    world.relay.disconnected(s, world.now)
+    world.relay.disconnected(r, world.now)
+    assert new_sender(IP) == 4004, "the sender's slot is kept while it is away"
+    assert new_sender(OTHER_IP) == 4004, "and the receiver's"
+    s2, r2 = back("send"), back("recv")
+    assert world.relay.state_of(s2) is ConnState.PAIRED
+    assert new_sender(IP) == 4004, "a resumed side holds the slot it had"
+    assert new_sender(OTHER_IP) == 4004
+    assert new_sender("203.0.113.77") is None, "counted against the first addresses, not the new"
+    world.relay.disconnected(r2, world.now)  # away again, then the pair ends at the grace's end
+    assert closes(world.advance(120)) == {s2: 4006}
+    assert new_sender(IP) is None
+    assert new_sender(OTHER_IP) is None
+
+    full = World(Limits(max_pairs=2, grace_s=120))
+    s, r, _ = full.pair()
+    full.resumable(s, r)
+    full.relay.disconnected(s, full.now)
+    full.relay.disconnected(r, full.now)
+    assert full.relay.allocate("203.0.113.9", full.now) == Refusal(503, "the relay is busy", 30.0)
+
+
 def test_unknown_claims_block_the_address_after_ten_with_retry_after() -> None:
     world = World()
     codes = []
