@@ -170,3 +170,31 @@ def test_the_protocol_takes_a_ready_made_deflate_codec() -> None:
     protocol.send_text("hello")
     [sent] = protocol.data_to_send()
     assert bytes(sent)[0] == 0xC1  # FIN, RSV1, TEXT: compressed
+
+
+# ------------------------------------------------------------------ large frames
+
+
+def test_a_large_frame_gets_its_payload_buffer_once_its_header_is_whole_wherever_it_starts() -> (
+    None
+):
+    """A large binary frame moves to its payload buffer only when its whole header is in hand,
+    also when it starts after another frame of the same read (its header's offset in the buffer
+    is not 0), and as soon as the header alone has arrived, before any payload byte: the
+    transport can then read the payload straight into the buffer."""
+    body = bytes(range(256)) * 300  # 76,800 bytes: a 64-bit length
+    large = frame(0x2, body, key=MASK)
+    small = frame(0x2, b"hi", key=MASK)
+    for cut in range(1, 14):  # the large frame's header is 14 bytes (2 + 8 + 4)
+        protocol = Protocol(Role.SERVER)
+        assert protocol.receive_data(small + large[:cut]) == [BinaryMessage(b"hi")]
+        assert protocol.receive_buffer() is None
+        assert protocol.receive_data(large[cut:]) == [BinaryMessage(body)]
+    protocol = Protocol(Role.SERVER)
+    assert protocol.receive_data(small + large[:14]) == [BinaryMessage(b"hi")]
+    view = protocol.receive_buffer()
+    assert view is not None and len(view) > 0
+    view[:100] = large[14:114]
+    del view
+    assert protocol.received_into(100) == []
+    assert protocol.receive_data(large[114:]) == [BinaryMessage(body)]
