@@ -12,9 +12,12 @@ from tube.websocket.aio.timers import Alarm
 
 class _Handle:
     def __init__(self, when: float, callback: Any) -> None:
-        self.when = when
+        self.at = when
         self.callback = callback
         self.cancelled = False
+
+    def when(self) -> float:
+        return self.at
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -37,11 +40,11 @@ class _Loop:
 
     def advance(self, to: float) -> None:
         while True:
-            due = [h for h in self.pending() if h.when <= to]
+            due = [h for h in self.pending() if h.at <= to]
             if not due:
                 break
-            handle = min(due, key=lambda h: h.when)
-            self.now = handle.when
+            handle = min(due, key=lambda h: h.at)
+            self.now = handle.at
             callback, handle.callback = handle.callback, None
             callback()
         self.now = to
@@ -73,7 +76,7 @@ def test_a_deadline_moved_later_keeps_the_handle_and_rings_at_the_new_time() -> 
     loop.advance(15.0)  # the old handle rang early: moved itself, nothing called
     assert rang == []
     assert len(loop.pending()) == 1
-    assert loop.pending()[0].when == 20.0
+    assert loop.pending()[0].at == 20.0
     loop.advance(25.0)
     assert rang == [20.0]
 
@@ -82,7 +85,7 @@ def test_a_deadline_moved_earlier_gets_a_new_handle() -> None:
     loop, alarm, rang = _alarm()
     alarm.arm(20.0)
     alarm.arm(5.0)
-    assert [h.when for h in loop.pending()] == [5.0]
+    assert [h.at for h in loop.pending()] == [5.0]
     loop.advance(30.0)
     assert rang == [5.0]
 

@@ -229,9 +229,9 @@ class _Pair:
     # Per source role: when the frame now being forwarded was taken (None: nothing in flight).
     inflight: dict[str, float | None] = field(default_factory=dict)
     detached_at: float = 0.0
-    # Per role away until a resume: the address whose transfer slot the pair keeps for it (a
-    # pair that drops and resumes holds its slots throughout, so doing so frees none).
-    held: dict[str, str] = field(default_factory=dict)
+    # The roles away until a resume whose transfer slot the pair keeps (counted against the
+    # address in ``ips``): a pair that drops and resumes holds its slots throughout.
+    held: set[str] = field(default_factory=set)
     ending_at: float = 0.0
     stall_armed: bool = False
 
@@ -511,10 +511,10 @@ class Relay:
             return self._close(conn, CROWDED, "that side of the pair is connected")
         pair.sides[role] = conn
         conn.pair = pair
-        held = pair.held.pop(role, None)
-        if held is not None:  # the slot this side held while away is the new connection's
+        if role in pair.held:  # the slot this side held while away is the new connection's
+            pair.held.discard(role)
             conn.counted = True
-            conn.slot_ip = held
+            conn.slot_ip = pair.ips[role]
         peer = pair.sides.get(_other(role))
         if peer is None:
             conn.state = ConnState.RESUMING
@@ -595,8 +595,8 @@ class Relay:
     def _remove_pair(self, pair: _Pair) -> None:
         """The pair is over: forget it, and free the slots it kept for sides away."""
         self._pairs.pop(pair.pair_id, None)
-        for ip in pair.held.values():
-            self._release_slot(ip)
+        for role in pair.held:
+            self._release_slot(pair.ips[role])
         pair.held.clear()
 
     def _guess(self, ip: str, now: float) -> bool:
@@ -649,18 +649,19 @@ class Relay:
         state = conn.state
         conn.state = ConnState.CLOSED
         pair = conn.pair
-        if (
+        # Its socket ended while paired: the pair waits for this side to resume.
+        resumable = (
             dropped
-            and conn.counted
             and pair is not None
             and pair.rid is not None
             and pair.state is not PairState.ENDING
             and state in (ConnState.PAIRED, ConnState.RESUMING)
-        ):
-            # Resumable: the slot stays taken, kept by the pair for this side until it comes
-            # back or the pair ends (else dropping and resuming would free slots at will).
+        )
+        if resumable and pair is not None and conn.counted:
+            # The slot stays taken, kept by the pair for this side until it comes back or the
+            # pair ends (else dropping and resuming would free slots at will).
             conn.counted = False
-            pair.held[conn.role] = conn.slot_ip
+            pair.held.add(conn.role)
         self._free_slot(conn)
         if state in (ConnState.WAITING, ConnState.CLAIMING):
             nameplate = self._nameplates.get(conn.nameplate or "")
@@ -687,7 +688,7 @@ class Relay:
             if peer is None:
                 self._remove_pair(pair)
             return actions
-        if dropped and pair.rid is not None:
+        if resumable:
             if pair.state is PairState.PAIRED:
                 pair.state = PairState.DETACHED
                 pair.detached_at = now
