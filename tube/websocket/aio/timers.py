@@ -30,13 +30,16 @@ class Alarm:
     Concurrency: asyncio only, on ``loop``.
     """
 
-    __slots__ = ("_callback", "_handle", "_loop", "when")
+    __slots__ = ("_at", "_callback", "_handle", "_loop", "when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         self._loop = loop
         self._callback = callback
-        # Pending, ringing at ``when`` or earlier (``TimerHandle.when()``), or None.
         self._handle: asyncio.TimerHandle | None = None
+        # When the pending handle rings: never later than ``when``. Kept here, not read from
+        # ``TimerHandle.when()``: uvloop's reports the time in its own rounding, so a deadline
+        # equal to the handle's would look later than it and re-arm the handle forever.
+        self._at = 0.0
         #: When it rings (``loop.time()``), or None when not armed.
         self.when: float | None = None
 
@@ -44,25 +47,30 @@ class Alarm:
         """Ring at ``when`` instead (None: not at all)."""
         self.when = when
         handle = self._handle
+        if when is None:
+            if handle is not None:
+                # Cancelled, not left to ring: the handle holds the connection until then.
+                handle.cancel()
+                self._handle = None
+            return
         if handle is not None:
-            if when is not None and handle.when() <= when:
+            if self._at <= when:
                 return
-            # Cancelled, not left to ring: the handle holds the connection until then.
             handle.cancel()
-            self._handle = None
-        if when is not None:
-            self._handle = self._loop.call_at(when, self._ring)
+        self._at = when
+        self._handle = self._loop.call_at(when, self._ring)
 
     def cancel(self) -> None:
         """Do not ring."""
         self.arm(None)
 
     def _ring(self) -> None:
-        handle, self._handle = self._handle, None
+        self._handle = None
         when = self.when
         if when is None:
             return
-        if handle is not None and when > handle.when():  # moved later since it was armed
+        if when > self._at:  # moved later since it was armed
+            self._at = when
             self._handle = self._loop.call_at(when, self._ring)
             return
         self.when = None
