@@ -6,10 +6,13 @@
  *   utf8_check(data, state, /) -> int               one step of an incremental UTF-8 check
  *   utf8_size(text, /) -> int                       len(text.encode()), without encoding
  *   PayloadBuffer(size)                             a bytes object filled in place, then taken
+ *   parse_messages(data, start, end, masked, limit, events, binary, text, /) -> int
+ *                                                   the commonest frames: whole data messages
  *
- * Each function gives exactly the result of its pure-Python twin in masking.py and utf8.py,
- * which stay the fallback when this module was not built (no compiler, no Python headers) or
- * when TUBE_NO_SPEEDUPS=1 is set; tests/test_speedups.py checks the equivalence.
+ * Each function gives exactly the result of its pure-Python twin in masking.py and utf8.py
+ * (parse_messages: of the general parse loop in receiver.py, for the frames it takes), which
+ * stay the fallback when this module was not built (no compiler, no Python headers) or when
+ * TUBE_NO_SPEEDUPS=1 is set; tests/core/test_speedups.py checks the equivalence.
  *
  * Plain C99 and the CPython C API, nothing else. The masking loop is written for the compiler
  * to vectorise (gcc -O2/-O3, clang): fixed-size 8-byte loads and stores through memcpy, which
@@ -684,6 +687,162 @@ static PyTypeObject PayloadBufferType = {
     .tp_new = payload_new,
 };
 
+/* ------------------------------------------------------------------------- frame parsing */
+
+PyDoc_STRVAR(parse_messages_doc,
+"parse_messages(data, start, end, masked, limit, events, binary, text, /)\n--\n\n"
+"Parse the complete single-frame data messages at ``data[start:end]``: frames with FIN set,\n"
+"RSV1-3 clear, opcode 0x1 or 0x2, the mask bit equal to ``masked`` (0x80 or 0) and a payload\n"
+"of at most ``limit`` bytes (-1: no limit). Append ``binary(payload)`` (bytes, unmasked) or\n"
+"``text(payload)`` (str) to the list ``events`` for each; return the offset of the first\n"
+"frame left, which is incomplete or is any other kind (a control frame, a fragment, RSV set,\n"
+"a wrong mask bit, too long, a text payload that is not UTF-8): the caller's general parser\n"
+"takes it from there and reports what is wrong with it.");
+
+static PyObject *
+parse_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data;
+    Py_ssize_t position, end, limit;
+    long masked;
+    PyObject *events, *binary, *text;
+
+    if (check_arg_count("parse_messages", nargs, 8, 8) < 0) {
+        return NULL;
+    }
+    position = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (position == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    end = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
+    if (end == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    masked = PyLong_AsLong(args[3]);
+    if (masked == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    limit = PyNumber_AsSsize_t(args[4], PyExc_OverflowError);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    events = args[5];
+    binary = args[6];
+    text = args[7];
+    if (!PyList_Check(events)) {
+        PyErr_Format(PyExc_TypeError, "events must be a list, not %.100s",
+                     Py_TYPE(events)->tp_name);
+        return NULL;
+    }
+    if (masked != 0 && masked != 0x80) {
+        PyErr_Format(PyExc_ValueError, "masked must be 0x80 or 0, got %ld", masked);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (position < 0 || end < position || end > data.len) {
+        PyErr_Format(PyExc_ValueError, "expected 0 <= start <= end <= %zd, got %zd and %zd",
+                     data.len, position, end);
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    const unsigned char *buf = data.buf;
+    const Py_ssize_t header_mask = masked ? 4 : 0;
+
+    for (;;) {
+        Py_ssize_t available = end - position;
+        if (available < 2) {
+            break;
+        }
+        unsigned char first = buf[position];
+        unsigned char second = buf[position + 1];
+        /* FIN, no RSV bit, TEXT or BINARY; the mask bit as required. Anything else is the
+         * general parser's (it raises the errors, with their messages). */
+        if ((first != 0x81 && first != 0x82) || (second & 0x80) != masked) {
+            break;
+        }
+        uint64_t length = second & 0x7F;
+        Py_ssize_t header = 2;
+        if (length == 126) {
+            if (available < 4) {
+                break;
+            }
+            length = ((uint64_t)buf[position + 2] << 8) | buf[position + 3];
+            header = 4;
+        }
+        else if (length == 127) {
+            if (available < 10) {
+                break;
+            }
+            length = 0;
+            for (int j = 2; j < 10; j++) {
+                length = (length << 8) | buf[position + j];
+            }
+            header = 10;
+            if (length >> 62) {  /* MSB set (refused there) or beyond any buffer */
+                break;
+            }
+        }
+        if (limit >= 0 && length > (uint64_t)limit) {
+            break;
+        }
+        header += header_mask;
+        if (available < header || (uint64_t)(available - header) < length) {
+            break;  /* incomplete */
+        }
+        Py_ssize_t size = (Py_ssize_t)length;
+        const unsigned char *payload = buf + position + header;
+        PyObject *bytes = PyBytes_FromStringAndSize(masked ? NULL : (const char *)payload, size);
+        if (bytes == NULL) {
+            PyBuffer_Release(&data);
+            return NULL;
+        }
+        if (masked) {
+            unsigned char key[4];
+            unsigned char *out = (unsigned char *)PyBytes_AS_STRING(bytes);
+            memcpy(key, payload - 4, 4);
+            if (size > GIL_RELEASE_THRESHOLD) {
+                /* `data` stays exported and `bytes` is not shared yet. */
+                Py_BEGIN_ALLOW_THREADS
+                xor_with_key(out, payload, size, key);
+                Py_END_ALLOW_THREADS
+            }
+            else {
+                xor_with_key(out, payload, size, key);
+            }
+        }
+        PyObject *message;
+        if (first == 0x82) {
+            message = PyObject_CallOneArg(binary, bytes);
+            Py_DECREF(bytes);
+        }
+        else {
+            PyObject *string = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(bytes), size, "strict");
+            Py_DECREF(bytes);
+            if (string == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    PyErr_Clear();  /* the general parser refuses it, with close code 1007 */
+                    break;
+                }
+                PyBuffer_Release(&data);
+                return NULL;
+            }
+            message = PyObject_CallOneArg(text, string);
+            Py_DECREF(string);
+        }
+        if (message == NULL || PyList_Append(events, message) < 0) {
+            Py_XDECREF(message);
+            PyBuffer_Release(&data);
+            return NULL;
+        }
+        Py_DECREF(message);
+        position += header + size;
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(position);
+}
+
 /* ------------------------------------------------------------------------------- module */
 
 static PyMethodDef speedups_methods[] = {
@@ -692,6 +851,8 @@ static PyMethodDef speedups_methods[] = {
      unmask_in_place_doc},
     {"utf8_check", (PyCFunction)(void (*)(void))utf8_check, METH_FASTCALL, utf8_check_doc},
     {"utf8_size", (PyCFunction)(void (*)(void))utf8_size, METH_FASTCALL, utf8_size_doc},
+    {"parse_messages", (PyCFunction)(void (*)(void))parse_messages, METH_FASTCALL,
+     parse_messages_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -713,7 +874,7 @@ static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tube.websocket.core._speedups",
     .m_doc = "Optional C accelerator of Tube's core: masking, UTF-8 validation and length, "
-             "payload buffers.",
+             "payload buffers, whole data messages parsed.",
     .m_size = 0,
     .m_methods = speedups_methods,
     .m_slots = speedups_slots,

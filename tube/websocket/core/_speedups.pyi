@@ -1,4 +1,7 @@
 # Type stub of the optional C accelerator (_speedups.c); see accelerator.py.
+from collections.abc import Callable
+from typing import Any
+
 from _typeshed import ReadableBuffer, WriteableBuffer
 
 def apply_mask(data: ReadableBuffer, key: ReadableBuffer, /) -> bytes: ...
@@ -16,3 +19,15 @@ class PayloadBuffer:
     def __buffer__(self, flags: int, /) -> memoryview: ...
     def resize(self, size: int, /) -> None: ...
     def take(self) -> bytes: ...
+
+def parse_messages(
+    data: ReadableBuffer,
+    start: int,
+    end: int,
+    masked: int,
+    limit: int,
+    events: list[Any],
+    binary: Callable[[bytes], Any],
+    text: Callable[[str], Any],
+    /,
+) -> int: ...

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
+from .accelerator import speedups
 from .codes import Opcode
 from .deflate import PerMessageDeflate
 from .errors import MessageTooBig, ProtocolError
@@ -36,6 +37,10 @@ _CONTINUATION = Opcode.CONTINUATION.value
 _PING = Opcode.PING.value
 _PONG = Opcode.PONG.value
 _OPCODE_NAMES = {opcode.value: opcode.name for opcode in Opcode}
+
+# The C accelerator's parser of whole single-frame data messages (None in pure Python): it
+# gives the events the loop of Receiver._parse gives for those frames, and stops at any other.
+_parse_messages = None if speedups is None else speedups.parse_messages
 
 # Above this payload size, a masked frame held in the receive buffer is unmasked in place.
 _IN_PLACE_THRESHOLD = 4096
@@ -334,6 +339,19 @@ class Receiver:
         position = 0
         masked_bit = self._masked_bit
         limit = self._max_message_size
+        if _parse_messages is not None and not self._message_opcode and not self._partial_checked:
+            # The commonest frames, whole single-frame data messages, parsed in one C call; the
+            # loop below takes whatever it stops at (and refuses what is wrong with it).
+            position = _parse_messages(
+                view,
+                0,
+                end,
+                masked_bit,
+                -1 if limit is None else limit,
+                events,
+                BinaryMessage,
+                TextMessage,
+            )
         while True:
             available = end - position
             if available < 2:
