@@ -204,8 +204,9 @@ class _Conn:
     state: ConnState = ConnState.UPGRADED
     role: str = ""
     pair: _Pair | None = None
-    counted: bool = False  # holds a transfer slot (max_pairs, and pairs_per_ip of slot_ip)
-    slot_ip: str = ""  # the address whose pairs_per_ip the slot counts against
+    # Holds a transfer slot while it waits for its other side (max_pairs, and pairs_per_ip of
+    # its address); a pair holds its sides' slots once they are paired.
+    counted: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -229,9 +230,10 @@ class _Pair:
     # Per source role: when the frame now being forwarded was taken (None: nothing in flight).
     inflight: dict[str, float | None] = field(default_factory=dict)
     detached_at: float = 0.0
-    # The roles away until a resume whose transfer slot the pair keeps (counted against the
-    # address in ``ips``): a pair that drops and resumes holds its slots throughout.
-    held: set[str] = field(default_factory=set)
+    # The addresses whose pairs_per_ip this pair counts against (each once: both sides from one
+    # address are one transfer for it), and so one slot of max_pairs, from pairing to its end
+    # (empty once freed): a pair that drops and resumes holds them throughout.
+    slot_ips: list[str] = field(default_factory=list)
     ending_at: float = 0.0
     stall_armed: bool = False
 
@@ -273,11 +275,14 @@ class Relay:
         self._nameplates: dict[str, _Nameplate] = {}
         self._pairs: dict[bytes, _Pair] = {}
         self._rids: dict[bytes, _Pair] = {}
-        # Per client address: connections, and slots (waiting sides and pairs) in use.
+        # Per client address: connections, and transfer slots (sides waiting for their other
+        # side, and pairs: one per pair) in use.
         self._ip_conns: Counter[str] = Counter()
         self._ip_slots: Counter[str] = Counter()
         self._ip_outstanding: Counter[str] = Counter()
+        # Transfer slots in use (max_pairs), and how many of them are sides still waiting.
         self._slots = 0
+        self._waiting = 0
         keys = limits.tracked_addresses
         self._allocations = RateLimiter(limits.allocations_per_minute, 60.0, keys)
         self._claims = RateLimiter(limits.claims_per_minute, 60.0, keys)
@@ -306,7 +311,9 @@ class Relay:
         if wait:
             self.rate_limited["allocation"] += 1
             return Refusal(429, "too many codes requested", wait)
-        if self._slots + len(self._nameplates) >= limits.max_pairs:
+        # Pairs, and nameplates (each becomes one pair; a side waiting on one holds a slot of
+        # its own already: counted once).
+        if self._slots - self._waiting + len(self._nameplates) >= limits.max_pairs:
             return Refusal(503, "the relay is busy", 30.0)
         name = self._draw_nameplate()
         if name is None:
@@ -457,7 +464,7 @@ class Relay:
             return self._close(conn, NO_NAMEPLATE, "no such nameplate (unknown, expired or used)")
         if nameplate.sender is not None:
             return self._close(conn, CROWDED, "this nameplate has a sender already")
-        refused = self._take_slot(conn)
+        refused = self._take_slot(conn, nameplate.claimant)
         if refused:
             return refused
         nameplate.sender = conn
@@ -486,7 +493,7 @@ class Relay:
             return self._close(conn, NO_NAMEPLATE, "no such nameplate (unknown, expired or used)")
         if nameplate.claimant is not None:
             return self._close(conn, CROWDED, "this nameplate is being claimed already")
-        refused = self._take_slot(conn)
+        refused = self._take_slot(conn, nameplate.sender)
         if refused:
             return refused
         nameplate.claimant = conn
@@ -511,10 +518,6 @@ class Relay:
             return self._close(conn, CROWDED, "that side of the pair is connected")
         pair.sides[role] = conn
         conn.pair = pair
-        if role in pair.held:  # the slot this side held while away is the new connection's
-            pair.held.discard(role)
-            conn.counted = True
-            conn.slot_ip = pair.ips[role]
         peer = pair.sides.get(_other(role))
         if peer is None:
             conn.state = ConnState.RESUMING
@@ -568,36 +571,49 @@ class Relay:
 
     # ------------------------------------------------------------------ pairing and leaving
 
-    def _take_slot(self, conn: _Conn) -> list[Action]:
-        limits = self.limits
-        if self._slots >= limits.max_pairs:
-            return self._close(conn, BUSY, "the relay is busy", retry_after=30)
-        if self._ip_slots[conn.ip] >= limits.pairs_per_ip:
+    def _take_slot(self, conn: _Conn, partner: _Conn | None) -> list[Action]:
+        """A side arrives on a nameplate: a transfer slot, or its refusal.
+
+        The first side takes one (one of max_pairs, and one of its address's pairs_per_ip);
+        ``partner``, the other side already there, makes this one complete the pair, which
+        counts once against max_pairs and once against each address it comes from. max_pairs
+        itself never refuses a side here: :meth:`allocate` gives a nameplate only while pairs
+        and nameplates are fewer, so every nameplate has its slot.
+        """
+        ip = conn.ip
+        if partner is not None and partner.ip == ip:
+            return []  # the partner's slot is the pair's, and this address counts it already
+        if self._ip_slots[ip] >= self.limits.pairs_per_ip:
             self.rate_limited["pairs"] += 1
             return self._close(conn, RATE_LIMITED, "too many transfers at once", retry_after=60)
-        self._ip_slots[conn.ip] += 1
-        self._slots += 1
-        conn.counted = True
-        conn.slot_ip = conn.ip
+        self._ip_slots[ip] += 1
+        if partner is None:
+            self._slots += 1
+            self._waiting += 1
+            conn.counted = True
         return []
 
     def _free_slot(self, conn: _Conn) -> None:
+        """A side left before it was paired: free the slot it took."""
         if conn.counted:
             conn.counted = False
-            self._release_slot(conn.slot_ip)
+            self._slots -= 1
+            self._waiting -= 1
+            self._release_ip(conn.ip)
 
-    def _release_slot(self, ip: str) -> None:
-        self._slots -= 1
+    def _release_ip(self, ip: str) -> None:
         self._ip_slots[ip] -= 1
         if not self._ip_slots[ip]:
             del self._ip_slots[ip]
 
     def _remove_pair(self, pair: _Pair) -> None:
-        """The pair is over: forget it, and free the slots it kept for sides away."""
+        """The pair is over: forget it, and free its slot."""
         self._pairs.pop(pair.pair_id, None)
-        for role in pair.held:
-            self._release_slot(pair.ips[role])
-        pair.held.clear()
+        if pair.slot_ips:
+            self._slots -= 1
+            for ip in pair.slot_ips:
+                self._release_ip(ip)
+            pair.slot_ips = []
 
     def _guess(self, ip: str, now: float) -> bool:
         """Count a failed guess by ``ip``; True if that blocks it now."""
@@ -621,6 +637,10 @@ class Relay:
         pair = _Pair(pair_id)
         pair.sides = {"send": sender, "recv": claimant}
         pair.ips = {"send": sender.ip, "recv": claimant.ip}
+        # The sides' slots become the pair's (see _take_slot): one, counted per address.
+        pair.slot_ips = [sender.ip] if sender.ip == claimant.ip else [sender.ip, claimant.ip]
+        self._waiting -= sender.counted + claimant.counted
+        sender.counted = claimant.counted = False
         self._pairs[pair_id] = pair
         for conn in (sender, claimant):
             conn.pair = pair
@@ -657,12 +677,7 @@ class Relay:
             and pair.state is not PairState.ENDING
             and state in (ConnState.PAIRED, ConnState.RESUMING)
         )
-        if resumable and pair is not None and conn.counted:
-            # The slot stays taken, kept by the pair for this side until it comes back or the
-            # pair ends (else dropping and resuming would free slots at will).
-            conn.counted = False
-            pair.held.add(conn.role)
-        self._free_slot(conn)
+        self._free_slot(conn)  # a paired side holds none: its pair does, until it ends
         if state in (ConnState.WAITING, ConnState.CLAIMING):
             nameplate = self._nameplates.get(conn.nameplate or "")
             if nameplate is None:

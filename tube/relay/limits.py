@@ -44,10 +44,13 @@ class Limits:
             ``unknown_claims_window_s``; one more blocks the address for ``block_s``.
         unknown_claims_window_s: See ``unknown_claims``.
         block_s: How long a guessing address stays blocked.
-        pairs_per_ip: Pairs (and waiting sides) one address may have at once.
+        pairs_per_ip: Transfers one address may take part in at once: a side of its own
+            waiting for the other side, or a pair with a side from it (one, even when both
+            sides are; then 4004, too many transfers).
         connections_per_ip: WebSocket connections one address may hold at once.
         resumes_per_minute: Resume attempts per resume id and minute.
-        max_pairs: Pairs (and waiting sides) the relay holds at once (then 4009, busy).
+        max_pairs: Transfers the relay holds at once: pairs, and codes given and not paired
+            yet (a pair counts once, not once per side); beyond it, no code is given (503).
         max_connections: WebSocket connections the relay holds at once (then 4009).
         space_factor: The nameplate space is kept at least this many times the number of
             nameplates in use, so that blind claims mostly miss.

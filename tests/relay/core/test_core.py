@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -344,9 +345,10 @@ def test_both_sides_dropped_can_both_come_back() -> None:
 
 
 def test_a_pair_that_drops_and_resumes_keeps_its_transfer_slots() -> None:
-    """Each side of a resumable pair keeps its transfer slot while it is away and after it
-    comes back (from any address): dropping and resuming frees none, so it cannot be used to
-    run more transfers than pairs_per_ip and max_pairs allow. The pair's end frees them."""
+    """A resumable pair keeps its transfer slot (one of max_pairs, one of pairs_per_ip of each
+    address it was paired from) while its sides are away and after they come back (from any
+    address): dropping and resuming frees none, so it cannot be used to run more transfers
+    than pairs_per_ip and max_pairs allow. The pair's end frees it."""
     world = World(Limits(pairs_per_ip=1, grace_s=120))
     s, r, _ = world.pair(IP, OTHER_IP)
     rid = world.resumable(s, r)
@@ -377,12 +379,53 @@ def test_a_pair_that_drops_and_resumes_keeps_its_transfer_slots() -> None:
     assert new_sender(IP) is None
     assert new_sender(OTHER_IP) is None
 
-    full = World(Limits(max_pairs=2, grace_s=120))
+    full = World(Limits(max_pairs=1, grace_s=120))  # one pair, away, is all it holds
     s, r, _ = full.pair()
     full.resumable(s, r)
     full.relay.disconnected(s, full.now)
     full.relay.disconnected(r, full.now)
     assert full.relay.allocate("203.0.113.9", full.now) == Refusal(503, "the relay is busy", 30.0)
+
+
+def test_max_pairs_counts_a_pair_once_and_every_code_given_gets_its_slot() -> None:
+    """max_pairs is the number of transfers: a pair is one (not one per side), a code waiting
+    for its sides is one; a code is given only while one more fits, so none is refused later."""
+    world = World(Limits(max_pairs=3))
+    world.pair("192.0.2.10", "198.51.100.10")
+    first, second = world.allocate("192.0.2.11"), world.allocate("192.0.2.12")
+    assert world.relay.allocate("192.0.2.13", world.now) == Refusal(503, "the relay is busy", 30.0)
+    # The codes given fill up: a claimant first on one, a sender first on the other.
+    r = world.connect(first, "198.51.100.11")
+    world.hello(r, "recv")
+    assert world.relay.text(r, msg("claim"), world.now) == []
+    s = world.connect(second, "192.0.2.12")
+    world.hello(s, "send")
+    assert world.relay.text(s, msg("wait"), world.now) == []
+    s2 = world.connect(first, "192.0.2.11")
+    world.hello(s2, "send")
+    assert sent(world.relay.text(s2, msg("wait"), world.now), s2)[0]["t"] == "paired"
+    r2 = world.connect(second, "198.51.100.12")
+    world.hello(r2, "recv")
+    assert sent(world.relay.text(r2, msg("claim"), world.now), r2)[0]["t"] == "paired"
+    assert world.relay.stats()["pairs"]["paired"] == 3
+    assert world.relay.allocate("192.0.2.13", world.now) == Refusal(503, "the relay is busy", 30.0)
+
+
+def test_pairs_per_ip_counts_a_pair_from_one_address_once() -> None:
+    """Both sides behind one address (an office's NAT) are one transfer for it; a pair between
+    two addresses is one for each."""
+    world = World(Limits(pairs_per_ip=2))
+    world.pair(IP, IP)
+    world.pair(IP, OTHER_IP)
+
+    def new_sender(ip: str) -> int | None:
+        cid = world.connect(world.allocate(ip), ip)
+        world.hello(cid, "send")
+        return closes(world.relay.text(cid, msg("wait"), world.now)).get(cid)
+
+    assert new_sender(IP) == 4004
+    assert new_sender(OTHER_IP) is None, "the pair between the two counts once for OTHER_IP"
+    World(Limits(pairs_per_ip=1)).pair(IP, IP)  # one transfer: fits (pair() checks "paired")
 
 
 def test_unknown_claims_block_the_address_after_ten_with_retry_after() -> None:
@@ -555,6 +598,24 @@ class RelayMachine(RuleBasedStateMachine):
             )
             self.nameplates.append(result.nameplate)
 
+    @rule(same_address=st.booleans(), first=st.sampled_from(["send", "recv"]))
+    def pair_up(self, same_address: bool, first: str) -> None:
+        """A new code's two sides, in either order, from one address or two (random messages
+        alone seldom pair anything)."""
+        result = self.world.relay.allocate(IP, self.world.now)
+        if not isinstance(result, Allocation):
+            return
+        self.nameplates.append(result.nameplate)
+        ips = {"send": IP, "recv": IP if same_address else OTHER_IP}
+        for role in (first, "recv" if first == "send" else "send"):
+            self.world.ids += 1
+            cid = self.world.ids
+            self.live.add(cid)
+            relay, now = self.world.relay, self.world.now
+            self._apply(relay.connect(cid, ips[role], now, result.nameplate))
+            self._apply(self.world.hello(cid, role))
+            self._apply(relay.text(cid, msg("wait" if role == "send" else "claim"), now))
+
     @rule(index=st.integers(0, 20), ip=st.sampled_from([IP, OTHER_IP]))
     def connect(self, index: int, ip: str) -> None:
         nameplate = self.nameplates[index % len(self.nameplates)] if self.nameplates else None
@@ -607,6 +668,18 @@ class RelayMachine(RuleBasedStateMachine):
     @invariant()
     def no_enumeration(self) -> None:
         assert not hasattr(self.world.relay, "list_nameplates")
+
+    @invariant()
+    def transfer_slots_add_up(self) -> None:
+        # White-box: the counters the limits read agree with the sides waiting and the pairs.
+        relay = self.world.relay
+        waiting = [conn for conn in relay._conns.values() if conn.counted]
+        holding = [pair for pair in relay._pairs.values() if pair.slot_ips]
+        assert relay._waiting == len(waiting)
+        assert relay._slots == len(waiting) + len(holding) <= relay.limits.max_pairs
+        per_ip = Counter(conn.ip for conn in waiting)
+        per_ip.update(ip for pair in holding for ip in pair.slot_ips)
+        assert relay._ip_slots == per_ip
 
     @invariant()
     def deadlines_are_in_order(self) -> None:

@@ -349,8 +349,8 @@ def test_allocation_refusals_say_why_when_to_retry_and_are_counted() -> None:
 
 
 def test_a_full_relay_refuses_codes_and_connections_as_busy() -> None:
-    # A pair holds a slot per side; a waiting code holds one too.
-    world = World(Limits(max_pairs=3, max_connections=4))
+    # A pair holds one slot (not one per side); a code waiting for its sides holds one too.
+    world = World(Limits(max_pairs=2, max_connections=4))
     world.pair()
     world.allocate("192.0.2.7")
     refusal = world.relay.allocate("192.0.2.8", world.now)
