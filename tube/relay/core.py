@@ -97,7 +97,7 @@ def decode_id(text: object) -> bytes | None:
         data = base64.urlsafe_b64decode(text + "==")
     except (binascii.Error, ValueError):
         return None
-    # Only the canonical spelling: the last character carries 2 unused bits.
+    # Only the canonical spelling: 22 characters carry 132 bits, so the last one has 4 unused.
     return data if len(data) == 16 and encode_id(data) == text else None
 
 
@@ -776,7 +776,9 @@ class Relay:
         if kind is _Timer.HELLO:
             conn: _Conn = key
             if conn.state in (ConnState.UPGRADED, ConnState.HELLO_OK):
-                return self._close(conn, PROTOCOL_ERROR, f"nothing to do after {limits.hello_s} s")
+                return self._close(
+                    conn, PROTOCOL_ERROR, f"nothing to do after {_number(limits.hello_s)} s"
+                )
             return []
         if kind is _Timer.NAMEPLATE:
             nameplate = self._nameplates.get(key)

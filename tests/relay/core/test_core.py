@@ -191,6 +191,10 @@ def test_hello_timeout_closes_with_4000() -> None:
     world.hello(hello_only, "send")
     assert world.advance(9.9) == []
     assert closes(world.advance(0.2)) == {quiet: 4000, hello_only: 4000}
+    default = World()  # hello_s=10.0: said as "10 s", as the welcome says its limits
+    cid = default.connect(None)
+    reasons = [a.reason for a in default.advance(10) if isinstance(a, Close) and a.cid == cid]
+    assert reasons == ["nothing to do after 10 s"]
 
 
 def test_nobody_came_closes_the_waiting_sender_with_4005() -> None:
