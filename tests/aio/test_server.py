@@ -387,3 +387,38 @@ def test_tcp_keepalive_and_nodelay_follow_the_ping_options_on_both_ends() -> Non
         assert seen == [expected, expected]
 
     run(main)
+
+
+def test_a_refused_client_is_closed_after_its_eof_or_after_the_linger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a refusal the server sends the response and its FIN, then waits for the client's
+    EOF (closing at once could reset the connection before the client read the response); a
+    client that neither closes nor sends is closed REFUSAL_LINGER seconds later."""
+    from tube.websocket.aio.connection import REFUSAL_LINGER
+
+    async def refused(server: aio.Server, close_at_once: bool) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # no upgrade: 400
+        async with asyncio.timeout(5):
+            response = await reader.read()  # up to the server's FIN
+        assert response.startswith(b"HTTP/1.1 400 ")
+        (closed,) = server._connections  # the connection's closed future
+        start = asyncio.get_running_loop().time()
+        if close_at_once:
+            writer.close()
+        async with asyncio.timeout(5):
+            await asyncio.shield(closed)
+        writer.close()
+        return asyncio.get_running_loop().time() - start
+
+    async def main() -> None:
+        async with aio.serve(echo, "127.0.0.1", 0) as server:
+            with caplog.at_level(logging.DEBUG, logger="tube.websocket"):
+                await refused(server, close_at_once=True)
+                assert "no EOF" not in caplog.text
+                assert await refused(server, close_at_once=False) >= REFUSAL_LINGER * 0.95
+                assert "closing the refused connection to 127.0.0.1" in caplog.text
+                assert "no EOF" in caplog.text
+
+    run(main)

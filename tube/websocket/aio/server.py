@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import inspect
 import logging
 import socket
@@ -108,9 +109,17 @@ class Server:
         self._handler, self._process_request, self._ssl = handler, process_request, ssl
         # Where and how to listen: (host, port, reuse_port, backlog).
         self._listen = (host, port, reuse_port, backlog)
-        # One task per accepted socket, and the connections whose TCP is not closed yet.
+        # One task per accepted socket, and the connections whose TCP is not closed yet, by
+        # their closed future: each leaves by that future's callback, this dict's pop (a
+        # closure per connection would be three more objects for the garbage collector to
+        # walk on every full collection, for as long as the connection lives).
         self._tasks: set[asyncio.Task[None]] = set()
-        self._connections: set[Connection] = set()
+        self._connections: dict[asyncio.Future[None], Connection] = {}
+        self._forget = self._connections.pop
+        # Every accepted socket's protocol, made by one shared factory (no closure each).
+        self._factory = functools.partial(
+            Connection, Role.SERVER, options, socket_tuned=_INHERITED_OPTIONS
+        )
         self._closing = self._warned = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed: asyncio.Future[None] | None = None
@@ -196,7 +205,7 @@ class Server:
             if loop is not None:
                 loop.remove_reader(sock.fileno())
             sock.close()
-        for connection in list(self._connections):
+        for connection in list(self._connections.values()):
             if not connection.handshake.opened:
                 connection.handshake.abort("the server is shutting down")
             else:
@@ -207,7 +216,7 @@ class Server:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        for connection in list(self._connections):
+        for connection in list(self._connections.values()):
             connection.handshake.abort("the server is shut down")
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
@@ -258,7 +267,7 @@ class Server:
         options = self.options
         try:
             _, connection = await loop.connect_accepted_socket(
-                lambda: Connection(Role.SERVER, options, socket_tuned=_INHERITED_OPTIONS),
+                self._factory,
                 sock,
                 ssl=self._ssl,
                 ssl_handshake_timeout=options.open_timeout if self._ssl is not None else None,
@@ -268,10 +277,9 @@ class Server:
             sock.close()
             logger.debug("connection failed before the opening handshake: %r", exc)
             return
-        self._connections.add(connection)
-        connection.handshake.closed.add_done_callback(
-            lambda _: self._connections.discard(connection)
-        )
+        closed = connection.handshake.closed
+        self._connections[closed] = connection
+        closed.add_done_callback(self._forget)
         if self._closing:
             connection.handshake.abort("the server is shutting down")
             return
