@@ -200,7 +200,6 @@ class _Conn:
     cid: int
     ip: str
     nameplate: str | None  # from the URL: /v1/relay/<nameplate>
-    opened: float
     state: ConnState = ConnState.UPGRADED
     role: str = ""
     pair: _Pair | None = None
@@ -234,7 +233,6 @@ class _Pair:
     # address are one transfer for it), and so one slot of max_pairs, from pairing to its end
     # (empty once freed): a pair that drops and resumes holds them throughout.
     slot_ips: list[str] = field(default_factory=list)
-    ending_at: float = 0.0
     stall_armed: bool = False
 
 
@@ -349,7 +347,7 @@ class Relay:
     def connect(self, cid: int, ip: str, now: float, nameplate: str | None) -> list[Action]:
         """A WebSocket with subprotocol ``tube.relay.v1`` opened on ``/v1/relay[/nameplate]``."""
         limits = self.limits
-        conn = self._conns[cid] = _Conn(cid, ip, nameplate, now)
+        conn = self._conns[cid] = _Conn(cid, ip, nameplate)
         self._ip_conns[ip] += 1
         if len(self._conns) > limits.max_connections:
             return self._close(conn, BUSY, "the relay is busy", retry_after=30)
@@ -560,7 +558,6 @@ class Relay:
         # The first bye: the pair ends; the other side gets bye_s for its own.
         actions: list[Action] = []
         pair.state = PairState.ENDING
-        pair.ending_at = now
         self._forget_rid(pair, actions)
         actions += self._close(conn, NORMAL, "bye")
         peer = pair.sides.get(_other(conn.role))
