@@ -422,3 +422,49 @@ def test_a_refused_client_is_closed_after_its_eof_or_after_the_linger(
                 assert "no EOF" in caplog.text
 
     run(main)
+
+
+def test_an_awaiting_process_request_leaves_what_the_client_sends_in_the_kernel() -> None:
+    """While process_request awaits, the server stops reading that connection: a client that
+    sends megabytes behind its request fills the kernel's buffers, not the server's memory.
+    (Without process_request nothing runs between the head and the 101, and reading is never
+    paused there.)"""
+    import socket
+
+    request = (
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    limit = 32 << 20
+
+    async def main() -> None:
+        release = asyncio.Event()
+        asked = asyncio.Event()
+
+        async def process_request(_: object) -> None:
+            asked.set()
+            await release.wait()
+
+        def flood(port: int) -> int:
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(request)
+                sock.settimeout(2.0)  # the kernel's buffers are full: the server holds them
+                sent = 0
+                chunk = bytes(64 * 1024)
+                try:
+                    while sent < limit:
+                        sent += sock.send(chunk)
+                except TimeoutError:
+                    pass
+                return sent
+
+        async with aio.serve(echo, "127.0.0.1", 0, process_request=process_request) as server:
+            sent = await asyncio.to_thread(flood, server.port)
+            assert asked.is_set()
+            assert sent < limit
+            (connection,) = server._connections.values()
+            head = connection.handshake.head
+            assert head is not None and len(head.data) < 1 << 20
+            release.set()
+
+    run(main)

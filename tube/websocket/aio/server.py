@@ -304,9 +304,11 @@ class Server:
             request, consumed = parsed
             request.remote_address = connection.remote_address
             connection.request = request
-            # Hold further frames in the kernel until the WebSocket is open.
-            side.hold_reading()
             if self._process_request is not None:
+                # It may await: hold further frames in the kernel until the WebSocket is open.
+                # Without it, nothing runs between here and open() (no read, no callback): no
+                # pause_reading() and resume_reading(), two epoll_ctl calls per connection.
+                side.hold_reading()
                 answer = self._process_request(request)
                 if inspect.isawaitable(answer):
                     answer = await answer
