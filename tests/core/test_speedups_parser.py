@@ -22,12 +22,12 @@ from tube.websocket.core import receiver
 from tube.websocket.core.accelerator import speedups
 from tube.websocket.core.events import (
     BinaryMessage,
-    Event,
     ProtocolFailure,
     TextMessage,
 )
 from tube.websocket.core.protocol import Protocol, Role
 
+from .test_protocol_properties import feed_in_chunks
 from .wsframes import frame, mask, parse_frames
 
 requires_c = pytest.mark.skipif(speedups is None, reason="the C accelerator is not in use")
@@ -112,14 +112,8 @@ def events_of(
 ) -> tuple[list[object], list[tuple[int, int, bytes]]]:
     """What a protocol reports and queues for ``stream`` fed in pieces cut at ``cuts``."""
     protocol = Protocol(role, max_message_size=limit)
-    events: list[Event] = []
-    points = sorted({cut % (len(stream) + 1) for cut in cuts})
-    previous = 0
-    for point in [*points, len(stream)]:
-        events += protocol.receive_data(memoryview(stream)[previous:point])
-        previous = point
     described: list[object] = []
-    for event in events:
+    for event in feed_in_chunks(protocol, stream, cuts):
         if isinstance(event, ProtocolFailure):
             error = event.error
             described.append((type(error).__name__, str(error), error.close_code))
