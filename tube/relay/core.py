@@ -203,7 +203,7 @@ class _Conn:
     state: ConnState = ConnState.UPGRADED
     role: str = ""
     pair: _Pair | None = None
-    # Holds a transfer slot while it waits for its other side (max_pairs, and pairs_per_ip of
+    # Holds a transfer slot while it waits for its other side (one of pairs_per_ip of
     # its address); a pair holds its sides' slots once they are paired.
     counted: bool = False
 
@@ -230,8 +230,8 @@ class _Pair:
     inflight: dict[str, float | None] = field(default_factory=dict)
     detached_at: float = 0.0
     # The addresses whose pairs_per_ip this pair counts against (each once: both sides from one
-    # address are one transfer for it), and so one slot of max_pairs, from pairing to its end
-    # (empty once freed): a pair that drops and resumes holds them throughout.
+    # address are one transfer for it), from pairing to its end: a pair that drops and resumes
+    # holds them throughout (and its place among max_pairs, as long as it is in Relay._pairs).
     slot_ips: list[str] = field(default_factory=list)
     stall_armed: bool = False
 
@@ -278,9 +278,6 @@ class Relay:
         self._ip_conns: Counter[str] = Counter()
         self._ip_slots: Counter[str] = Counter()
         self._ip_outstanding: Counter[str] = Counter()
-        # Transfer slots in use (max_pairs), and how many of them are sides still waiting.
-        self._slots = 0
-        self._waiting = 0
         keys = limits.tracked_addresses
         self._allocations = RateLimiter(limits.allocations_per_minute, 60.0, keys)
         self._claims = RateLimiter(limits.claims_per_minute, 60.0, keys)
@@ -309,9 +306,9 @@ class Relay:
         if wait:
             self.rate_limited["allocation"] += 1
             return Refusal(429, "too many codes requested", wait)
-        # Pairs, and nameplates (each becomes one pair; a side waiting on one holds a slot of
-        # its own already: counted once).
-        if self._slots - self._waiting + len(self._nameplates) >= limits.max_pairs:
+        # Pairs, and nameplates (each becomes one pair; a side waiting for its other side sits
+        # on one, so it is counted there).
+        if len(self._pairs) + len(self._nameplates) >= limits.max_pairs:
             return Refusal(503, "the relay is busy", 30.0)
         name = self._draw_nameplate()
         if name is None:
@@ -571,11 +568,10 @@ class Relay:
     def _take_slot(self, conn: _Conn, partner: _Conn | None) -> list[Action]:
         """A side arrives on a nameplate: a transfer slot, or its refusal.
 
-        The first side takes one (one of max_pairs, and one of its address's pairs_per_ip);
-        ``partner``, the other side already there, makes this one complete the pair, which
-        counts once against max_pairs and once against each address it comes from. max_pairs
-        itself never refuses a side here: :meth:`allocate` gives a nameplate only while pairs
-        and nameplates are fewer, so every nameplate has its slot.
+        The first side takes one of its address's pairs_per_ip; ``partner``, the other side
+        already there, makes this one complete the pair, which counts once against each address
+        it comes from. max_pairs never refuses a side here: :meth:`allocate` gives a nameplate
+        only while pairs and nameplates are fewer, so every nameplate has its place.
         """
         ip = conn.ip
         if partner is not None and partner.ip == ip:
@@ -584,18 +580,13 @@ class Relay:
             self.rate_limited["pairs"] += 1
             return self._close(conn, RATE_LIMITED, "too many transfers at once", retry_after=60)
         self._ip_slots[ip] += 1
-        if partner is None:
-            self._slots += 1
-            self._waiting += 1
-            conn.counted = True
+        conn.counted = partner is None  # a completing side's count is the pair's at once
         return []
 
     def _free_slot(self, conn: _Conn) -> None:
         """A side left before it was paired: free the slot it took."""
         if conn.counted:
             conn.counted = False
-            self._slots -= 1
-            self._waiting -= 1
             self._release_ip(conn.ip)
 
     def _release_ip(self, ip: str) -> None:
@@ -604,13 +595,10 @@ class Relay:
             del self._ip_slots[ip]
 
     def _remove_pair(self, pair: _Pair) -> None:
-        """The pair is over: forget it, and free its slot."""
-        self._pairs.pop(pair.pair_id, None)
-        if pair.slot_ips:
-            self._slots -= 1
+        """The pair is over: forget it, and free its slot (once, whoever calls again)."""
+        if self._pairs.pop(pair.pair_id, None) is not None:
             for ip in pair.slot_ips:
                 self._release_ip(ip)
-            pair.slot_ips = []
 
     def _guess(self, ip: str, now: float) -> bool:
         """Count a failed guess by ``ip``; True if that blocks it now."""
@@ -636,7 +624,6 @@ class Relay:
         pair.ips = {"send": sender.ip, "recv": claimant.ip}
         # The sides' slots become the pair's (see _take_slot): one, counted per address.
         pair.slot_ips = [sender.ip] if sender.ip == claimant.ip else [sender.ip, claimant.ip]
-        self._waiting -= sender.counted + claimant.counted
         sender.counted = claimant.counted = False
         self._pairs[pair_id] = pair
         for conn in (sender, claimant):

@@ -678,11 +678,9 @@ class RelayMachine(RuleBasedStateMachine):
         # White-box: the counters the limits read agree with the sides waiting and the pairs.
         relay = self.world.relay
         waiting = [conn for conn in relay._conns.values() if conn.counted]
-        holding = [pair for pair in relay._pairs.values() if pair.slot_ips]
-        assert relay._waiting == len(waiting)
-        assert relay._slots == len(waiting) + len(holding) <= relay.limits.max_pairs
+        assert len(relay._pairs) + len(relay._nameplates) <= relay.limits.max_pairs
         per_ip = Counter(conn.ip for conn in waiting)
-        per_ip.update(ip for pair in holding for ip in pair.slot_ips)
+        per_ip.update(ip for pair in relay._pairs.values() for ip in pair.slot_ips)
         assert relay._ip_slots == per_ip
 
     @invariant()
