@@ -4,6 +4,7 @@ take, TLS, and a transport already buffering all go through the transport, in or
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -12,8 +13,9 @@ import pytest
 
 from tube.websocket import aio
 from tube.websocket.aio import sending
+from tube.websocket.core.protocol import Role
 
-from .conftest import echo, run
+from .conftest import aio_pair, echo, run
 
 
 @pytest.fixture
@@ -84,3 +86,41 @@ def test_tls_never_writes_around_the_transport(
 
     run(main)
     assert writev_calls == []
+
+
+def test_sends_that_write_at_once_leave_no_flush_scheduled() -> None:
+    """``send_many`` writes its batch before it returns, and what an ``on_message`` callback
+    sends is written when the callback returns: neither schedules a flush for the next loop
+    iteration as well (a handle that would run for nothing, one per send)."""
+
+    async def main() -> None:
+        connection, peer = await aio_pair(Role.SERVER)
+        loop = asyncio.get_running_loop()
+        scheduled: list[object] = []
+        real_call_soon = loop.call_soon
+
+        def call_soon(callback: Any, *args: Any, **kwargs: Any) -> asyncio.Handle:
+            scheduled.append(callback)
+            return real_call_soon(callback, *args, **kwargs)
+
+        loop.call_soon = call_soon  # type: ignore[method-assign,assignment]
+        try:
+            batch: list[str | bytes] = [b"one", "two", b"3" * 300]
+            await connection.send_many(batch)
+            assert [peer.recv_message() for _ in batch] == batch
+            # In the callback: a message too long for the small-frame path (the general one).
+            connection.on_message(lambda message: connection.send_nowait(message * 2))
+            peer.send_binary(b"x" * 200)
+            assert await asyncio.to_thread(peer.recv_message) == b"x" * 400
+            assert connection._sender.flush not in scheduled
+            # Outside a callback, send_nowait still leaves the write to the loop iteration.
+            connection.send_nowait(b"y" * 200)
+            assert connection._sender.flush in scheduled
+            assert await asyncio.to_thread(peer.recv_message) == b"y" * 200
+        finally:
+            loop.call_soon = real_call_soon  # type: ignore[method-assign]
+            peer.close()
+            connection._abort("test over")
+            await connection.wait_closed()
+
+    run(main)

@@ -386,7 +386,7 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         if (cls is bytes or cls is str) and protocol is not None and not self._session.tcp_closed:
             frame = protocol.frame_message(message)  # type: ignore[arg-type]  # bytes or str
         if frame is None:
-            self._queue((message,), compress)
+            self._queue((message,), compress, schedule=not self._calling_back)
         else:
             self._sender.queue([frame], schedule=not self._calling_back)
 
@@ -455,7 +455,7 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         Raises:
             ConnectionClosed: As for :meth:`send`.
         """
-        self._queue(messages, compress)
+        self._queue(messages, compress, schedule=False)
         self._sender.flush()  # the caller made the batch: no reason to wait for more
         if self._sender.paused:
             await self._sender.wait_writable()
@@ -556,8 +556,11 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
             raise self._closed_error()
         return protocol
 
-    def _queue(self, messages: Iterable[str | Buffer], compress: bool | None) -> None:
-        """Encode messages into frames, all or none, and queue them for this loop iteration."""
+    def _queue(
+        self, messages: Iterable[str | Buffer], compress: bool | None, *, schedule: bool = True
+    ) -> None:
+        """Encode messages into frames, all or none, and queue them for this loop iteration
+        (``schedule=False``: the caller flushes them itself, so no flush is scheduled)."""
         protocol = self._open_protocol()
         try:
             mutable = frame_messages(protocol, messages, compress)
@@ -565,7 +568,7 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
             protocol.data_to_send()  # drop this batch's frames: every earlier output was queued
             raise
         # Data frames never change the life cycle (close frames do, through the session).
-        self._sender.queue(protocol.data_to_send())
+        self._sender.queue(protocol.data_to_send(), schedule=schedule)
         if mutable:
             # The protocol may hold the caller's mutable buffer: the transport copies it now.
             self._sender.flush()
