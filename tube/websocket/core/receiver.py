@@ -149,6 +149,37 @@ class Receiver:
                 return self._receive(rest, events)
             finally:
                 rest.release()  # the caller may resize its buffer once we return
+        kind = type(data)
+        if (
+            _parse_messages is not None
+            and (kind is memoryview or kind is bytes or kind is bytearray)
+            and not self._buffer
+            and not self._message_opcode
+            and not self._partial_checked
+        ):
+            # Most reads hold whole single-frame messages and nothing else: one C call, without
+            # the general path's view and bookkeeping. It stops at anything else (a control
+            # frame, a fragment, an incomplete tail), which the general path takes from there.
+            end = len(data)
+            limit = self._max_message_size
+            position = _parse_messages(
+                data,
+                0,
+                end,
+                self._masked_bit,
+                -1 if limit is None else limit,
+                events,
+                BinaryMessage,
+                TextMessage,
+            )
+            if position == end:
+                return events
+            if position:
+                rest = memoryview(data)[position:]
+                try:
+                    return self._receive(rest, events)
+                finally:
+                    rest.release()
         return self._receive(data, events)
 
     def _receive(self, data: Buffer, events: list[Event]) -> list[Event]:
