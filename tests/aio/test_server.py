@@ -349,6 +349,49 @@ def test_a_dribbled_request_head_is_parsed_in_linear_work(monkeypatch: pytest.Mo
     assert len(scanned) <= 3 and sum(scanned) <= 2 * len(head), scanned
 
 
+def test_without_process_request_the_head_is_answered_in_the_read_that_completes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 101 (or a refusal) leaves from the read callback that completed the request head,
+    not in the handshake task's next turn: here the task is not woken until the client has
+    its answer, and the connection then goes on as usual."""
+    task_may_go_on = asyncio.Event()
+    more = HeadBuffer.more
+
+    async def more_after_the_answer(self: HeadBuffer) -> bool:
+        # The server's handshake task (a client reads its 101 with a HeadBuffer too).
+        servers = sys._getframe(1).f_code.co_filename == server_module.__file__
+        result = await more(self)
+        if servers:
+            await task_may_go_on.wait()
+        return result
+
+    monkeypatch.setattr(HeadBuffer, "more", more_after_the_answer)
+
+    async def main() -> None:
+        async with aio.serve(echo, "127.0.0.1", 0) as server:
+            url = f"ws://127.0.0.1:{server.port}/"
+            async with aio.connect(url, open_timeout=5) as client:
+                await client.send("first")  # taken in by the open connection, kept in order
+                task_may_go_on.set()  # the handler starts
+                assert await client.incoming.get(timeout=5) == "first"
+            task_may_go_on.clear()
+            # A refusal too: a request without a Sec-WebSocket-Key, answered 400 at once.
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            async with asyncio.timeout(5):
+                answer = await reader.read()
+            assert answer.startswith(b"HTTP/1.1 400 ") and b"Sec-WebSocket-Key" in answer
+            writer.close()
+            await writer.wait_closed()
+            task_may_go_on.set()
+
+    run(main)
+
+
 def test_tcp_keepalive_and_nodelay_follow_the_ping_options_on_both_ends() -> None:
     """The server sets the options once on its listening socket (Linux gives each accepted
     socket its listener's); every accepted socket and the client's have them all the same."""

@@ -516,6 +516,9 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         Returns:
             True once it is closed; False on timeout (as on threads).
         """
+        if timeout is None:  # the server's wait after each handler: no timeout object
+            await asyncio.shield(self._closed)
+            return True
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self._closed)

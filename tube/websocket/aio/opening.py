@@ -14,6 +14,7 @@ member of the connection (as the threaded parts use ``ReaderOwner`` and ``Messag
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from ..core.deflate import DeflateParameters
@@ -28,17 +29,22 @@ class HeadBuffer:
     Concurrency: asyncio only, on the connection's loop; one task reads (the handshake task).
     """
 
-    __slots__ = ("_ended", "_loop", "_waiter", "data")
+    __slots__ = ("_ended", "_loop", "_waiter", "data", "on_feed")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.data = bytearray()
+        #: Called after each read is appended, inside the read callback (the server answers
+        #: a complete head there when nothing may await); None: only the waiter is woken.
+        self.on_feed: Callable[[], object] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
 
     def feed(self, chunk: memoryview) -> None:
         """Append received bytes (the connection's ``buffer_updated``)."""
         self.data += chunk
+        if self.on_feed is not None:
+            self.on_feed()
         self._wake()
 
     def end(self) -> None:

@@ -3,7 +3,10 @@
 Each accepted socket gets one task, which runs the opening handshake (the core's bounded head
 parser and :func:`~tube.websocket.core.handshake.accept_request`, the same Origin policy and
 subprotocol selection as on threads), then the application's handler, then waits for the TCP
-teardown. The whole opening handshake, TLS included, is bounded by ``open_timeout``.
+teardown. The whole opening handshake, TLS included, is bounded by ``open_timeout``. Without
+``process_request`` nothing in the handshake can await, so the request is answered inside the
+read callback that completes its head (the 101 leaves in that loop iteration); the task only
+waits for that answer before it runs the handler.
 
 Accepting is our own ``add_reader`` loop rather than ``loop.create_server``: at the
 file-descriptor limit it backs off (stops watching the listening socket for a second, logs one
@@ -238,7 +241,8 @@ class Server:
                 else:  # the client gave up (ECONNABORTED, ...): nothing to serve
                     logger.debug("accept() failed: %s", exc)
                 return
-            sock.setblocking(False)
+            # Left blocking: connect_accepted_socket() makes it non-blocking (asyncio's and
+            # uvloop's), and nothing touches it before (one ioctl per connection fewer).
             task = loop.create_task(self._serve(sock))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -292,44 +296,102 @@ class Server:
         head = side.head
         assert head is not None
         scanner = HeadScanner()  # parse only when it may answer: linear in the head's size
-        try:
-            while True:
-                if scanner.ready(head.data):
-                    parsed = parse_request_head(head.data)
-                    if parsed is not None:
-                        break
+        if self._process_request is None:
+            # Nothing can await between the complete head and the 101: the request is answered
+            # in the read callback that completes it, so the 101 leaves in that loop iteration
+            # (not in this task's next turn), and nothing is read before it is open: no
+            # pause_reading()/resume_reading() pair (two epoll_ctl) either.
+            head.on_feed = on_feed = functools.partial(self._answer_now, connection, scanner)
+            on_feed()  # what arrived already
+            while side.head is not None:
                 if not await head.more():
                     side.abort("the client left during the opening handshake")
                     return False
-            request, consumed = parsed
-            request.remote_address = connection.remote_address
-            connection.request = request
-            if self._process_request is not None:
-                # It may await: hold further frames in the kernel until the WebSocket is open.
-                # Without it, nothing runs between here and open() (no read, no callback): no
-                # pause_reading() and resume_reading(), two epoll_ctl calls per connection.
-                side.hold_reading()
-                answer = self._process_request(request)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-                if answer is not None:
-                    assert isinstance(answer, Response)
-                    self._refuse(connection, answer)
+            return side.opened
+        try:
+            while True:
+                parsed = self._parse(connection, scanner)
+                if parsed is not None:
+                    break
+                if not await head.more():
+                    side.abort("the client left during the opening handshake")
                     return False
-            response, subprotocol, deflate = self.options.accept(request)
+            # process_request may await: hold further frames in the kernel until it is open.
+            side.hold_reading()
+            answer = self._process_request(parsed[0])
+            if inspect.isawaitable(answer):
+                answer = await answer
         except HandshakeError as error:
-            logger.info("refused a WebSocket upgrade from %s: %s", side.peer_name(), error)
-            self._refuse(connection, rejection_response(error))
+            self._refuse_error(connection, error)
             return False
         except Exception:
-            logger.exception("error in process_request; answering 500")
-            self._refuse(connection, http_response(500, "internal server error\n"))
+            self._fail(connection, "process_request")
+            return False
+        if answer is not None:
+            assert isinstance(answer, Response)
+            self._refuse(connection, answer)
             return False
         if side.lost:
             return False
+        return self._upgrade(connection, *parsed)
+
+    def _answer_now(self, connection: Connection, scanner: HeadScanner) -> None:
+        """Without process_request: answer the request as soon as its head is complete (called
+        with each read of the head, inside the connection's read callback)."""
+        try:
+            parsed = self._parse(connection, scanner)
+        except HandshakeError as error:
+            self._refuse_error(connection, error)
+            return
+        except Exception:  # never into the transport's read callback
+            self._fail(connection, "the opening handshake")
+            return
+        if parsed is not None:
+            self._upgrade(connection, *parsed)
+
+    @staticmethod
+    def _parse(connection: Connection, scanner: HeadScanner) -> tuple[Request, int] | None:
+        """The request and its head's size once the head is complete, else None.
+
+        Raises:
+            HandshakeError: The head is malformed or too large.
+        """
+        head = connection.handshake.head
+        assert head is not None
+        if not scanner.ready(head.data):
+            return None
+        parsed = parse_request_head(head.data)
+        if parsed is not None:
+            request = parsed[0]
+            request.remote_address = connection.remote_address
+            connection.request = request
+        return parsed
+
+    def _upgrade(self, connection: Connection, request: Request, consumed: int) -> bool:
+        """Validate the request under the options; write the 101 and open, or refuse."""
+        try:
+            response, subprotocol, deflate = self.options.accept(request)
+        except HandshakeError as error:
+            self._refuse_error(connection, error)
+            return False
+        except Exception:  # the application's subprotocol selector, say
+            self._fail(connection, "the opening handshake")
+            return False
+        side = connection.handshake
         side.write_head(response.to_bytes())
         side.open(consumed, subprotocol, deflate)
         return True
+
+    @staticmethod
+    def _refuse_error(connection: Connection, error: HandshakeError) -> None:
+        side = connection.handshake
+        logger.info("refused a WebSocket upgrade from %s: %s", side.peer_name(), error)
+        Server._refuse(connection, rejection_response(error))
+
+    @staticmethod
+    def _fail(connection: Connection, what: str) -> None:
+        logger.exception("error in %s; answering 500", what)
+        Server._refuse(connection, http_response(500, "internal server error\n"))
 
     @staticmethod
     def _refuse(connection: Connection, response: Response) -> None:
