@@ -382,16 +382,14 @@ class Server:
         side.open(consumed, subprotocol, deflate)
         return True
 
-    @staticmethod
-    def _refuse_error(connection: Connection, error: HandshakeError) -> None:
+    def _refuse_error(self, connection: Connection, error: HandshakeError) -> None:
         side = connection.handshake
         logger.info("refused a WebSocket upgrade from %s: %s", side.peer_name(), error)
-        Server._refuse(connection, rejection_response(error))
+        self._refuse(connection, rejection_response(error))
 
-    @staticmethod
-    def _fail(connection: Connection, what: str) -> None:
+    def _fail(self, connection: Connection, what: str) -> None:
         logger.exception("error in %s; answering 500", what)
-        Server._refuse(connection, http_response(500, "internal server error\n"))
+        self._refuse(connection, http_response(500, "internal server error\n"))
 
     @staticmethod
     def _refuse(connection: Connection, response: Response) -> None:
