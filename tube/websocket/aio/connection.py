@@ -560,7 +560,7 @@ class Connection(asyncio.BufferedProtocol, SessionFields):
         return protocol
 
     def _queue(
-        self, messages: Iterable[str | Buffer], compress: bool | None, *, schedule: bool = True
+        self, messages: Iterable[str | Buffer], compress: bool | None, *, schedule: bool
     ) -> None:
         """Encode messages into frames, all or none, and queue them for this loop iteration
         (``schedule=False``: the caller flushes them itself, so no flush is scheduled)."""

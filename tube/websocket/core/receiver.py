@@ -90,6 +90,7 @@ class Receiver:
         "_max_message_size",
         "_message_buffer",
         "_message_opcode",
+        "_messages_limit",
         "_on_close",
         "_on_ping",
         "_partial_checked",
@@ -109,6 +110,8 @@ class Receiver:
     ) -> None:
         self._masked_bit = masked_bit
         self._max_message_size = max_message_size
+        # The limit as the C parser of whole messages takes it (-1: none).
+        self._messages_limit = -1 if max_message_size is None else max_message_size
         self._max_fragments = max_fragments
         self._deflate = deflate
         self._on_ping = on_ping
@@ -140,47 +143,40 @@ class Receiver:
             return []
         events: list[Event] = []
         if self._large is not None:
+            # Into the large frame's payload buffer; once complete, what follows as usual.
             taken = self._fill_large(data, events)
-            if taken == len(data):
-                return events
-            # The large frame is complete and more follows: parse the rest as usual.
-            rest = memoryview(data)[taken:]
-            try:
-                return self._receive(rest, events)
-            finally:
-                rest.release()  # the caller may resize its buffer once we return
-        kind = type(data)
-        if (
-            _parse_messages is not None
-            and (kind is memoryview or kind is bytes or kind is bytearray)
-            and not self._buffer
-            and not self._message_opcode
-            and not self._partial_checked
-        ):
+        else:
+            kind = type(data)
+            if not (
+                _parse_messages is not None
+                and (kind is memoryview or kind is bytes or kind is bytearray)
+                and not self._buffer
+                and not self._message_opcode
+                and not self._partial_checked
+            ):
+                return self._receive(data, events)
             # Most reads hold whole single-frame messages and nothing else: one C call, without
             # the general path's view and bookkeeping. It stops at anything else (a control
             # frame, a fragment, an incomplete tail), which the general path takes from there.
-            end = len(data)
-            limit = self._max_message_size
-            position = _parse_messages(
+            taken = _parse_messages(
                 data,
                 0,
-                end,
+                len(data),
                 self._masked_bit,
-                -1 if limit is None else limit,
+                self._messages_limit,
                 events,
                 BinaryMessage,
                 TextMessage,
             )
-            if position == end:
-                return events
-            if position:
-                rest = memoryview(data)[position:]
-                try:
-                    return self._receive(rest, events)
-                finally:
-                    rest.release()
-        return self._receive(data, events)
+            if not taken:
+                return self._receive(data, events)
+        if taken == len(data):
+            return events
+        rest = memoryview(data)[taken:]
+        try:
+            return self._receive(rest, events)
+        finally:
+            rest.release()  # the caller may resize its buffer once we return
 
     def _receive(self, data: Buffer, events: list[Event]) -> list[Event]:
         """Parse ``data`` after what is buffered; append the events to ``events``."""
@@ -378,7 +374,7 @@ class Receiver:
                 0,
                 end,
                 masked_bit,
-                -1 if limit is None else limit,
+                self._messages_limit,
                 events,
                 BinaryMessage,
                 TextMessage,
