@@ -392,6 +392,33 @@ def test_without_process_request_the_head_is_answered_in_the_read_that_completes
     run(main)
 
 
+def test_an_error_while_answering_in_the_read_callback_is_a_500_and_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without process_request the head is answered inside the transport's read callback: an
+    application error there (its subprotocol selector raising) is answered 500 and logged
+    with its traceback, never raised into the transport."""
+
+    def select(offered: list[str]) -> str | None:
+        raise RuntimeError("selector bug")
+
+    async def main() -> None:
+        async with aio.serve(echo, "127.0.0.1", 0, subprotocols=select) as server:
+            url = f"ws://127.0.0.1:{server.port}/"
+            with pytest.raises(HandshakeRejected) as refused:
+                await aio.connect(url, subprotocols=["chat"])
+            assert refused.value.status == 500
+            async with aio.connect(url) as client:  # no offer: the selector is not called
+                await client.send("still served")
+                assert await client.incoming.get(timeout=5) == "still served"
+
+    with caplog.at_level(logging.ERROR, logger="tube.websocket.aio"):
+        run(main)
+    errors = [r for r in caplog.records if "answering 500" in r.getMessage()]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "error in the opening handshake" in errors[0].getMessage()
+
+
 def test_tcp_keepalive_and_nodelay_follow_the_ping_options_on_both_ends() -> None:
     """The server sets the options once on its listening socket (Linux gives each accepted
     socket its listener's); every accepted socket and the client's have them all the same."""
